@@ -1,0 +1,97 @@
+//! Compressed bios and destination ranges, and `btrfs_decompress_buf2page()`.
+
+use highmem::{FolioVec, Frame, PhysMem};
+
+use crate::{Error, Result, BTRFS_MAX_COMPRESSED};
+
+/// The pages of one compressed extent as read from disk (`struct compressed_bio`'s
+/// `compressed_folios`, order-0 folios, lowmem) and its length (`cb->compressed_len`).
+#[derive(Debug)]
+pub struct CompressedBio {
+    /// The compressed pages.
+    pub folios: FolioVec,
+    /// Bytes of compressed data (the sector-padded on-disk size, `disk_num_bytes`).
+    pub compressed_len: usize,
+}
+
+impl CompressedBio {
+    /// Put `data` (the extent's on-disk bytes, at most 128 KiB) into fresh pages of `mem`.
+    pub fn from_slice(mem: &PhysMem, data: &[u8]) -> Result<Self> {
+        if data.is_empty() || data.len() > BTRFS_MAX_COMPRESSED {
+            return Err(Error::InvalidArgument(format!(
+                "compressed extent of {} bytes (must be 1..={BTRFS_MAX_COMPRESSED})",
+                data.len()
+            )));
+        }
+        Ok(Self { folios: FolioVec::from_slice(mem, data, 0)?, compressed_len: data.len() })
+    }
+}
+
+/// Where decompressed bytes go (`cb->orig_bio`): page-cache pages for bytes
+/// `[start, start + len)` of the decompressed extent. `start` is the file extent item's
+/// `offset`, `len` its `num_bytes` (or less, for a partial read).
+#[derive(Debug)]
+pub struct DestRange {
+    /// The destination pages; byte 0 is decompressed byte `start`.
+    pub pages: FolioVec,
+    /// First decompressed byte wanted.
+    pub start: usize,
+    /// Bytes wanted.
+    pub len: usize,
+    filled: usize,
+}
+
+impl DestRange {
+    /// Fresh zeroed destination pages of `order` for `len` bytes starting at decompressed byte
+    /// `start`.
+    pub fn new(mem: &PhysMem, start: usize, len: usize, order: u32) -> Result<Self> {
+        Ok(Self { pages: FolioVec::alloc(mem, len.max(1), order)?, start, len, filled: 0 })
+    }
+
+    /// Bytes written so far (the bio's progress).
+    pub fn filled(&self) -> usize {
+        self.filled
+    }
+
+    /// True once every wanted byte was written.
+    pub fn is_full(&self) -> bool {
+        self.filled >= self.len
+    }
+
+    /// Zero what the stream did not cover (`zero_fill_bio()` after a short stream).
+    pub fn zero_rest(&mut self, frame: &mut Frame<'_>) -> Result<()> {
+        if self.filled < self.len {
+            frame.memzero_pages(&mut self.pages, self.filled, self.len - self.filled)?;
+            self.filled = self.len;
+        }
+        Ok(())
+    }
+
+    /// The wanted bytes as a vector (read through the direct map, not counted).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.pages.to_vec(0, self.len)
+    }
+}
+
+/// Models `btrfs_decompress_buf2page()`: copy the decompressed bytes `buf`, which are bytes
+/// `[decompressed, decompressed + buf.len())` of the extent, into the part of `dest` they
+/// overlap, one page mapping per piece (`memcpy_to_page()`).
+///
+/// Returns `true` while the destination wants more (the C function's 1) and `false` once it is
+/// full (0).
+pub fn btrfs_decompress_buf2page(
+    frame: &mut Frame<'_>,
+    buf: &[u8],
+    decompressed: usize,
+    dest: &mut DestRange,
+) -> Result<bool> {
+    let buf_end = decompressed + buf.len();
+    let dst_end = dest.start + dest.len;
+    let lo = decompressed.max(dest.start + dest.filled);
+    let hi = buf_end.min(dst_end);
+    if lo < hi {
+        frame.memcpy_to_pages(&mut dest.pages, lo - dest.start, &buf[lo - decompressed..hi - decompressed])?;
+        dest.filled = hi - dest.start;
+    }
+    Ok(buf_end < dst_end)
+}

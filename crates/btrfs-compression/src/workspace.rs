@@ -1,0 +1,401 @@
+//! Workspace managers (models `btrfs_get_workspace()`/`btrfs_put_workspace()` in
+//! compression.c and zstd.c's own per-level manager with its reclaim timer).
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Number of online CPUs (`num_online_cpus()`).
+pub fn num_online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Counters of a workspace manager.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkspaceStats {
+    /// Workspaces allocated.
+    pub allocated: u64,
+    /// Workspaces freed (not kept idle, or reclaimed).
+    pub freed: u64,
+    /// Times a caller slept because all workspaces were busy.
+    pub waits: u64,
+    /// Workspaces handed out.
+    pub gets: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    allocated: AtomicU64,
+    freed: AtomicU64,
+    waits: AtomicU64,
+    gets: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> WorkspaceStats {
+        WorkspaceStats {
+            allocated: self.allocated.load(Ordering::Relaxed),
+            freed: self.freed.load(Ordering::Relaxed),
+            waits: self.waits.load(Ordering::Relaxed),
+            gets: self.gets.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct GenericState<W> {
+    idle: Vec<W>,
+    total: usize,
+}
+
+/// The generic manager used by zlib, lzo and the heuristic (`struct workspace_manager`).
+///
+/// `get` takes an idle workspace, else allocates one while no more than `limit` (the CPU count)
+/// exist, else sleeps until one is returned. `put` keeps a workspace idle while no more than
+/// `limit` are idle, else frees it. One workspace is allocated up front for forward progress.
+pub struct WorkspaceManager<W> {
+    state: Mutex<GenericState<W>>,
+    wake: Condvar,
+    limit: usize,
+    alloc: Box<dyn Fn() -> W + Send + Sync>,
+    counters: Counters,
+}
+
+impl<W: Send> WorkspaceManager<W> {
+    /// A manager whose workspaces come from `alloc`, sized for the online CPUs.
+    pub fn new(alloc: impl Fn() -> W + Send + Sync + 'static) -> Self {
+        Self::with_limit(num_online_cpus(), alloc)
+    }
+
+    /// As [`WorkspaceManager::new`] with an explicit CPU count.
+    pub fn with_limit(limit: usize, alloc: impl Fn() -> W + Send + Sync + 'static) -> Self {
+        let first = alloc();
+        let m = Self {
+            state: Mutex::new(GenericState { idle: vec![first], total: 1 }),
+            wake: Condvar::new(),
+            limit: limit.max(1),
+            alloc: Box::new(alloc),
+            counters: Counters::default(),
+        };
+        m.counters.allocated.fetch_add(1, Ordering::Relaxed);
+        m
+    }
+
+    /// Models `btrfs_get_workspace()`.
+    pub fn get(&self) -> WorkspaceGuard<'_, W> {
+        self.counters.gets.fetch_add(1, Ordering::Relaxed);
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(w) = st.idle.pop() {
+                return WorkspaceGuard { mgr: self, ws: Some(w) };
+            }
+            if st.total > self.limit {
+                self.counters.waits.fetch_add(1, Ordering::Relaxed);
+                st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.total += 1;
+            drop(st);
+            let w = (self.alloc)();
+            self.counters.allocated.fetch_add(1, Ordering::Relaxed);
+            return WorkspaceGuard { mgr: self, ws: Some(w) };
+        }
+    }
+
+    fn put(&self, w: W) {
+        let mut st = lock(&self.state);
+        if st.idle.len() <= self.limit {
+            st.idle.push(w);
+        } else {
+            st.total -= 1;
+            drop(st);
+            drop(w);
+            self.counters.freed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Idle workspaces now.
+    pub fn idle(&self) -> usize {
+        lock(&self.state).idle.len()
+    }
+
+    /// Workspaces in existence now (idle and in use).
+    pub fn total(&self) -> usize {
+        lock(&self.state).total
+    }
+
+    /// The CPU count the manager is sized for.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> WorkspaceStats {
+        self.counters.snapshot()
+    }
+}
+
+/// A workspace on loan; returned to its manager on drop (`btrfs_put_workspace()`).
+pub struct WorkspaceGuard<'m, W: Send> {
+    mgr: &'m WorkspaceManager<W>,
+    ws: Option<W>,
+}
+
+impl<W: Send> Deref for WorkspaceGuard<'_, W> {
+    type Target = W;
+    fn deref(&self) -> &W {
+        self.ws.as_ref().expect("workspace present until drop")
+    }
+}
+
+impl<W: Send> DerefMut for WorkspaceGuard<'_, W> {
+    fn deref_mut(&mut self) -> &mut W {
+        self.ws.as_mut().expect("workspace present until drop")
+    }
+}
+
+impl<W: Send> Drop for WorkspaceGuard<'_, W> {
+    fn drop(&mut self) {
+        if let Some(w) = self.ws.take() {
+            self.mgr.put(w);
+        }
+    }
+}
+
+/// `ZSTD_BTRFS_RECLAIM_JIFFIES`: idle zstd workspaces unused this long are freed.
+pub const ZSTD_BTRFS_RECLAIM: Duration = Duration::from_secs(307);
+/// `ZSTD_BTRFS_MAX_LEVEL`: number of per-level idle lists.
+pub const ZSTD_BTRFS_MAX_LEVEL: usize = 15;
+
+/// Models zstd.c's `clip_level()`: the idle-list index (0-based) for a level; all negative
+/// levels and level 0 share the level-1 list.
+pub fn zstd_clip_level(level: i32) -> usize {
+    (level.max(1) as usize - 1).min(ZSTD_BTRFS_MAX_LEVEL - 1)
+}
+
+struct ZstdIdle<W> {
+    ws: W,
+    /// Index of the list it belongs to (the level it was allocated for).
+    slot: usize,
+    last_used: Instant,
+    /// The preallocated level-15 workspace, hidden from reclaim.
+    pinned: bool,
+}
+
+struct ZstdState<W> {
+    idle: Vec<Vec<ZstdIdle<W>>>,
+    next_reclaim: Instant,
+}
+
+/// zstd.c's workspace manager: one idle list per level; `get(level)` takes the first idle
+/// workspace of that level or above (a bigger one can serve a lower level), else allocates one
+/// for the level. Idle workspaces unused for [`ZSTD_BTRFS_RECLAIM`] are freed, except one
+/// preallocated level-15 workspace.
+pub struct ZstdWorkspaceManager<W> {
+    state: Mutex<ZstdState<W>>,
+    alloc: Box<dyn Fn(i32) -> W + Send + Sync>,
+    counters: Counters,
+    reclaimed: AtomicU64,
+}
+
+impl<W: Send> ZstdWorkspaceManager<W> {
+    /// A manager whose workspaces for a level come from `alloc(level)`.
+    pub fn new(alloc: impl Fn(i32) -> W + Send + Sync + 'static) -> Self {
+        let now = Instant::now();
+        let mut idle: Vec<Vec<ZstdIdle<W>>> = (0..ZSTD_BTRFS_MAX_LEVEL).map(|_| Vec::new()).collect();
+        let top = ZSTD_BTRFS_MAX_LEVEL - 1;
+        idle[top].push(ZstdIdle { ws: alloc(ZSTD_BTRFS_MAX_LEVEL as i32), slot: top, last_used: now, pinned: true });
+        let m = Self {
+            state: Mutex::new(ZstdState { idle, next_reclaim: now + ZSTD_BTRFS_RECLAIM }),
+            alloc: Box::new(alloc),
+            counters: Counters::default(),
+            reclaimed: AtomicU64::new(0),
+        };
+        m.counters.allocated.fetch_add(1, Ordering::Relaxed);
+        m
+    }
+
+    /// Models `zstd_get_workspace()`.
+    pub fn get(&self, level: i32) -> ZstdWorkspaceGuard<'_, W> {
+        self.get_at(level, Instant::now())
+    }
+
+    /// [`ZstdWorkspaceManager::get`] at a given time (for tests of the reclaim).
+    pub fn get_at(&self, level: i32, now: Instant) -> ZstdWorkspaceGuard<'_, W> {
+        self.counters.gets.fetch_add(1, Ordering::Relaxed);
+        let want = zstd_clip_level(level);
+        let mut st = lock(&self.state);
+        self.reclaim_locked(&mut st, now);
+        for slot in want..ZSTD_BTRFS_MAX_LEVEL {
+            if let Some(e) = st.idle[slot].pop() {
+                return ZstdWorkspaceGuard { mgr: self, entry: Some(e), req: want };
+            }
+        }
+        drop(st);
+        let ws = (self.alloc)(want as i32 + 1);
+        self.counters.allocated.fetch_add(1, Ordering::Relaxed);
+        ZstdWorkspaceGuard {
+            mgr: self,
+            entry: Some(ZstdIdle { ws, slot: want, last_used: now, pinned: false }),
+            req: want,
+        }
+    }
+
+    fn put(&self, mut e: ZstdIdle<W>, req: usize, now: Instant) {
+        // A workspace that served a lower level than its own keeps its old timestamp.
+        if req == e.slot {
+            e.last_used = now;
+        }
+        let mut st = lock(&self.state);
+        let slot = e.slot;
+        st.idle[slot].push(e);
+        self.reclaim_locked(&mut st, now);
+    }
+
+    /// Models `zstd_reclaim_timer_fn()`: free idle workspaces unused for 307 s. Runs lazily
+    /// from `get`/`put` once the timer would have fired, or when called.
+    pub fn reclaim_at(&self, now: Instant) -> usize {
+        let mut st = lock(&self.state);
+        st.next_reclaim = now;
+        self.reclaim_locked(&mut st, now)
+    }
+
+    fn reclaim_locked(&self, st: &mut ZstdState<W>, now: Instant) -> usize {
+        if now < st.next_reclaim {
+            return 0;
+        }
+        let mut freed = 0;
+        for list in &mut st.idle {
+            list.retain(|e| {
+                let keep = e.pinned || now.saturating_duration_since(e.last_used) < ZSTD_BTRFS_RECLAIM;
+                if !keep {
+                    freed += 1;
+                }
+                keep
+            });
+        }
+        st.next_reclaim = now + ZSTD_BTRFS_RECLAIM;
+        self.reclaimed.fetch_add(freed as u64, Ordering::Relaxed);
+        self.counters.freed.fetch_add(freed as u64, Ordering::Relaxed);
+        freed
+    }
+
+    /// Idle workspaces per level list (index 0 = level 1).
+    pub fn idle_per_level(&self) -> Vec<usize> {
+        lock(&self.state).idle.iter().map(Vec::len).collect()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> WorkspaceStats {
+        self.counters.snapshot()
+    }
+}
+
+/// A zstd workspace on loan.
+pub struct ZstdWorkspaceGuard<'m, W: Send> {
+    mgr: &'m ZstdWorkspaceManager<W>,
+    entry: Option<ZstdIdle<W>>,
+    req: usize,
+}
+
+impl<W: Send> ZstdWorkspaceGuard<'_, W> {
+    /// The level the workspace was allocated for.
+    pub fn ws_level(&self) -> i32 {
+        self.entry.as_ref().map_or(0, |e| e.slot as i32 + 1)
+    }
+
+    /// Return it as if at time `now` (for reclaim tests).
+    pub fn put_at(mut self, now: Instant) {
+        if let Some(e) = self.entry.take() {
+            self.mgr.put(e, self.req, now);
+        }
+    }
+}
+
+impl<W: Send> Deref for ZstdWorkspaceGuard<'_, W> {
+    type Target = W;
+    fn deref(&self) -> &W {
+        &self.entry.as_ref().expect("workspace present until drop").ws
+    }
+}
+
+impl<W: Send> DerefMut for ZstdWorkspaceGuard<'_, W> {
+    fn deref_mut(&mut self) -> &mut W {
+        &mut self.entry.as_mut().expect("workspace present until drop").ws
+    }
+}
+
+impl<W: Send> Drop for ZstdWorkspaceGuard<'_, W> {
+    fn drop(&mut self) {
+        if let Some(e) = self.entry.take() {
+            self.mgr.put(e, self.req, Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn generic_bounds_idle_and_waits() {
+        let m = Arc::new(WorkspaceManager::with_limit(2, || vec![0u8; 16]));
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                let m = Arc::clone(&m);
+                s.spawn(move || {
+                    for _ in 0..200 {
+                        let mut w = m.get();
+                        w[0] = w[0].wrapping_add(1);
+                        assert!(m.total() <= m.limit() + 1, "more workspaces than limit + 1");
+                    }
+                });
+            }
+        });
+        assert!(m.idle() <= m.limit() + 1);
+        assert!(m.total() <= m.limit() + 1);
+        let s = m.stats();
+        assert_eq!(s.gets, 16 * 200);
+        assert!(s.allocated <= 3 + s.freed, "{s:?}");
+    }
+
+    #[test]
+    fn zstd_prefers_own_level_then_higher_and_reclaims() {
+        let m = ZstdWorkspaceManager::new(|l| l);
+        let t0 = Instant::now();
+        // Level 3 request: nothing idle at 3..14, so it takes the preallocated level-15 one.
+        let g = m.get_at(3, t0);
+        assert_eq!(*g, 15);
+        // Another level-3 request while it is busy allocates a level-3 workspace.
+        let g2 = m.get_at(3, t0);
+        assert_eq!(*g2, 3);
+        g2.put_at(t0);
+        g.put_at(t0);
+        assert_eq!(m.idle_per_level()[2], 1);
+        assert_eq!(m.idle_per_level()[14], 1);
+        // Negative levels share the level-1 list and can be served by a level-3 workspace.
+        let g3 = m.get_at(-5, t0);
+        assert_eq!(*g3, 3);
+        g3.put_at(t0);
+        // After 307 s idle the level-3 workspace goes, the pinned level-15 one stays.
+        assert_eq!(m.reclaim_at(t0 + Duration::from_secs(306)), 0);
+        assert_eq!(m.reclaim_at(t0 + ZSTD_BTRFS_RECLAIM), 1);
+        assert_eq!(m.idle_per_level()[2], 0);
+        assert_eq!(m.idle_per_level()[14], 1);
+    }
+
+    #[test]
+    fn clip_level_matches_kernel() {
+        assert_eq!(zstd_clip_level(-15), 0);
+        assert_eq!(zstd_clip_level(0), 0);
+        assert_eq!(zstd_clip_level(1), 0);
+        assert_eq!(zstd_clip_level(3), 2);
+        assert_eq!(zstd_clip_level(15), 14);
+    }
+}

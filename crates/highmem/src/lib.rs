@@ -1,0 +1,105 @@
+//! Pages, folios and the kernel's ways of mapping them, side by side.
+//!
+//! Models `include/linux/highmem.h`, `include/linux/highmem-internal.h`, `mm/highmem.c` and the
+//! `vmap()` part of `mm/vmalloc.c`, as far as btrfs's compression loops use them:
+//!
+//! * [`PhysMem`] holds "physical" page frames (4, 16 or 64 KiB pages) on one of two
+//!   [`Backend`]s: the heap (every frame always addressable, like a 64-bit direct map) or an
+//!   emulated highmem whose frames live in a memfd and are mapped on demand with real
+//!   `mmap(MAP_FIXED)` calls into a per-thread window.
+//! * [`Folio`]s are `2^order` physically contiguous frames with one owner; [`FolioVec`] is a run
+//!   of folios standing for a file range in the page cache or a compressed extent's pages.
+//! * [`MapCtx`] is one thread's mapping context for one [`Strategy`]: direct map, kmap_local per
+//!   page (16 slots, strict LIFO release), range mapping (`kmap_local_range()`), `vmap_folio()`,
+//!   the global `kmap()` pool, or bounce copies. Codec loops map through a [`Frame`] and never
+//!   change with the strategy; every strategy counts what it does in [`MapCounters`].
+//!
+//! LIFO order is enforced by the borrow checker where it can be ([`Frame`]: a child mapping
+//! borrows its parent) and checked at run time where it cannot (`mem::forget`): a debug build
+//! panics with a clear message, a release build counts the violation. A 17th nested local
+//! mapping is [`MapError::SlotsExhausted`].
+//!
+//! ```
+//! use highmem::{Backend, FolioVec, MapCtx, PhysMem, Strategy};
+//! let mem = PhysMem::new(Backend::Heap, 4096, 64).unwrap();
+//! let pages = FolioVec::from_slice(&mem, &[7u8; 3 * 4096], 0).unwrap();
+//! let mut ctx = MapCtx::new(&mem, Strategy::KmapLocal).unwrap();
+//! let mut frame = ctx.frame();
+//! let m = frame.map(&pages, 100, 10_000).unwrap();
+//! assert_eq!(m.len(), 4096 - 100); // kmap_local maps one page
+//! drop(m);
+//! drop(frame);
+//! assert_eq!(ctx.counters().maps, 1);
+//! assert_eq!(ctx.counters().unmaps, 1);
+//! ```
+//!
+//! This crate is the only one in the workspace with `unsafe` code, all of it in `backend/`
+//! and the guard types, each block with a safety comment.
+
+mod backend;
+mod phys;
+mod pool;
+mod strategy;
+
+pub use phys::{Backend, Folio, FolioVec, PhysAddr, PhysMem, SUPPORTED_PAGE_SIZES};
+pub use pool::{KmapPool, PoolStats, LAST_PKMAP};
+pub use strategy::{
+    Frame, LifoPolicy, MapCounters, MapCtx, MapMut, MapRef, Strategy, DEFAULT_BOUNCE_BYTES,
+    KM_MAX_IDX, MAX_RANGE_BYTES,
+};
+
+use std::fmt;
+
+/// Errors of the mapping layer.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MapError {
+    /// A 17th nested kmap_local mapping (the kernel BUGs on `KM_MAX_IDX` overflow).
+    SlotsExhausted,
+    /// No free frames of the requested order.
+    OutOfFrames,
+    /// Page size not in [`SUPPORTED_PAGE_SIZES`].
+    BadPageSize(usize),
+    /// Folio order too large.
+    BadOrder(u32),
+    /// A mapping request outside the pages.
+    OutOfRange {
+        /// Requested offset.
+        off: usize,
+        /// Requested length.
+        len: usize,
+        /// Bytes the pages cover.
+        size: usize,
+    },
+    /// The operating system refused a mapping call.
+    Os(std::io::Error),
+    /// Not available on this platform.
+    Unsupported(&'static str),
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapError::SlotsExhausted => {
+                write!(f, "kmap_local: all {KM_MAX_IDX} per-thread slots are in use")
+            }
+            MapError::OutOfFrames => f.write_str("out of page frames"),
+            MapError::BadPageSize(s) => write!(f, "unsupported page size {s} (use 4096, 16384 or 65536)"),
+            MapError::BadOrder(o) => write!(f, "folio order {o} too large"),
+            MapError::OutOfRange { off, len, size } => {
+                write!(f, "mapping of {len} bytes at {off} outside pages of {size} bytes")
+            }
+            MapError::Os(e) => write!(f, "mapping system call failed: {e}"),
+            MapError::Unsupported(w) => write!(f, "{w} is not supported on this platform"),
+        }
+    }
+}
+
+impl std::error::Error for MapError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MapError::Os(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! "Physical" memory: page frames, folios and the page-cache-like [`FolioVec`].
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{self, HeapStore, Store};
+use crate::MapError;
+
+/// Which memory backend holds the frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// All frames always mapped (the 64-bit direct map); no system calls; Miri-clean.
+    Heap,
+    /// Frames in a memfd, mapped on demand with real `mmap`/`munmap` (32-bit highmem emulation).
+    EmulatedHighmem,
+}
+
+impl Backend {
+    /// Every backend, in display order.
+    pub const ALL: [Backend; 2] = [Backend::Heap, Backend::EmulatedHighmem];
+
+    /// Short name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Heap => "heap",
+            Backend::EmulatedHighmem => "highmem",
+        }
+    }
+
+    /// Parse a name given by [`Backend::name`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == s)
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A physical address, like the kernel's `phys_addr_t`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PhysAddr(pub u64);
+
+/// Page sizes the model supports (sectors are always 4 KiB).
+pub const SUPPORTED_PAGE_SIZES: [usize; 3] = [4096, 16384, 65536];
+
+struct Allocator {
+    used: Vec<bool>,
+    hint: usize,
+    in_use: usize,
+}
+
+impl Allocator {
+    fn alloc(&mut self, order: u32) -> Option<usize> {
+        let n = 1usize << order;
+        let total = self.used.len();
+        // First fit of an aligned run: from the hint, then from the start.
+        for from in [self.hint.next_multiple_of(n), 0] {
+            let mut pfn = from;
+            while pfn + n <= total {
+                match self.used[pfn..pfn + n].iter().rposition(|&u| u) {
+                    None => {
+                        self.used[pfn..pfn + n].fill(true);
+                        self.hint = pfn + n;
+                        self.in_use += n;
+                        return Some(pfn);
+                    }
+                    Some(busy) => pfn = (pfn + busy + 1).next_multiple_of(n),
+                }
+            }
+        }
+        None
+    }
+
+    fn free(&mut self, pfn: usize, order: u32) {
+        let n = 1usize << order;
+        debug_assert!(self.used[pfn..pfn + n].iter().all(|&u| u), "double free of frames");
+        self.used[pfn..pfn + n].fill(false);
+        self.in_use -= n;
+    }
+}
+
+pub(crate) struct PhysInner {
+    pub(crate) store: Store,
+    pub(crate) page_size: usize,
+    nr_frames: usize,
+    alloc: Mutex<Allocator>,
+    backend: Backend,
+}
+
+/// A pool of page frames ("physical memory") of one page size on one backend.
+///
+/// Cheap to clone (a shared handle). Frames are handed out as [`Folio`]s.
+#[derive(Clone)]
+pub struct PhysMem {
+    pub(crate) inner: Arc<PhysInner>,
+}
+
+impl fmt::Debug for PhysMem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PhysMem")
+            .field("backend", &self.inner.backend)
+            .field("page_size", &self.inner.page_size)
+            .field("nr_frames", &self.inner.nr_frames)
+            .finish()
+    }
+}
+
+impl PhysMem {
+    /// Create `nr_frames` frames of `page_size` bytes on `backend`.
+    pub fn new(backend: Backend, page_size: usize, nr_frames: usize) -> Result<Self, MapError> {
+        if !SUPPORTED_PAGE_SIZES.contains(&page_size) {
+            return Err(MapError::BadPageSize(page_size));
+        }
+        let bytes = nr_frames
+            .checked_mul(page_size)
+            .filter(|&b| b > 0 && b <= 1 << 40)
+            .ok_or(MapError::OutOfFrames)?;
+        let store = match backend {
+            Backend::Heap => Store::Heap(HeapStore::new(bytes, page_size).map_err(MapError::Os)?),
+            #[cfg(unix)]
+            Backend::EmulatedHighmem => {
+                Store::Memfd(backend::MemfdStore::new(bytes).map_err(MapError::Os)?)
+            }
+            #[cfg(not(unix))]
+            Backend::EmulatedHighmem => return Err(MapError::Unsupported("emulated highmem")),
+        };
+        debug_assert_eq!(store.len(), bytes);
+        Ok(Self {
+            inner: Arc::new(PhysInner {
+                store,
+                page_size,
+                nr_frames,
+                alloc: Mutex::new(Allocator { used: vec![false; nr_frames], hint: 0, in_use: 0 }),
+                backend,
+            }),
+        })
+    }
+
+    /// Page size in bytes.
+    pub fn page_size(&self) -> usize {
+        self.inner.page_size
+    }
+
+    /// The backend holding the frames.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// Total number of frames.
+    pub fn nr_frames(&self) -> usize {
+        self.inner.nr_frames
+    }
+
+    /// Frames currently allocated.
+    pub fn frames_in_use(&self) -> usize {
+        self.inner.alloc.lock().unwrap_or_else(|e| e.into_inner()).in_use
+    }
+
+    /// Allocate a zeroed folio of `2^order` physically contiguous frames (models `folio_alloc()`).
+    pub fn alloc_folio(&self, order: u32) -> Result<Folio, MapError> {
+        if order > 10 {
+            return Err(MapError::BadOrder(order));
+        }
+        let pfn = self
+            .inner
+            .alloc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .alloc(order)
+            .ok_or(MapError::OutOfFrames)?;
+        let folio = Folio { mem: self.clone(), pfn, order };
+        let len = folio.size();
+        // SAFETY: the frames were just allocated to this folio (no other reference to them
+        // exists) and the linear map covers them.
+        let bytes = unsafe { backend::slice_at_mut(self.inner.store.linear(folio.phys_off()), len) };
+        bytes.fill(0);
+        Ok(folio)
+    }
+}
+
+/// A folio: `2^order` physically contiguous page frames with one owner.
+///
+/// Dropping it frees the frames (models `folio_put()` of the last reference).
+pub struct Folio {
+    mem: PhysMem,
+    pfn: usize,
+    order: u32,
+}
+
+impl fmt::Debug for Folio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Folio").field("pfn", &self.pfn).field("order", &self.order).finish()
+    }
+}
+
+impl Drop for Folio {
+    fn drop(&mut self) {
+        self.mem.inner.alloc.lock().unwrap_or_else(|e| e.into_inner()).free(self.pfn, self.order);
+    }
+}
+
+impl Folio {
+    /// Page frame number of the first page (`folio_pfn()`).
+    pub fn pfn(&self) -> usize {
+        self.pfn
+    }
+
+    /// Folio order (`folio_order()`).
+    pub fn order(&self) -> u32 {
+        self.order
+    }
+
+    /// Number of pages (`folio_nr_pages()`).
+    pub fn nr_pages(&self) -> usize {
+        1 << self.order
+    }
+
+    /// Size in bytes (`folio_size()`).
+    pub fn size(&self) -> usize {
+        self.mem.inner.page_size << self.order
+    }
+
+    /// Physical address of byte `off` of the folio.
+    pub fn phys_addr(&self, off: usize) -> PhysAddr {
+        PhysAddr((self.phys_off() + off) as u64)
+    }
+
+    /// The memory this folio lives in.
+    pub fn mem(&self) -> &PhysMem {
+        &self.mem
+    }
+
+    pub(crate) fn phys_off(&self) -> usize {
+        self.pfn * self.mem.inner.page_size
+    }
+
+    /// The folio's bytes through the direct map (models `folio_address()` of a lowmem folio).
+    ///
+    /// Costs nothing and is not counted: the kernel uses it for compressed folios, which are
+    /// never allocated from highmem.
+    pub fn folio_address(&self) -> &[u8] {
+        // SAFETY: the linear map covers the folio; `&self` excludes `&mut` access through
+        // `folio_address_mut` or a write mapping for the returned lifetime.
+        unsafe { backend::slice_at(self.mem.inner.store.linear(self.phys_off()), self.size()) }
+    }
+
+    /// Mutable [`Folio::folio_address`].
+    pub fn folio_address_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above; `&mut self` makes this the only reference to the folio's bytes.
+        unsafe { backend::slice_at_mut(self.mem.inner.store.linear(self.phys_off()), self.size()) }
+    }
+}
+
+/// An ordered run of folios holding one logical byte range: a file range in the page cache or
+/// the pages of a compressed extent (`cb->compressed_folios`).
+#[derive(Debug, Default)]
+pub struct FolioVec {
+    folios: Vec<Folio>,
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl FolioVec {
+    /// An empty vector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Allocate folios of `order` covering at least `bytes` bytes (zeroed).
+    pub fn alloc(mem: &PhysMem, bytes: usize, order: u32) -> Result<Self, MapError> {
+        let mut v = Self::new();
+        while v.len < bytes {
+            v.push(mem.alloc_folio(order)?);
+        }
+        Ok(v)
+    }
+
+    /// Allocate folios of `order` and fill them with `data` (the write path putting data into the
+    /// page cache). The tail of the last folio stays zero.
+    pub fn from_slice(mem: &PhysMem, data: &[u8], order: u32) -> Result<Self, MapError> {
+        let mut v = Self::alloc(mem, data.len(), order)?;
+        v.write_direct(0, data);
+        Ok(v)
+    }
+
+    /// Append a folio.
+    pub fn push(&mut self, folio: Folio) {
+        self.starts.push(self.len);
+        self.len += folio.size();
+        self.folios.push(folio);
+    }
+
+    /// Bytes covered by all folios.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no folio is held.
+    pub fn is_empty(&self) -> bool {
+        self.folios.is_empty()
+    }
+
+    /// Number of folios.
+    pub fn nr_folios(&self) -> usize {
+        self.folios.len()
+    }
+
+    /// The folios.
+    pub fn folios(&self) -> &[Folio] {
+        &self.folios
+    }
+
+    /// Drop folios from the end until at most `n` remain.
+    pub fn truncate_folios(&mut self, n: usize) {
+        self.folios.truncate(n);
+        self.starts.truncate(n);
+        self.len = self.folios.iter().map(Folio::size).sum();
+    }
+
+    /// The folio holding byte `off` and the offset inside it (models `filemap_get_folio()`).
+    pub fn locate(&self, off: usize) -> Option<(usize, usize)> {
+        if off >= self.len {
+            return None;
+        }
+        let idx = match self.starts.binary_search(&off) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        Some((idx, off - self.starts[idx]))
+    }
+
+    pub(crate) fn folio(&self, idx: usize) -> &Folio {
+        &self.folios[idx]
+    }
+
+    /// Copy `src` in at `off` through the direct map (set-up, not counted).
+    pub fn write_direct(&mut self, mut off: usize, mut src: &[u8]) {
+        assert!(off + src.len() <= self.len, "write_direct past the end");
+        while !src.is_empty() {
+            let (i, o) = self.locate(off).expect("checked above");
+            let dst = &mut self.folios[i].folio_address_mut()[o..];
+            let n = dst.len().min(src.len());
+            dst[..n].copy_from_slice(&src[..n]);
+            src = &src[n..];
+            off += n;
+        }
+    }
+
+    /// Copy bytes out from `off` through the direct map (checking results, not counted).
+    pub fn read_direct(&self, mut off: usize, mut dst: &mut [u8]) {
+        assert!(off + dst.len() <= self.len, "read_direct past the end");
+        while !dst.is_empty() {
+            let (i, o) = self.locate(off).expect("checked above");
+            let src = &self.folios[i].folio_address()[o..];
+            let n = dst.len().min(src.len());
+            dst[..n].copy_from_slice(&src[..n]);
+            dst = &mut dst[n..];
+            off += n;
+        }
+    }
+
+    /// `len` bytes from `off` as a vector (through the direct map, not counted).
+    pub fn to_vec(&self, off: usize, len: usize) -> Vec<u8> {
+        let mut v = vec![0; len];
+        self.read_direct(off, &mut v);
+        v
+    }
+
+    /// Direct-map view of `len` bytes at `off`, which must not cross a folio
+    /// (models `folio_address() + offset` on lowmem folios; not counted).
+    pub fn folio_address_mut(&mut self, off: usize, len: usize) -> &mut [u8] {
+        let (i, o) = self.locate(off).expect("offset inside the folios");
+        &mut self.folios[i].folio_address_mut()[o..o + len]
+    }
+}

@@ -1,0 +1,770 @@
+//! Mapping strategies behind one interface, the per-thread slot stack and the counters.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::backend::{self, Store};
+#[cfg(unix)]
+use crate::backend::VaRegion;
+use crate::pool::KmapPool;
+use crate::{FolioVec, MapError, PhysMem};
+
+/// Depth of the per-task kmap_local stack (`KM_MAX_IDX`).
+pub const KM_MAX_IDX: usize = 16;
+
+/// Largest contiguous range one local slot can hold (one compressed extent).
+pub const MAX_RANGE_BYTES: usize = 128 * 1024;
+
+/// Default bounce buffer: four 4 KiB pages, like zlib.c's s390 DFLTCC workspace buffer.
+pub const DEFAULT_BOUNCE_BYTES: usize = 16 * 1024;
+
+/// How a codec loop gets at the bytes of its pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// 64-bit direct map: `page_address()`/`folio_address()`, free, up to the end of the folio.
+    Direct,
+    /// `kmap_local_page()`/`kmap_local_folio()`: one page per call, one slot of the 16-deep
+    /// per-task stack, strict LIFO release.
+    KmapLocal,
+    /// The proposed `kmap_local_range()`: a run of pages of one folio as one contiguous slice in
+    /// one local slot (LIFO like kmap_local), up to [`MAX_RANGE_BYTES`].
+    Range,
+    /// `vmap_folio()`: the whole folio in vmalloc space; any release order; unmapping is lazy
+    /// and purged in batches like `vunmap()`.
+    VmapFolio,
+    /// The old global `kmap()` pool: one page per call from [`crate::LAST_PKMAP`] shared entries
+    /// behind one lock; mappings linger until the pool wraps and flushes.
+    GlobalKmap,
+    /// Copy into a per-thread bounce buffer (zlib.c's s390 path): each page is mapped with
+    /// kmap_local, copied and unmapped at once; writes are copied back on release.
+    Bounce,
+}
+
+impl Strategy {
+    /// Every strategy, in display order.
+    pub const ALL: [Strategy; 6] = [
+        Strategy::Direct,
+        Strategy::KmapLocal,
+        Strategy::Range,
+        Strategy::VmapFolio,
+        Strategy::GlobalKmap,
+        Strategy::Bounce,
+    ];
+
+    /// Short name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Direct => "direct",
+            Strategy::KmapLocal => "kmap-local",
+            Strategy::Range => "range",
+            Strategy::VmapFolio => "vmap-folio",
+            Strategy::GlobalKmap => "kmap-pool",
+            Strategy::Bounce => "bounce",
+        }
+    }
+
+    /// Parse a name given by [`Strategy::name`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What one thread's mapping context did. All counts are per [`MapCtx`], i.e. per thread and
+/// strategy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapCounters {
+    /// Calls of the mapping interface (including free direct-map lookups).
+    pub map_calls: u64,
+    /// Mappings established (page-table work in the kernel; zero for the direct map).
+    pub maps: u64,
+    /// Mappings released.
+    pub unmaps: u64,
+    /// Re-mappings of a page that was unmapped only to respect LIFO order.
+    pub forced_remaps: u64,
+    /// Multi-page mapping calls (range and vmap).
+    pub range_calls: u64,
+    /// Pages mapped by multi-page calls.
+    pub range_pages: u64,
+    /// Bytes copied by the bounce strategy, both directions.
+    pub bytes_copied: u64,
+    /// System calls made by the emulated highmem backend.
+    pub syscalls: u64,
+    /// Out-of-order releases seen (always zero in correct code).
+    pub lifo_violations: u64,
+    /// Deepest nesting of local slots.
+    pub max_depth: u64,
+    /// Lazy vunmap purges.
+    pub vmap_purges: u64,
+}
+
+impl MapCounters {
+    /// Field-wise sum.
+    pub fn add(&mut self, o: &MapCounters) {
+        self.map_calls += o.map_calls;
+        self.maps += o.maps;
+        self.unmaps += o.unmaps;
+        self.forced_remaps += o.forced_remaps;
+        self.range_calls += o.range_calls;
+        self.range_pages += o.range_pages;
+        self.bytes_copied += o.bytes_copied;
+        self.syscalls += o.syscalls;
+        self.lifo_violations += o.lifo_violations;
+        self.max_depth = self.max_depth.max(o.max_depth);
+        self.vmap_purges += o.vmap_purges;
+    }
+}
+
+/// What happens when a local mapping is released out of LIFO order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LifoPolicy {
+    /// Panic with a clear message (the default in debug builds, like the kernel's WARN).
+    Panic,
+    /// Count it in [`MapCounters::lifo_violations`] and carry on (the default in release builds).
+    Count,
+}
+
+impl Default for LifoPolicy {
+    fn default() -> Self {
+        if cfg!(debug_assertions) {
+            LifoPolicy::Panic
+        } else {
+            LifoPolicy::Count
+        }
+    }
+}
+
+/// What a live mapping holds, to be given back on release.
+#[derive(Debug)]
+enum Held {
+    Direct,
+    Slot { idx: usize, win_len: usize },
+    Vmap { area: Option<(NonNull<u8>, usize)> },
+    Pool { pfn: usize },
+    Bounce { idx: usize },
+}
+
+/// One thread's mapping context: the strategy, the kmap_local slot stack (`current->kmap_ctrl`),
+/// the per-thread window of the emulated highmem backend, bounce buffers and counters.
+///
+/// It is neither `Send` nor `Sync`, and so neither are its guards: a local mapping never
+/// crosses threads.
+pub struct MapCtx {
+    mem: PhysMem,
+    strategy: Strategy,
+    pool: Option<Arc<KmapPool>>,
+    /// Slot stack: `true` = in use. Length = depth.
+    stack: RefCell<Vec<bool>>,
+    #[cfg(unix)]
+    window: Option<VaRegion>,
+    slot_size: usize,
+    bounce: RefCell<Vec<Option<Vec<u8>>>>,
+    bounce_size: usize,
+    lazy: RefCell<Vec<(NonNull<u8>, usize)>>,
+    lazy_pages: Cell<usize>,
+    lazy_max_pages: usize,
+    counters: Cell<MapCounters>,
+    lifo: LifoPolicy,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for MapCtx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapCtx")
+            .field("strategy", &self.strategy)
+            .field("backend", &self.mem.backend())
+            .field("counters", &self.counters.get())
+            .finish()
+    }
+}
+
+impl MapCtx {
+    /// A context for the calling thread. [`Strategy::GlobalKmap`] gets a private pool; use
+    /// [`MapCtx::with_pool`] to share one between threads.
+    pub fn new(mem: &PhysMem, strategy: Strategy) -> Result<Self, MapError> {
+        let pool = match strategy {
+            Strategy::GlobalKmap => Some(Arc::new(KmapPool::new(mem)?)),
+            _ => None,
+        };
+        Self::build(mem, strategy, pool)
+    }
+
+    /// A [`Strategy::GlobalKmap`] context using a pool shared with other threads.
+    pub fn with_pool(pool: Arc<KmapPool>) -> Result<Self, MapError> {
+        let mem = pool.mem().clone();
+        Self::build(&mem, Strategy::GlobalKmap, Some(pool))
+    }
+
+    fn build(
+        mem: &PhysMem,
+        strategy: Strategy,
+        pool: Option<Arc<KmapPool>>,
+    ) -> Result<Self, MapError> {
+        let ps = mem.page_size();
+        let slot_size = MAX_RANGE_BYTES.max(ps);
+        #[cfg(unix)]
+        let window = if mem.inner.store.is_highmem()
+            && matches!(strategy, Strategy::KmapLocal | Strategy::Range | Strategy::Bounce)
+        {
+            Some(VaRegion::reserve(KM_MAX_IDX * slot_size).map_err(MapError::Os)?)
+        } else {
+            None
+        };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let fls = (usize::BITS - cpus.leading_zeros()) as usize;
+        Ok(Self {
+            mem: mem.clone(),
+            strategy,
+            pool,
+            stack: RefCell::new(Vec::with_capacity(KM_MAX_IDX)),
+            #[cfg(unix)]
+            window,
+            slot_size,
+            bounce: RefCell::new((0..KM_MAX_IDX).map(|_| None).collect()),
+            bounce_size: DEFAULT_BOUNCE_BYTES.max(ps),
+            lazy: RefCell::new(Vec::new()),
+            lazy_pages: Cell::new(0),
+            lazy_max_pages: fls * (32 << 20) / ps,
+            counters: Cell::new(MapCounters::default()),
+            lifo: LifoPolicy::default(),
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Choose what an out-of-order release does.
+    pub fn set_lifo_policy(&mut self, p: LifoPolicy) {
+        self.lifo = p;
+    }
+
+    /// Bounce buffer size in bytes (at least one page).
+    pub fn set_bounce_size(&mut self, bytes: usize) {
+        self.bounce_size = bytes.max(self.mem.page_size());
+    }
+
+    /// The strategy.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// The memory whose frames this context maps.
+    pub fn mem(&self) -> &PhysMem {
+        &self.mem
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> MapCounters {
+        self.counters.get()
+    }
+
+    /// Reset the counters to zero.
+    pub fn reset_counters(&self) {
+        self.counters.set(MapCounters::default());
+    }
+
+    /// Local slots in use now.
+    pub fn depth(&self) -> usize {
+        self.stack.borrow().len()
+    }
+
+    /// Record that the caller re-mapped a page it had to unmap only to keep LIFO order
+    /// (zstd.c's 2022 v1-v4 loop).
+    pub fn note_forced_remap(&self) {
+        self.count(|c| c.forced_remaps += 1);
+    }
+
+    /// The root frame: the bottom of this thread's slot stack. Taking it borrows the context
+    /// mutably, so all mappings made in one scope nest through it.
+    pub fn frame(&mut self) -> Frame<'_> {
+        Frame { ctx: self }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut MapCounters)) {
+        let mut c = self.counters.get();
+        f(&mut c);
+        self.counters.set(c);
+    }
+
+    fn push_slot(&self) -> Result<usize, MapError> {
+        let mut st = self.stack.borrow_mut();
+        if st.len() >= KM_MAX_IDX {
+            return Err(MapError::SlotsExhausted);
+        }
+        st.push(true);
+        let depth = st.len() as u64;
+        drop(st);
+        self.count(|c| c.max_depth = c.max_depth.max(depth));
+        Ok(self.depth() - 1)
+    }
+
+    fn pop_slot(&self, idx: usize) {
+        let mut st = self.stack.borrow_mut();
+        let top = st.len().checked_sub(1);
+        if top == Some(idx) {
+            st.pop();
+            while st.last() == Some(&false) {
+                st.pop();
+            }
+            return;
+        }
+        // Out of order: release the slot but leave the stack shape; count or panic.
+        if let Some(s) = st.get_mut(idx) {
+            *s = false;
+        }
+        drop(st);
+        self.count(|c| c.lifo_violations += 1);
+        if self.lifo == LifoPolicy::Panic && !std::thread::panicking() {
+            panic!(
+                "kunmap_local: slot {idx} released out of order while slot {} is still mapped; \
+                 kmap_local mappings must be released in reverse (LIFO) order",
+                top.map_or(0, |t| t)
+            );
+        }
+    }
+
+    /// Clamp a request to the pages and locate it.
+    fn locate(&self, pages: &FolioVec, off: usize, len: usize) -> Result<(usize, usize, usize), MapError> {
+        let (fi, foff) = pages
+            .locate(off)
+            .ok_or(MapError::OutOfRange { off, len, size: pages.len() })?;
+        if len == 0 {
+            return Err(MapError::OutOfRange { off, len, size: pages.len() });
+        }
+        let len = len.min(pages.len() - off);
+        Ok((fi, foff, len))
+    }
+
+    /// Map (part of) `[off, off+len)` of `pages`; returns the address, the mapped length and what
+    /// to give back. The mapped length is what the strategy can present contiguously.
+    fn map_raw(
+        &self,
+        pages: &FolioVec,
+        off: usize,
+        len: usize,
+    ) -> Result<(NonNull<u8>, usize, Held), MapError> {
+        let (fi, foff, len) = self.locate(pages, off, len)?;
+        let folio = pages.folio(fi);
+        let ps = self.mem.page_size();
+        let store = &self.mem.inner.store;
+        let phys = folio.phys_off() + foff;
+        let folio_rem = folio.size() - foff;
+        let page_rem = ps - foff % ps;
+        self.count(|c| c.map_calls += 1);
+        match self.strategy {
+            Strategy::Direct => Ok((store.linear(phys), len.min(folio_rem), Held::Direct)),
+            Strategy::KmapLocal => {
+                let n = len.min(page_rem);
+                let (ptr, win_len) = self.map_slot_pages(phys - foff % ps, ps, foff % ps)?;
+                self.count(|c| c.maps += 1);
+                Ok((ptr.0, n, Held::Slot { idx: ptr.1, win_len }))
+            }
+            Strategy::Range => {
+                let in_page = foff % ps;
+                let n = len.min(folio_rem).min(self.slot_size - in_page);
+                let npages = (in_page + n).div_ceil(ps);
+                let (ptr, win_len) = self.map_slot_pages(phys - in_page, npages * ps, in_page)?;
+                self.count(|c| {
+                    c.maps += 1;
+                    c.range_calls += 1;
+                    c.range_pages += npages as u64;
+                });
+                Ok((ptr.0, n, Held::Slot { idx: ptr.1, win_len }))
+            }
+            Strategy::VmapFolio => {
+                let n = len.min(folio_rem);
+                let base = folio.phys_off();
+                let (addr, area) = match store {
+                    Store::Heap(_) => (store.linear(base), None),
+                    #[cfg(unix)]
+                    Store::Memfd(m) => {
+                        let a = m.map_anywhere(base, folio.size()).map_err(MapError::Os)?;
+                        self.count(|c| c.syscalls += 1);
+                        (a, Some((a, folio.size())))
+                    }
+                };
+                self.count(|c| {
+                    c.maps += 1;
+                    c.range_calls += 1;
+                    c.range_pages += folio.nr_pages() as u64;
+                });
+                // SAFETY: `foff` < folio size, so the result stays inside the mapping of the folio.
+                let ptr = unsafe { NonNull::new_unchecked(addr.as_ptr().add(foff)) };
+                Ok((ptr, n, Held::Vmap { area }))
+            }
+            Strategy::GlobalKmap => {
+                let pool = self.pool.as_ref().expect("GlobalKmap context has a pool");
+                let pfn = (phys - foff % ps) / ps;
+                let (addr, op) = pool.kmap(pfn)?;
+                self.count(|c| {
+                    c.maps += 1;
+                    c.syscalls += op.syscalls;
+                });
+                // SAFETY: `foff % ps` < page size, inside the one-page mapping.
+                let ptr = unsafe { NonNull::new_unchecked(addr.as_ptr().add(foff % ps)) };
+                Ok((ptr, len.min(page_rem), Held::Pool { pfn }))
+            }
+            Strategy::Bounce => {
+                let n = len.min(self.bounce_size);
+                let mut buf = self.take_bounce_buffer();
+                let filled = self.copy_pages(pages, off, &mut buf[..n], false);
+                let pushed = filled.and_then(|()| self.push_slot());
+                let idx = match pushed {
+                    Ok(idx) => idx,
+                    Err(e) => {
+                        self.bounce.borrow_mut()[self.depth()] = Some(buf);
+                        return Err(e);
+                    }
+                };
+                let ptr = NonNull::new(buf.as_mut_ptr()).expect("bounce buffer is allocated");
+                // The vector's heap block does not move when the vector is stored.
+                self.bounce.borrow_mut()[idx] = Some(buf);
+                Ok((ptr, n, Held::Bounce { idx }))
+            }
+        }
+    }
+
+    /// The bounce buffer of the next slot (allocated once per depth, then reused).
+    fn take_bounce_buffer(&self) -> Vec<u8> {
+        let depth = self.depth();
+        let mut b = self.bounce.borrow_mut();
+        match b.get_mut(depth).and_then(Option::take) {
+            Some(buf) if buf.len() >= self.bounce_size => buf,
+            _ => vec![0u8; self.bounce_size],
+        }
+    }
+
+    /// Push a slot and map `len` bytes of frames at `phys` into it; returns the address of
+    /// byte `in_off` of the mapping with the slot index, and the window bytes to clear later.
+    fn map_slot_pages(
+        &self,
+        phys: usize,
+        len: usize,
+        in_off: usize,
+    ) -> Result<((NonNull<u8>, usize), usize), MapError> {
+        let idx = self.push_slot()?;
+        let store = &self.mem.inner.store;
+        match store {
+            Store::Heap(_) => Ok(((store.linear(phys + in_off), idx), 0)),
+            #[cfg(unix)]
+            Store::Memfd(m) => {
+                let window = self.window.as_ref().expect("slot strategies reserve a window");
+                match window.map(m, idx * self.slot_size, phys, len) {
+                    Ok(base) => {
+                        self.count(|c| c.syscalls += 1);
+                        // SAFETY: `in_off` < `len`, inside the mapping just made.
+                        let p = unsafe { NonNull::new_unchecked(base.as_ptr().add(in_off)) };
+                        Ok(((p, idx), len))
+                    }
+                    Err(e) => {
+                        self.pop_slot(idx);
+                        Err(MapError::Os(e))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copy between `pages[off..]` and `buf` one page at a time, each page mapped with
+    /// kmap_local and unmapped at once (`memcpy_from_folio()` / `memcpy_to_page()`).
+    fn copy_pages(&self, pages: &FolioVec, mut off: usize, buf: &mut [u8], to_pages: bool) -> Result<(), MapError> {
+        let ps = self.mem.page_size();
+        let mut done = 0;
+        while done < buf.len() {
+            let (fi, foff, _) = self.locate(pages, off, buf.len() - done)?;
+            let folio = pages.folio(fi);
+            let in_page = foff % ps;
+            let n = (buf.len() - done).min(ps - in_page);
+            let page_phys = folio.phys_off() + foff - in_page;
+            let ((ptr, idx), win_len) = self.map_slot_pages(page_phys, ps, in_page)?;
+            if to_pages {
+                // SAFETY: `ptr` maps `n` bytes of a frame owned by `pages`, which the caller holds
+                // exclusively (write-back happens from a `MapMut` guard's drop).
+                let dst = unsafe { backend::slice_at_mut(ptr, n) };
+                dst.copy_from_slice(&buf[done..done + n]);
+            } else {
+                // SAFETY: `ptr` maps `n` bytes of a frame of `pages`, borrowed for this call.
+                let src = unsafe { backend::slice_at(ptr, n) };
+                buf[done..done + n].copy_from_slice(src);
+            }
+            self.release(Held::Slot { idx, win_len });
+            self.count(|c| {
+                c.maps += 1;
+                c.bytes_copied += n as u64;
+            });
+            done += n;
+            off += n;
+        }
+        Ok(())
+    }
+
+    fn release(&self, held: Held) {
+        match held {
+            Held::Direct => return,
+            Held::Slot { idx, win_len } => {
+                #[cfg(unix)]
+                if win_len > 0 {
+                    if let Some(w) = &self.window {
+                        // SAFETY: the guard that referenced this slot is being dropped.
+                        unsafe { w.clear(idx * self.slot_size, win_len) };
+                        self.count(|c| c.syscalls += 1);
+                    }
+                }
+                let _ = win_len;
+                self.pop_slot(idx);
+            }
+            Held::Vmap { area } => {
+                if let Some((ptr, len)) = area {
+                    self.lazy.borrow_mut().push((ptr, len));
+                    let pages = self.lazy_pages.get() + len / self.mem.page_size();
+                    self.lazy_pages.set(pages);
+                    if pages > self.lazy_max_pages {
+                        self.purge_lazy();
+                    }
+                }
+            }
+            Held::Pool { pfn } => {
+                if let Some(p) = &self.pool {
+                    p.kunmap(pfn);
+                }
+            }
+            // The buffer stays at its depth for the next mapping there.
+            Held::Bounce { idx } => self.pop_slot(idx),
+        }
+        self.count(|c| c.unmaps += 1);
+    }
+
+    /// Models the purge of lazily freed vmap areas (`__purge_vmap_area_lazy()`).
+    fn purge_lazy(&self) {
+        let areas = std::mem::take(&mut *self.lazy.borrow_mut());
+        if areas.is_empty() {
+            return;
+        }
+        #[cfg(unix)]
+        if let Store::Memfd(m) = &self.mem.inner.store {
+            for (ptr, len) in &areas {
+                // SAFETY: the area came from `map_anywhere` and its guard was dropped.
+                unsafe { m.unmap_anywhere(*ptr, *len) };
+            }
+        }
+        let n = areas.len() as u64;
+        self.lazy_pages.set(0);
+        self.count(|c| {
+            c.syscalls += n;
+            c.vmap_purges += 1;
+        });
+    }
+}
+
+impl Drop for MapCtx {
+    fn drop(&mut self) {
+        self.purge_lazy();
+    }
+}
+
+/// A position on the slot stack. Mapping through a frame borrows it mutably, so the borrow
+/// checker forbids using or dropping the parent while a child mapping lives: locals then drop
+/// in reverse order, which is LIFO.
+///
+/// ```compile_fail
+/// use highmem::{Backend, FolioVec, MapCtx, PhysMem, Strategy};
+/// let mem = PhysMem::new(Backend::Heap, 4096, 4).unwrap();
+/// let pages = FolioVec::from_slice(&mem, &[1u8; 8192], 0).unwrap();
+/// let mut ctx = MapCtx::new(&mem, Strategy::KmapLocal).unwrap();
+/// let mut frame = ctx.frame();
+/// let a = frame.map(&pages, 0, 4096).unwrap();
+/// let b = frame.map(&pages, 4096, 4096).unwrap(); // second mapping from the same frame
+/// drop(a);
+/// drop(b);
+/// ```
+///
+/// ```compile_fail
+/// use highmem::{Backend, FolioVec, MapCtx, PhysMem, Strategy};
+/// let mem = PhysMem::new(Backend::Heap, 4096, 4).unwrap();
+/// let pages = FolioVec::from_slice(&mem, &[1u8; 8192], 0).unwrap();
+/// let mut ctx = MapCtx::new(&mem, Strategy::KmapLocal).unwrap();
+/// let mut frame = ctx.frame();
+/// let mut outer = frame.map(&pages, 0, 4096).unwrap();
+/// let (_, mut above) = outer.split();
+/// let inner = above.map(&pages, 4096, 4096).unwrap();
+/// drop(outer); // the outer mapping cannot go while the inner one lives
+/// drop(inner);
+/// ```
+///
+/// ```compile_fail
+/// use highmem::{Backend, FolioVec, MapCtx, PhysMem, Strategy};
+/// let mem = PhysMem::new(Backend::Heap, 4096, 4).unwrap();
+/// let pages = FolioVec::from_slice(&mem, &[1u8; 8192], 0).unwrap();
+/// let mut ctx = MapCtx::new(&mem, Strategy::KmapLocal).unwrap();
+/// let escaped: &[u8] = {
+///     let mut frame = ctx.frame();
+///     let m = frame.map(&pages, 0, 4096).unwrap();
+///     &m[..] // the slice cannot outlive its mapping
+/// };
+/// ```
+pub struct Frame<'c> {
+    ctx: &'c MapCtx,
+}
+
+impl<'c> Frame<'c> {
+    /// Map bytes `[off, off+len)` of `pages` for reading. The returned mapping may be shorter
+    /// than `len`: it is what the strategy presents contiguously (a page for kmap_local, the
+    /// rest of the folio for the direct map and vmap, up to 128 KiB of the folio for range).
+    pub fn map<'f>(&'f mut self, pages: &'f FolioVec, off: usize, len: usize) -> Result<MapRef<'f>, MapError> {
+        let (ptr, len, held) = self.ctx.map_raw(pages, off, len)?;
+        Ok(MapRef { ctx: self.ctx, ptr, len, held: Some(held), _p: PhantomData })
+    }
+
+    /// Map bytes of `pages` for writing; see [`Frame::map`]. With the bounce strategy the data
+    /// is copied back to the pages when the mapping is released.
+    pub fn map_mut<'f>(
+        &'f mut self,
+        pages: &'f mut FolioVec,
+        off: usize,
+        len: usize,
+    ) -> Result<MapMut<'f>, MapError> {
+        let (ptr, len, held) = self.ctx.map_raw(pages, off, len)?;
+        Ok(MapMut { ctx: self.ctx, ptr, len, held: Some(held), pages, off, _p: PhantomData })
+    }
+
+    /// Copy `src` into `pages` at `off`, one mapping at a time (models `memcpy_to_page()`).
+    pub fn memcpy_to_pages(&mut self, pages: &mut FolioVec, mut off: usize, mut src: &[u8]) -> Result<(), MapError> {
+        while !src.is_empty() {
+            let mut m = self.map_mut(pages, off, src.len())?;
+            let n = m.len();
+            m.copy_from_slice(&src[..n]);
+            drop(m);
+            src = &src[n..];
+            off += n;
+        }
+        Ok(())
+    }
+
+    /// Copy from `pages` at `off` into `dst`, one mapping at a time (models `memcpy_from_folio()`).
+    pub fn memcpy_from_pages(&mut self, pages: &FolioVec, mut off: usize, mut dst: &mut [u8]) -> Result<(), MapError> {
+        while !dst.is_empty() {
+            let m = self.map(pages, off, dst.len())?;
+            let n = m.len();
+            dst[..n].copy_from_slice(&m);
+            drop(m);
+            dst = &mut dst[n..];
+            off += n;
+        }
+        Ok(())
+    }
+
+    /// Zero `len` bytes of `pages` at `off` (models `memzero_page()`).
+    pub fn memzero_pages(&mut self, pages: &mut FolioVec, mut off: usize, mut len: usize) -> Result<(), MapError> {
+        while len > 0 {
+            let mut m = self.map_mut(pages, off, len)?;
+            let n = m.len();
+            m.fill(0);
+            drop(m);
+            len -= n;
+            off += n;
+        }
+        Ok(())
+    }
+
+    /// The context behind this frame.
+    pub fn ctx(&self) -> &MapCtx {
+        self.ctx
+    }
+}
+
+/// A read mapping. Dropping it releases the mapping (`kunmap_local()`, `kunmap()`, `vunmap()`).
+pub struct MapRef<'f> {
+    ctx: &'f MapCtx,
+    ptr: NonNull<u8>,
+    len: usize,
+    held: Option<Held>,
+    _p: PhantomData<&'f [u8]>,
+}
+
+impl MapRef<'_> {
+    /// The mapped bytes together with the frame above this mapping, for nested mappings that
+    /// must be released before this one.
+    pub fn split(&mut self) -> (&[u8], Frame<'_>) {
+        // SAFETY: `ptr` maps `len` bytes for as long as `self` lives; the frames are only read
+        // through shared references while the folios are borrowed shared.
+        let s = unsafe { backend::slice_at(self.ptr, self.len) };
+        (s, Frame { ctx: self.ctx })
+    }
+}
+
+impl Deref for MapRef<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: as in `split`.
+        unsafe { backend::slice_at(self.ptr, self.len) }
+    }
+}
+
+impl Drop for MapRef<'_> {
+    fn drop(&mut self) {
+        if let Some(h) = self.held.take() {
+            self.ctx.release(h);
+        }
+    }
+}
+
+/// A write mapping; see [`MapRef`].
+pub struct MapMut<'f> {
+    ctx: &'f MapCtx,
+    ptr: NonNull<u8>,
+    len: usize,
+    held: Option<Held>,
+    pages: &'f mut FolioVec,
+    off: usize,
+    _p: PhantomData<&'f mut [u8]>,
+}
+
+impl MapMut<'_> {
+    /// The mapped bytes together with the frame above this mapping.
+    pub fn split(&mut self) -> (&mut [u8], Frame<'_>) {
+        // SAFETY: `ptr` maps `len` bytes for as long as `self` lives, and `&mut self` (holding
+        // `&mut FolioVec`) makes this the only reference to them.
+        let s = unsafe { backend::slice_at_mut(self.ptr, self.len) };
+        (s, Frame { ctx: self.ctx })
+    }
+}
+
+impl Deref for MapMut<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: as in `split`, shared for the borrow of `self`.
+        unsafe { backend::slice_at(self.ptr, self.len) }
+    }
+}
+
+impl DerefMut for MapMut<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `split`.
+        unsafe { backend::slice_at_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for MapMut<'_> {
+    fn drop(&mut self) {
+        let Some(h) = self.held.take() else { return };
+        if let Held::Bounce { idx } = h {
+            // Pop the buffer's slot first so the write-back has a free slot, then copy back.
+            let buf = self.ctx.bounce.borrow_mut()[idx].take();
+            self.ctx.release(Held::Bounce { idx });
+            if let Some(mut buf) = buf {
+                let r = self.ctx.copy_pages(self.pages, self.off, &mut buf[..self.len], true);
+                debug_assert!(r.is_ok(), "bounce write-back failed: {r:?}");
+                self.ctx.bounce.borrow_mut()[idx] = Some(buf);
+            }
+            return;
+        }
+        self.ctx.release(h);
+    }
+}
