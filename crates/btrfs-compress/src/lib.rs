@@ -1,0 +1,423 @@
+//! btrfs compression paths over mapped pages: the dispatchers of compression.c and a library API
+//! on [`bytes::Bytes`].
+//!
+//! * [`Codecs`] holds the workspace managers of the three codecs and dispatches like
+//!   `btrfs_compress_folios()`, `btrfs_decompress_bio()` and `btrfs_decompress()`;
+//! * [`compress_extent`], [`decompress_extent`], [`decompress_inline`] and [`compress_buffer`]
+//!   are the user-facing calls: one extent of at most 128 KiB, or a whole buffer cut into 128 KiB
+//!   extents compressed in parallel with rayon, results in order.
+//!
+//! Every call runs the kernel's page loops over pages of a "physical" memory with the mapping
+//! [`Strategy`] and memory [`Backend`] chosen in [`Options`]; the bytes never depend on them.
+//!
+//! ```
+//! use btrfs_compress::{compress_extent, decompress_extent, Options};
+//! use btrfs_compression::parse_compress_option;
+//! use bytes::Bytes;
+//!
+//! let data = Bytes::from("hello btrfs ".repeat(12000));
+//! let spec = parse_compress_option("zstd:3").unwrap();
+//! let ext = compress_extent(&data.slice(..131072), spec, &Options::default()).unwrap();
+//! assert!(ext.data.len() < 131072);
+//! let back = decompress_extent(spec.alg, &ext.data, 131072, 0, 131072, &Options::default()).unwrap();
+//! assert_eq!(back, data.slice(..131072));
+//! ```
+#![forbid(unsafe_code)]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub use btrfs_compression::{
+    compression_saves_sector, parse_compress_option, CompressArgs, CompressResult, CompressSpec, CompressType,
+    CompressedBio, CorruptKind, DestRange, Error, Result, BTRFS_MAX_COMPRESSED, BTRFS_MAX_UNCOMPRESSED, SECTORSIZE,
+};
+use btrfs_compression::workspace::{WorkspaceManager, ZstdWorkspaceManager};
+pub use btrfs_lzo::LzoBackend;
+use bytes::Bytes;
+pub use highmem::{Backend, KmapPool, MapCounters, MapCtx, PhysMem, Strategy};
+use highmem::FolioVec;
+use rayon::prelude::*;
+
+/// How the page loops run: memory backend, page size, folio order and mapping strategy, plus
+/// the codec variants. None of these change the bytes produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Options {
+    /// Mapping strategy of the loops.
+    pub strategy: Strategy,
+    /// Where the page frames live.
+    pub backend: Backend,
+    /// Page size (4096, 16384 or 65536; sectors stay 4 KiB).
+    pub page_size: usize,
+    /// Order of the page-cache folios holding the data (clamped to at most 128 KiB).
+    pub folio_order: u32,
+    /// Order of the output (compressed) folios; 0 as in the kernel.
+    pub out_order: u32,
+    /// zstd: use the 2022 v1-v4 loop that kmaps the output page too (LIFO re-maps).
+    pub zstd_lifo_remap: bool,
+    /// lzo: which LZO1X encoder.
+    pub lzo_backend: LzoBackend,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Direct,
+            backend: Backend::Heap,
+            page_size: 4096,
+            folio_order: 0,
+            out_order: 0,
+            zstd_lifo_remap: false,
+            lzo_backend: LzoBackend::Kernel,
+        }
+    }
+}
+
+impl Options {
+    /// The folio order actually used: at most 128 KiB per folio.
+    pub fn effective_folio_order(&self) -> u32 {
+        clamp_order(self.folio_order, self.page_size)
+    }
+
+    /// The output folio order actually used.
+    pub fn effective_out_order(&self) -> u32 {
+        clamp_order(self.out_order, self.page_size)
+    }
+}
+
+fn clamp_order(order: u32, page_size: usize) -> u32 {
+    let max = (BTRFS_MAX_COMPRESSED / page_size.max(1)).max(1).trailing_zeros();
+    order.min(max)
+}
+
+/// The workspace managers of all three codecs (`btrfs_compress_op` table of compression.c).
+pub struct Codecs {
+    zlib: WorkspaceManager<btrfs_zlib::Workspace>,
+    lzo: WorkspaceManager<btrfs_lzo::Workspace>,
+    zstd: ZstdWorkspaceManager<btrfs_zstd::Workspace>,
+}
+
+impl Default for Codecs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Codecs {
+    /// Managers sized for the online CPUs (models `btrfs_init_compress()`).
+    pub fn new() -> Self {
+        Self {
+            zlib: btrfs_zlib::workspace_manager(4096),
+            lzo: btrfs_lzo::workspace_manager(4096, LzoBackend::Kernel),
+            zstd: btrfs_zstd::workspace_manager(4096),
+        }
+    }
+
+    /// The process-wide instance.
+    pub fn global() -> &'static Codecs {
+        static C: OnceLock<Codecs> = OnceLock::new();
+        C.get_or_init(Codecs::new)
+    }
+
+    /// Workspace statistics: (zlib, lzo, zstd).
+    pub fn stats(
+        &self,
+    ) -> (
+        btrfs_compression::workspace::WorkspaceStats,
+        btrfs_compression::workspace::WorkspaceStats,
+        btrfs_compression::workspace::WorkspaceStats,
+    ) {
+        (self.zlib.stats(), self.lzo.stats(), self.zstd.stats())
+    }
+
+    /// Models `btrfs_compress_folios()`: compress `args` with `spec` into `out`.
+    pub fn compress_folios(
+        &self,
+        spec: CompressSpec,
+        opts: &Options,
+        ctx: &mut MapCtx,
+        args: &CompressArgs<'_>,
+        out: &mut FolioVec,
+    ) -> Result<CompressResult> {
+        match spec.alg {
+            CompressType::Zlib => {
+                let mut ws = self.zlib.get();
+                btrfs_zlib::compress_folios(&mut ws, spec.level, ctx, args, out)
+            }
+            CompressType::Lzo => {
+                let mut ws = self.lzo.get();
+                ws.set_backend(opts.lzo_backend);
+                btrfs_lzo::compress_folios(&mut ws, ctx, args, out)
+            }
+            CompressType::Zstd => {
+                let mut ws = self.zstd.get(spec.level);
+                if opts.zstd_lifo_remap {
+                    btrfs_zstd::compress_folios_lifo_remap(&mut ws, spec.level, ctx, args, out)
+                } else {
+                    btrfs_zstd::compress_folios(&mut ws, spec.level, ctx, args, out)
+                }
+            }
+            CompressType::None => Err(Error::InvalidArgument("no compression algorithm".into())),
+        }
+    }
+
+    /// Models `btrfs_decompress_bio()`: decompress a whole compressed extent into `dest`.
+    pub fn decompress_bio(&self, alg: CompressType, ctx: &mut MapCtx, cb: &CompressedBio, dest: &mut DestRange) -> Result<()> {
+        match alg {
+            CompressType::Zlib => btrfs_zlib::decompress_bio(&mut self.zlib.get(), ctx, cb, dest),
+            CompressType::Lzo => btrfs_lzo::decompress_bio(&mut self.lzo.get(), ctx, cb, dest),
+            CompressType::Zstd => btrfs_zstd::decompress_bio(&mut self.zstd.get(0), ctx, cb, dest),
+            CompressType::None => Err(Error::InvalidArgument("extent is not compressed".into())),
+        }
+    }
+
+    /// Models `btrfs_decompress()`: decompress an inline extent into `dest` at `dest_off`.
+    pub fn decompress(
+        &self,
+        alg: CompressType,
+        ctx: &mut MapCtx,
+        data_in: &[u8],
+        dest: &mut FolioVec,
+        dest_off: usize,
+        destlen: usize,
+    ) -> Result<()> {
+        match alg {
+            CompressType::Zlib => btrfs_zlib::decompress(&mut self.zlib.get(), ctx, data_in, dest, dest_off, destlen),
+            CompressType::Lzo => {
+                btrfs_lzo::decompress(&mut self.lzo.get(), ctx, data_in, dest, dest_off, destlen, SECTORSIZE)
+            }
+            CompressType::Zstd => {
+                btrfs_zstd::decompress(&mut self.zstd.get(0), ctx, data_in, dest, dest_off, destlen, SECTORSIZE)
+            }
+            CompressType::None => Err(Error::InvalidArgument("extent is not compressed".into())),
+        }
+    }
+}
+
+/// Frames per shared physical memory: 64 MiB, enough for well over a hundred extents in flight.
+const MEM_BYTES: usize = 64 << 20;
+
+/// The process-wide "physical memory" (and its global kmap pool) for a backend and page size.
+pub fn shared_mem(backend: Backend, page_size: usize) -> Result<(PhysMem, Arc<KmapPool>)> {
+    type Key = (Backend, usize);
+    static MEMS: OnceLock<Mutex<HashMap<Key, (PhysMem, Arc<KmapPool>)>>> = OnceLock::new();
+    let mut m = MEMS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = m.get(&(backend, page_size)) {
+        return Ok(v.clone());
+    }
+    let mem = PhysMem::new(backend, page_size, MEM_BYTES / page_size)?;
+    let pool = Arc::new(KmapPool::new(&mem)?);
+    m.insert((backend, page_size), (mem.clone(), Arc::clone(&pool)));
+    Ok((mem, pool))
+}
+
+thread_local! {
+    static CTXS: RefCell<HashMap<(Backend, usize, Strategy), MapCtx>> = RefCell::new(HashMap::new());
+}
+
+/// Run `f` with this thread's mapping context for `opts` (created on first use; the global
+/// kmap pool is shared by all threads).
+pub fn with_ctx<T>(opts: &Options, f: impl FnOnce(&mut MapCtx) -> Result<T>) -> Result<T> {
+    let key = (opts.backend, opts.page_size, opts.strategy);
+    CTXS.with(|c| {
+        let mut map = c.borrow_mut();
+        if !map.contains_key(&key) {
+            let (mem, pool) = shared_mem(opts.backend, opts.page_size)?;
+            let ctx = match opts.strategy {
+                Strategy::GlobalKmap => MapCtx::with_pool(pool)?,
+                s => MapCtx::new(&mem, s)?,
+            };
+            map.insert(key, ctx);
+        }
+        let ctx = map.get_mut(&key).expect("inserted above");
+        f(ctx)
+    })
+}
+
+/// One compressed extent.
+#[derive(Clone, Debug)]
+pub struct CompressedExtent {
+    /// The exact extent bytes (unpadded; the disk holds them zero-padded to a sector).
+    pub data: Bytes,
+    /// Bytes of input it holds (`ram_bytes` before sector rounding).
+    pub total_in: usize,
+    /// What the mapping layer did for this extent.
+    pub counters: MapCounters,
+}
+
+/// Compress one extent of at most 128 KiB as btrfs would write it: `Incompressible` when the
+/// codec gives up (`-E2BIG`) or when the result would not save at least one sector.
+pub fn compress_extent(data: &[u8], spec: CompressSpec, opts: &Options) -> Result<CompressedExtent> {
+    let ext = compress_extent_raw(data, spec, opts)?;
+    if !compression_saves_sector(ext.total_in, ext.data.len(), SECTORSIZE) {
+        return Err(Error::Incompressible("compressed extent would not save a sector"));
+    }
+    Ok(ext)
+}
+
+/// Compress one extent without the caller's "must save a sector" rule (the codec's own
+/// `-E2BIG` rules still apply). Used for inline extents and by benchmarks.
+pub fn compress_extent_raw(data: &[u8], spec: CompressSpec, opts: &Options) -> Result<CompressedExtent> {
+    if data.is_empty() || data.len() > BTRFS_MAX_UNCOMPRESSED {
+        return Err(Error::InvalidArgument(format!(
+            "extent input of {} bytes (must be 1..={BTRFS_MAX_UNCOMPRESSED})",
+            data.len()
+        )));
+    }
+    with_ctx(opts, |ctx| {
+        let before = ctx.counters();
+        let pages = FolioVec::from_slice(ctx.mem(), data, opts.effective_folio_order())?;
+        let mut args = CompressArgs::new(&pages, 0, data.len())?;
+        args.out_order = opts.effective_out_order();
+        let mut out = FolioVec::new();
+        let res = Codecs::global().compress_folios(spec, opts, ctx, &args, &mut out)?;
+        let bytes = Bytes::from(out.to_vec(0, res.total_out));
+        Ok(CompressedExtent { data: bytes, total_in: res.total_in, counters: diff(ctx.counters(), before) })
+    })
+}
+
+/// Compress data for an inline extent (file offset 0, the whole file, at most one sector):
+/// kept when the compressed bytes are smaller than the data and no more than `max_inline`
+/// (the mount option, default 2048).
+pub fn compress_inline(data: &[u8], spec: CompressSpec, max_inline: usize, opts: &Options) -> Result<CompressedExtent> {
+    if data.len() > SECTORSIZE {
+        return Err(Error::InvalidArgument(format!(
+            "inline data of {} bytes is larger than a sector",
+            data.len()
+        )));
+    }
+    let ext = compress_extent_raw(data, spec, opts)?;
+    if ext.data.len() >= data.len() || ext.data.len() > max_inline {
+        return Err(Error::Incompressible("compressed inline data not smaller than max_inline"));
+    }
+    Ok(ext)
+}
+
+fn diff(a: MapCounters, b: MapCounters) -> MapCounters {
+    MapCounters {
+        map_calls: a.map_calls - b.map_calls,
+        maps: a.maps - b.maps,
+        unmaps: a.unmaps - b.unmaps,
+        forced_remaps: a.forced_remaps - b.forced_remaps,
+        range_calls: a.range_calls - b.range_calls,
+        range_pages: a.range_pages - b.range_pages,
+        bytes_copied: a.bytes_copied - b.bytes_copied,
+        syscalls: a.syscalls - b.syscalls,
+        lifo_violations: a.lifo_violations - b.lifo_violations,
+        max_depth: a.max_depth,
+        vmap_purges: a.vmap_purges - b.vmap_purges,
+    }
+}
+
+/// What a decompression produced.
+#[derive(Clone, Debug)]
+pub struct Decompressed {
+    /// The `num_bytes` bytes of file data.
+    pub data: Bytes,
+    /// How many of them the stream supplied (the rest was zero-filled as the kernel does).
+    pub stream_bytes: usize,
+    /// What the mapping layer did.
+    pub counters: MapCounters,
+}
+
+/// Decompress a regular extent (`btrfs_decompress_bio()`): `disk` is the on-disk data
+/// (sector padding allowed), `ram_bytes` the decompressed size of the whole extent, and the
+/// file uses bytes `[offset, offset + num_bytes)` of it. Output the stream does not cover is
+/// zero-filled; output past `ram_bytes` is dropped.
+pub fn decompress_extent(
+    alg: CompressType,
+    disk: &[u8],
+    ram_bytes: usize,
+    offset: usize,
+    num_bytes: usize,
+    opts: &Options,
+) -> Result<Bytes> {
+    decompress_extent_full(alg, disk, ram_bytes, offset, num_bytes, opts).map(|d| d.data)
+}
+
+/// [`decompress_extent`] with the details.
+pub fn decompress_extent_full(
+    alg: CompressType,
+    disk: &[u8],
+    ram_bytes: usize,
+    offset: usize,
+    num_bytes: usize,
+    opts: &Options,
+) -> Result<Decompressed> {
+    if ram_bytes == 0 || ram_bytes > BTRFS_MAX_UNCOMPRESSED {
+        return Err(Error::InvalidArgument(format!(
+            "ram_bytes {ram_bytes} (a compressed extent holds 1..={BTRFS_MAX_UNCOMPRESSED} bytes)"
+        )));
+    }
+    if num_bytes == 0 || offset.checked_add(num_bytes).is_none_or(|e| e > ram_bytes) {
+        return Err(Error::InvalidArgument(format!(
+            "range offset {offset} + num_bytes {num_bytes} outside ram_bytes {ram_bytes}"
+        )));
+    }
+    with_ctx(opts, |ctx| {
+        let before = ctx.counters();
+        let cb = CompressedBio::from_slice(ctx.mem(), disk)?;
+        let mut dest = DestRange::new(ctx.mem(), offset, num_bytes, opts.effective_folio_order())?;
+        Codecs::global().decompress_bio(alg, ctx, &cb, &mut dest)?;
+        Ok(Decompressed {
+            data: Bytes::from(dest.to_vec()),
+            stream_bytes: dest.stream_bytes(),
+            counters: diff(ctx.counters(), before),
+        })
+    })
+}
+
+/// Decompress an inline extent (`btrfs_decompress()`): the item's data and its `ram_bytes`
+/// (at most one page). Newer kernels store a full sector; the output is cut to `ram_bytes`.
+pub fn decompress_inline(alg: CompressType, data: &[u8], ram_bytes: usize, opts: &Options) -> Result<Bytes> {
+    if ram_bytes == 0 || ram_bytes > opts.page_size.min(SECTORSIZE) {
+        return Err(Error::InvalidArgument(format!(
+            "inline ram_bytes {ram_bytes} (must be 1..={})",
+            opts.page_size.min(SECTORSIZE)
+        )));
+    }
+    if data.is_empty() || data.len() > BTRFS_MAX_COMPRESSED {
+        return Err(Error::InvalidArgument(format!("inline data of {} bytes", data.len())));
+    }
+    with_ctx(opts, |ctx| {
+        let mut dest = FolioVec::alloc(ctx.mem(), ram_bytes, 0)?;
+        Codecs::global().decompress(alg, ctx, data, &mut dest, 0, ram_bytes)?;
+        Ok(Bytes::from(dest.to_vec(0, ram_bytes)))
+    })
+}
+
+/// One 128 KiB piece of a buffer as btrfs would store it.
+#[derive(Clone, Debug)]
+pub enum Extent {
+    /// Stored compressed.
+    Compressed(CompressedExtent),
+    /// Stored as is (the codec gave up or it would not save a sector).
+    Plain(Bytes),
+}
+
+impl Extent {
+    /// Bytes this extent occupies (unpadded).
+    pub fn stored_len(&self) -> usize {
+        match self {
+            Extent::Compressed(c) => c.data.len(),
+            Extent::Plain(b) => b.len(),
+        }
+    }
+}
+
+/// Compress a whole buffer in 128 KiB extents, in parallel with rayon, results in order.
+/// Errors other than `Incompressible` are returned.
+pub fn compress_buffer(data: &Bytes, spec: CompressSpec, opts: &Options) -> Result<Vec<Extent>> {
+    let chunks: Vec<Bytes> = (0..data.len())
+        .step_by(BTRFS_MAX_UNCOMPRESSED)
+        .map(|o| data.slice(o..(o + BTRFS_MAX_UNCOMPRESSED).min(data.len())))
+        .collect();
+    chunks
+        .into_par_iter()
+        .map(|c| match compress_extent(&c, spec, opts) {
+            Ok(e) => Ok(Extent::Compressed(e)),
+            Err(Error::Incompressible(_)) => Ok(Extent::Plain(c)),
+            Err(e) => Err(e),
+        })
+        .collect()
+}

@@ -39,18 +39,24 @@ pub struct DestRange {
     /// Bytes wanted.
     pub len: usize,
     filled: usize,
+    produced: Option<usize>,
 }
 
 impl DestRange {
     /// Fresh zeroed destination pages of `order` for `len` bytes starting at decompressed byte
     /// `start`.
     pub fn new(mem: &PhysMem, start: usize, len: usize, order: u32) -> Result<Self> {
-        Ok(Self { pages: FolioVec::alloc(mem, len.max(1), order)?, start, len, filled: 0 })
+        Ok(Self { pages: FolioVec::alloc(mem, len.max(1), order)?, start, len, filled: 0, produced: None })
     }
 
     /// Bytes written so far (the bio's progress).
     pub fn filled(&self) -> usize {
         self.filled
+    }
+
+    /// Bytes the stream itself supplied, before any zero-fill ([`DestRange::zero_rest`]).
+    pub fn stream_bytes(&self) -> usize {
+        self.produced.unwrap_or(self.filled)
     }
 
     /// True once every wanted byte was written.
@@ -60,6 +66,7 @@ impl DestRange {
 
     /// Zero what the stream did not cover (`zero_fill_bio()` after a short stream).
     pub fn zero_rest(&mut self, frame: &mut Frame<'_>) -> Result<()> {
+        self.produced.get_or_insert(self.filled);
         if self.filled < self.len {
             frame.memzero_pages(&mut self.pages, self.filled, self.len - self.filled)?;
             self.filled = self.len;

@@ -196,3 +196,75 @@ pub struct CompressResult {
     /// Compressed bytes produced (`*total_out`).
     pub total_out: usize,
 }
+
+/// The input and limits of one `compress_folios` call.
+#[derive(Clone, Copy, Debug)]
+pub struct CompressArgs<'a> {
+    /// The page cache pages holding the file range (models the inode's `address_space`).
+    pub input: &'a highmem::FolioVec,
+    /// Offset of the range inside `input` (the file offset `start`).
+    pub start: usize,
+    /// Bytes to compress (at most 128 KiB; the caller's `*total_out` on entry).
+    pub len: usize,
+    /// Output capacity in bytes (`nr_dest_folios * PAGE_SIZE`).
+    pub max_out: usize,
+    /// Order of the output folios (0 as `btrfs_alloc_compr_folio()` allocates them; larger
+    /// orders let range strategies map more output at once).
+    pub out_order: u32,
+    /// The filesystem's sector size.
+    pub sectorsize: usize,
+}
+
+impl<'a> CompressArgs<'a> {
+    /// Compress `len` bytes of `input` at `start` with the kernel's limits: output capacity of the
+    /// pages the range spans (at most 128 KiB), order-0 output folios, 4 KiB sectors.
+    pub fn new(input: &'a highmem::FolioVec, start: usize, len: usize) -> Result<Self> {
+        let ps = input.folios().first().map_or(4096, |f| f.mem().page_size());
+        if len == 0 || len > BTRFS_MAX_UNCOMPRESSED {
+            return Err(Error::InvalidArgument(format!(
+                "compress input of {len} bytes (must be 1..={BTRFS_MAX_UNCOMPRESSED})"
+            )));
+        }
+        if start.checked_add(len).is_none_or(|e| e > input.len()) {
+            return Err(Error::InvalidArgument(format!(
+                "range {start}+{len} outside the {} bytes of input pages",
+                input.len()
+            )));
+        }
+        Ok(Self {
+            input,
+            start,
+            len,
+            max_out: max_compressed_folios(start, len, ps) * ps,
+            out_order: 0,
+            sectorsize: SECTORSIZE,
+        })
+    }
+
+    /// Page size of the input pages.
+    pub fn page_size(&self) -> usize {
+        self.input.folios().first().map_or(4096, |f| f.mem().page_size())
+    }
+}
+
+/// Allocate the next output folio of a compress call (models `btrfs_alloc_compr_folio()`),
+/// sized so the output never exceeds `max_out`. Returns the new folio's size.
+pub fn alloc_compr_folio(
+    mem: &highmem::PhysMem,
+    out: &mut highmem::FolioVec,
+    order: u32,
+    max_out: usize,
+) -> Result<usize> {
+    if out.len() >= max_out {
+        return Err(Error::Incompressible("out of output folios"));
+    }
+    // Shrink the order until the folio fits the remaining capacity.
+    let mut o = order;
+    while o > 0 && out.len() + (mem.page_size() << o) > max_out {
+        o -= 1;
+    }
+    let f = mem.alloc_folio(o)?;
+    let n = f.size();
+    out.push(f);
+    Ok(n)
+}

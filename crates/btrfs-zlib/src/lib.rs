@@ -1,0 +1,333 @@
+//! btrfs zlib compression over mapped pages (models `fs/btrfs/zlib.c`).
+//!
+//! The on-disk format is one zlib stream (2-byte header, deflate data, adler32). Compression
+//! calls deflate with `Z_SYNC_FLUSH` once per input page piece (at least once per page, as the
+//! kernel does) and then `Z_FINISH`; the deflate implementation is zlib-rs through flate2, so the
+//! bytes are valid zlib but not the kernel's (no userspace deflate reproduces lib/zlib_deflate's
+//! output). Decompression skips a valid 2-byte header and inflates raw like the kernel (the
+//! adler32 trailer is not checked), else inflates with the zlib wrapper.
+#![forbid(unsafe_code)]
+
+use btrfs_compression::workspace::{WorkspaceGuard, WorkspaceManager};
+use btrfs_compression::{
+    alloc_compr_folio, btrfs_decompress_buf2page, CompressArgs, CompressResult, CompressedBio,
+    CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
+};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use highmem::{FolioVec, MapCtx};
+
+/// Lowest zlib level.
+pub const BTRFS_ZLIB_MIN_LEVEL: i32 = 1;
+/// Highest zlib level.
+pub const BTRFS_ZLIB_MAX_LEVEL: i32 = 9;
+/// Default zlib level.
+pub const BTRFS_ZLIB_DEFAULT_LEVEL: i32 = 3;
+
+const CODEC: &str = "zlib";
+const PRESET_DICT: u8 = 0x20;
+const Z_DEFLATED: u8 = 8;
+
+/// A zlib workspace (`struct workspace` in zlib.c): deflate and inflate state and the
+/// page-sized buffer inflate writes into.
+pub struct Workspace {
+    deflate: Option<(i32, Compress)>,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("zlib::Workspace").field("buf", &self.buf.len()).finish()
+    }
+}
+
+impl Workspace {
+    /// Models `zlib_alloc_workspace()` with a `buf_size` buffer (the page size).
+    pub fn new(buf_size: usize) -> Self {
+        Self { deflate: None, buf: vec![0; buf_size] }
+    }
+
+    /// `zlib_deflateInit(level)`: a fresh deflate stream, reusing the state when the level is
+    /// unchanged.
+    fn deflate_init(&mut self, level: i32) -> &mut Compress {
+        let lvl = level.clamp(BTRFS_ZLIB_MIN_LEVEL, BTRFS_ZLIB_MAX_LEVEL);
+        match &mut self.deflate {
+            Some((l, c)) if *l == lvl => c.reset(),
+            slot => *slot = Some((lvl, Compress::new(Compression::new(lvl as u32), true))),
+        }
+        &mut self.deflate.as_mut().expect("just set").1
+    }
+
+    fn ensure_buf(&mut self, n: usize) {
+        if self.buf.len() < n {
+            self.buf.resize(n, 0);
+        }
+    }
+}
+
+/// zlib.c's use of the generic workspace manager.
+pub fn workspace_manager(buf_size: usize) -> WorkspaceManager<Workspace> {
+    WorkspaceManager::new(move || Workspace::new(buf_size))
+}
+
+/// A workspace on loan from [`workspace_manager`].
+pub type Guard<'m> = WorkspaceGuard<'m, Workspace>;
+
+fn lib_err(e: impl std::fmt::Display) -> Error {
+    Error::Library { codec: CODEC, msg: e.to_string() }
+}
+
+/// Models `zlib_compress_folios()`: each input chunk is mapped with the context's strategy
+/// (`kmap_local_folio()`), and deflate is fed one page piece at a time with `Z_SYNC_FLUSH`, so
+/// the bytes do not depend on how much the strategy maps at once. Output goes through the
+/// direct map. `Incompressible` on the early bail (more than 8 KiB in and output larger than
+/// input), when the output folios run out, or when the result is not smaller than the input.
+pub fn compress_folios(
+    ws: &mut Workspace,
+    level: i32,
+    ctx: &mut MapCtx,
+    args: &CompressArgs<'_>,
+    out: &mut FolioVec,
+) -> Result<CompressResult> {
+    let mem = ctx.mem().clone();
+    let ps = mem.page_size();
+    let input = args.input;
+    let len = args.len;
+    let strm = ws.deflate_init(level);
+    let mut frame = ctx.frame();
+
+    let mut out_size = alloc_compr_folio(&mem, out, args.out_order, args.max_out)?;
+    let mut out_base = 0usize;
+    let mut out_pos = 0usize;
+
+    let mut start = args.start;
+    // The mapped chunk and how far deflate has been fed from it.
+    let mut in_map = frame.map(input, start, len)?;
+    let mut map_len = in_map.len();
+    let mut map_pos = 0usize;
+    let mut avail_in = 0usize;
+
+    while (strm.total_in() as usize) < len {
+        if avail_in == 0 {
+            if map_pos == map_len {
+                // Refill: unmap the previous chunk, map the next one.
+                drop(in_map);
+                let want = len - strm.total_in() as usize;
+                in_map = frame.map(input, start, want)?;
+                map_len = in_map.len();
+                map_pos = 0;
+            }
+            // Feed up to the end of the current page (the kernel's cur_len).
+            let cur = start + map_pos;
+            avail_in = (map_len - map_pos).min(ps - cur % ps);
+        }
+        let src = &in_map[map_pos..map_pos + avail_in];
+        let (in0, out0) = (strm.total_in(), strm.total_out());
+        let dst = out.folio_address_mut(out_base + out_pos, out_size - out_pos);
+        let st = strm.compress(src, dst, FlushCompress::Sync).map_err(lib_err)?;
+        let consumed = (strm.total_in() - in0) as usize;
+        let produced = (strm.total_out() - out0) as usize;
+        if st == Status::BufError && consumed == 0 && produced == 0 {
+            return Err(lib_err("deflate made no progress"));
+        }
+        map_pos += consumed;
+        avail_in -= consumed;
+        if avail_in == 0 && map_pos == map_len {
+            start += map_len;
+        }
+        out_pos += produced;
+        let (t_in, t_out) = (strm.total_in() as usize, strm.total_out() as usize);
+        // We're making it bigger, give up.
+        if t_in > EARLY_BAIL_INPUT && t_in < t_out {
+            return Err(Error::Incompressible("output larger than input (early bail)"));
+        }
+        // Another output folio, tested before the end so the stream end has room.
+        if out_pos == out_size {
+            out_base += out_size;
+            out_size = alloc_compr_folio(&mem, out, args.out_order, args.max_out)?;
+            out_pos = 0;
+        }
+        if t_in >= len {
+            break;
+        }
+    }
+    drop(in_map);
+    drop(frame);
+
+    // Z_FINISH until Z_STREAM_END, adding output folios as needed.
+    loop {
+        let out0 = strm.total_out();
+        let dst = out.folio_address_mut(out_base + out_pos, out_size - out_pos);
+        let st = strm.compress(&[], dst, FlushCompress::Finish).map_err(lib_err)?;
+        out_pos += (strm.total_out() - out0) as usize;
+        if st == Status::StreamEnd {
+            break;
+        }
+        if out_pos == out_size {
+            out_base += out_size;
+            out_size = alloc_compr_folio(&mem, out, args.out_order, args.max_out)?;
+            out_pos = 0;
+        } else if strm.total_out() == out0 {
+            return Err(lib_err("deflate(Z_FINISH) made no progress"));
+        }
+    }
+    let total_in = strm.total_in() as usize;
+    let total_out = strm.total_out() as usize;
+    if total_out >= total_in {
+        return Err(Error::Incompressible("compressed size not smaller than input"));
+    }
+    Ok(CompressResult { total_in, total_out })
+}
+
+/// The kernel's header test: a 2-byte zlib header without preset dictionary. Returns the raw
+/// inflate window bits to use after skipping it, or `None` to inflate with the zlib wrapper.
+fn raw_window_bits(head: &[u8], srclen: usize) -> Option<Result<u8>> {
+    if srclen <= 2 || head.len() < 2 {
+        return None;
+    }
+    let (b0, b1) = (head[0], head[1]);
+    if b1 & PRESET_DICT != 0 || b0 & 0x0f != Z_DEFLATED || (u16::from(b0) << 8 | u16::from(b1)) % 31 != 0 {
+        return None;
+    }
+    let bits = (b0 >> 4) + 8;
+    if bits > 15 {
+        // inflateInit2() refuses windows over 32 KiB.
+        return Some(Err(Error::corrupt(CorruptKind::Stream {
+            codec: CODEC,
+            msg: format!("zlib header announces a window of 2^{bits} bytes"),
+        })));
+    }
+    // A 256-byte window (bits 8) is decoded with 512 bytes, the smallest flate2 offers.
+    Some(Ok(bits.max(9)))
+}
+
+fn new_inflate(head: &[u8], srclen: usize) -> Result<(Decompress, usize)> {
+    match raw_window_bits(head, srclen) {
+        Some(Ok(bits)) => Ok((Decompress::new_with_window_bits(false, bits), 2)),
+        Some(Err(e)) => Err(e),
+        None => Ok((Decompress::new(true), 0)),
+    }
+}
+
+fn stream_err(e: impl std::fmt::Display) -> Error {
+    Error::corrupt(CorruptKind::Stream { codec: CODEC, msg: e.to_string() })
+}
+
+/// Models `zlib_decompress_bio()`: inflate the compressed pages (each mapped with the context's
+/// strategy) through the page-sized workspace buffer into `dest`. Stops successfully once `dest`
+/// is full; otherwise the stream must reach its end (`-EIO` if not).
+pub fn decompress_bio(ws: &mut Workspace, ctx: &mut MapCtx, cb: &CompressedBio, dest: &mut DestRange) -> Result<()> {
+    let ps = ctx.mem().page_size();
+    ws.ensure_buf(ps);
+    let srclen = cb.compressed_len;
+    let mut head = [0u8; 2];
+    let hn = srclen.min(2);
+    cb.folios.read_direct(0, &mut head[..hn]);
+    let (mut strm, skip) = new_inflate(&head[..hn], srclen)?;
+
+    let mut frame = ctx.frame();
+    let mut in_off = 0usize;
+    let mut in_map = frame.map(&cb.folios, 0, srclen)?;
+    let mut in_size = in_map.len();
+    let mut in_pos = skip.min(in_size);
+    let mut total_out = 0usize;
+    let mut last = Status::Ok;
+    let mut satisfied = false;
+    let mut err: Option<String> = None;
+    while in_off + in_pos < srclen {
+        let (st, produced) = {
+            let src = &in_map[in_pos..in_size];
+            let (i0, o0) = (strm.total_in(), strm.total_out());
+            let r = strm.decompress(src, &mut ws.buf[..ps], FlushDecompress::None);
+            match r {
+                Ok(st) => {
+                    in_pos += (strm.total_in() - i0) as usize;
+                    (st, (strm.total_out() - o0) as usize)
+                }
+                Err(e) => {
+                    // inflate() failed: the kernel breaks out and reports -EIO.
+                    err = Some(e.to_string());
+                    break;
+                }
+            }
+        };
+        last = st;
+        if produced == 0 {
+            break; // no progress: done
+        }
+        let buf_start = total_out;
+        total_out += produced;
+        let more = {
+            let (_, mut above) = in_map.split();
+            btrfs_decompress_buf2page(&mut above, &ws.buf[..produced], buf_start, dest)?
+        };
+        if !more {
+            satisfied = true;
+            break;
+        }
+        if st == Status::StreamEnd {
+            break;
+        }
+        if in_pos == in_size {
+            if in_off + in_size >= srclen {
+                in_pos = in_size;
+                break; // past the last page
+            }
+            drop(in_map);
+            in_off += in_size;
+            in_map = frame.map(&cb.folios, in_off, srclen - in_off)?;
+            in_size = in_map.len();
+            in_pos = 0;
+        }
+    }
+    drop(in_map);
+    if let Some(msg) = err {
+        return Err(stream_err(msg));
+    }
+    if !satisfied && last != Status::StreamEnd {
+        if in_off + in_pos >= srclen {
+            return Err(Error::corrupt(CorruptKind::Truncated { codec: CODEC }));
+        }
+        return Err(stream_err("inflate made no progress before the end of the stream"));
+    }
+    dest.zero_rest(&mut frame)?;
+    Ok(())
+}
+
+/// Models `zlib_decompress()` for inline extents: one `inflate(Z_FINISH)` into the workspace
+/// buffer; the output must cover `destlen` (`-EIO` otherwise, the rest zero-filled). Newer
+/// kernels store a whole sector; only `destlen` bytes are kept.
+pub fn decompress(
+    ws: &mut Workspace,
+    ctx: &mut MapCtx,
+    data_in: &[u8],
+    dest: &mut FolioVec,
+    dest_off: usize,
+    destlen: usize,
+) -> Result<()> {
+    let buf_size = ctx.mem().page_size().max(destlen);
+    ws.ensure_buf(buf_size);
+    let mut frame = ctx.frame();
+    let res = new_inflate(data_in, data_in.len()).and_then(|(mut strm, skip)| {
+        let src = data_in.get(skip..).unwrap_or(&[]);
+        let st = strm.decompress(src, &mut ws.buf[..buf_size], FlushDecompress::Finish).map_err(stream_err)?;
+        Ok((st, strm.total_out() as usize))
+    });
+    let (st, total_out) = match res {
+        Ok(v) => v,
+        Err(e) => {
+            frame.memzero_pages(dest, dest_off, destlen)?;
+            return Err(e);
+        }
+    };
+    let to_copy = total_out.min(destlen);
+    frame.memcpy_to_pages(dest, dest_off, &ws.buf[..to_copy])?;
+    if to_copy < destlen {
+        frame.memzero_pages(dest, dest_off + to_copy, destlen - to_copy)?;
+        if st != Status::StreamEnd {
+            return Err(Error::corrupt(CorruptKind::Truncated { codec: CODEC }));
+        }
+        return Err(Error::corrupt(CorruptKind::ShortOutput { codec: CODEC, got: to_copy, expected: destlen }));
+    }
+    // Like the kernel, a stream that did not reach its end but gave all `destlen` bytes is read.
+    Ok(())
+}

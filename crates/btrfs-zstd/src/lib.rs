@@ -1,0 +1,496 @@
+//! btrfs zstd compression over mapped pages (models `fs/btrfs/zstd.c`).
+//!
+//! The on-disk format is one zstd frame with the content size set, no checksum and a window of at
+//! most 128 KiB (`ZSTD_BTRFS_MAX_WINDOWLOG` = 17). Compression uses zstd-safe with its bundled
+//! libzstd 1.5.7, the version recent kernels carry, with the row-based match finder switched off
+//! (the kernel's build has no SIMD, so libzstd never uses it there): at the same level the bytes
+//! are the kernel's.
+//!
+//! * [`compress_folios`]: the merged loop (input mapped one chunk at a time, output written
+//!   through the direct map as `folio_address()` does);
+//! * [`compress_folios_lifo_remap`]: the 2022 v1-v4 loop that maps the output page with
+//!   kmap_local too, above the input page, and so must unmap and re-map the output page at every
+//!   input switch to keep LIFO order;
+//! * [`decompress_bio`] and [`decompress`] (inline extents).
+#![forbid(unsafe_code)]
+
+use btrfs_compression::workspace::{ZstdWorkspaceGuard, ZstdWorkspaceManager};
+use btrfs_compression::{
+    alloc_compr_folio, btrfs_decompress_buf2page, CompressArgs, CompressResult, CompressedBio,
+    CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
+};
+use highmem::{FolioVec, MapCtx};
+use zstd_safe::{CCtx, CParameter, DCtx, DParameter, InBuffer, OutBuffer, ParamSwitch, ResetDirective};
+
+/// `ZSTD_BTRFS_MAX_WINDOWLOG`.
+pub const ZSTD_BTRFS_MAX_WINDOWLOG: u32 = 17;
+/// `ZSTD_BTRFS_MAX_INPUT`: the largest window a btrfs zstd frame may need.
+pub const ZSTD_BTRFS_MAX_INPUT: u64 = 1 << ZSTD_BTRFS_MAX_WINDOWLOG;
+/// `ZSTD_BTRFS_MIN_LEVEL` (6.15+).
+pub const ZSTD_BTRFS_MIN_LEVEL: i32 = -15;
+/// `ZSTD_BTRFS_MAX_LEVEL`.
+pub const ZSTD_BTRFS_MAX_LEVEL: i32 = 15;
+/// `ZSTD_BTRFS_DEFAULT_LEVEL`.
+pub const ZSTD_BTRFS_DEFAULT_LEVEL: i32 = 3;
+
+const CODEC: &str = "zstd";
+
+/// A zstd workspace (`struct workspace` in zstd.c): compression and decompression contexts and
+/// the page-sized bounce buffer decompression writes into.
+pub struct Workspace {
+    cctx: CCtx<'static>,
+    dctx: DCtx<'static>,
+    buf: Vec<u8>,
+    level: i32,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("zstd::Workspace").field("level", &self.level).finish()
+    }
+}
+
+impl Workspace {
+    /// Models `zstd_alloc_workspace()` for `level`, with a `buf_size` buffer (the page size).
+    pub fn new(level: i32, buf_size: usize) -> Self {
+        Self { cctx: CCtx::create(), dctx: DCtx::create(), buf: vec![0; buf_size], level }
+    }
+
+    /// The level this workspace was sized for.
+    pub fn level(&self) -> i32 {
+        self.level
+    }
+
+    fn ensure_buf(&mut self, n: usize) {
+        if self.buf.len() < n {
+            self.buf.resize(n, 0);
+        }
+    }
+}
+
+/// zstd.c's workspace manager for workspaces of buffer size `buf_size`.
+pub fn workspace_manager(buf_size: usize) -> ZstdWorkspaceManager<Workspace> {
+    ZstdWorkspaceManager::new(move |level| Workspace::new(level, buf_size))
+}
+
+/// A workspace on loan from [`workspace_manager`].
+pub type WorkspaceGuard<'m> = ZstdWorkspaceGuard<'m, Workspace>;
+
+fn lib_err(code: usize) -> Error {
+    Error::Library { codec: CODEC, msg: zstd_safe::get_error_name(code).to_string() }
+}
+
+/// Models `zstd_get_btrfs_parameters()` + `zstd_init_cstream()`: level, pledged size, window log
+/// at most 17, content size on, checksum off; plus the row match finder off (see crate docs).
+fn init_cstream(cctx: &mut CCtx<'static>, level: i32, len: usize) -> Result<()> {
+    cctx.reset(ResetDirective::SessionAndParameters).map_err(lib_err)?;
+    let params = [
+        CParameter::CompressionLevel(level),
+        CParameter::WindowLog(ZSTD_BTRFS_MAX_WINDOWLOG),
+        CParameter::ContentSizeFlag(true),
+        CParameter::ChecksumFlag(false),
+        CParameter::DictIdFlag(true),
+        CParameter::UseRowMatchFinder(ParamSwitch::Disable),
+    ];
+    for p in params {
+        cctx.set_parameter(p).map_err(lib_err)?;
+    }
+    cctx.set_pledged_src_size(Some(len as u64)).map_err(lib_err)?;
+    Ok(())
+}
+
+/// Models `zstd_compress_folios()` (6.15, merged form): each input chunk is mapped with the
+/// context's strategy (`kmap_local_folio()` in the kernel), output pages are written through the
+/// direct map. Returns `Incompressible` (`-E2BIG`) on the early bail, when the output folios run
+/// out, or when the output is not smaller than the input.
+pub fn compress_folios(
+    ws: &mut Workspace,
+    level: i32,
+    ctx: &mut MapCtx,
+    args: &CompressArgs<'_>,
+    out: &mut FolioVec,
+) -> Result<CompressResult> {
+    let mem = ctx.mem().clone();
+    let input = args.input;
+    init_cstream(&mut ws.cctx, level, args.len)?;
+    let mut frame = ctx.frame();
+
+    let mut start = args.start;
+    let mut len = args.len;
+    let mut max_out = args.max_out;
+    let mut tot_in = 0usize;
+    let mut tot_out = 0usize;
+
+    // Map the first input chunk.
+    let mut in_map = frame.map(input, start, len)?;
+    let mut cur_len = in_map.len();
+    let mut in_pos = 0usize;
+
+    // Allocate the first output folio.
+    let mut out_size = alloc_compr_folio(&mem, out, args.out_order, max_out)?.min(max_out);
+    let mut out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
+    let mut out_pos = 0usize;
+
+    loop {
+        {
+            let dst = out.folio_address_mut(out_base, out_size);
+            let mut ob = OutBuffer::around_pos(dst, out_pos);
+            let mut ib = InBuffer { src: &in_map[..cur_len], pos: in_pos };
+            ws.cctx.compress_stream2(&mut ob, &mut ib, zstd_sys_continue()).map_err(lib_err)?;
+            in_pos = ib.pos;
+            out_pos = ob.pos();
+        }
+        // Check to see if we are making it bigger.
+        if tot_in + in_pos > EARLY_BAIL_INPUT && tot_in + in_pos < tot_out + out_pos {
+            return Err(Error::Incompressible("output larger than input (early bail)"));
+        }
+        // We've reached the end of our output range.
+        if out_pos >= max_out {
+            return Err(Error::Incompressible("output range exhausted"));
+        }
+        // Need more output space?
+        if out_pos == out_size {
+            tot_out += out_size;
+            max_out -= out_size;
+            out_size = alloc_compr_folio(&mem, out, args.out_order, out.len() + max_out)?.min(max_out);
+            out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
+            out_pos = 0;
+        }
+        // End of the input?
+        if in_pos >= len {
+            tot_in += in_pos;
+            break;
+        }
+        // More input?
+        if in_pos == cur_len {
+            tot_in += cur_len;
+            drop(in_map);
+            start += cur_len;
+            len -= cur_len;
+            in_map = frame.map(input, start, len)?;
+            cur_len = in_map.len();
+            in_pos = 0;
+        }
+    }
+    drop(in_map);
+    drop(frame);
+    end_stream(ws, &mem, args, out, &mut tot_out, &mut max_out, &mut out_size, &mut out_base, &mut out_pos)?;
+    if tot_out >= tot_in {
+        return Err(Error::Incompressible("compressed size not smaller than input"));
+    }
+    Ok(CompressResult { total_in: tot_in, total_out: tot_out })
+}
+
+fn zstd_sys_continue() -> zstd_safe::zstd_sys::ZSTD_EndDirective {
+    zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_continue
+}
+
+/// The `zstd_end_stream()` loop of `zstd_compress_folios()`, output through the direct map.
+#[allow(clippy::too_many_arguments)]
+fn end_stream(
+    ws: &mut Workspace,
+    mem: &highmem::PhysMem,
+    args: &CompressArgs<'_>,
+    out: &mut FolioVec,
+    tot_out: &mut usize,
+    max_out: &mut usize,
+    out_size: &mut usize,
+    out_base: &mut usize,
+    out_pos: &mut usize,
+) -> Result<()> {
+    loop {
+        let remaining = {
+            let dst = out.folio_address_mut(*out_base, *out_size);
+            let mut ob = OutBuffer::around_pos(dst, *out_pos);
+            let r = ws.cctx.end_stream(&mut ob).map_err(lib_err)?;
+            *out_pos = ob.pos();
+            r
+        };
+        if remaining == 0 {
+            *tot_out += *out_pos;
+            return Ok(());
+        }
+        if *out_pos >= *max_out {
+            return Err(Error::Incompressible("output range exhausted"));
+        }
+        *tot_out += *out_size;
+        *max_out -= *out_size;
+        *out_size = alloc_compr_folio(mem, out, args.out_order, out.len() + *max_out)?.min(*max_out);
+        *out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
+        *out_pos = 0;
+    }
+}
+
+/// The zstd loop of Fabio De Francesco's 2022 kmap_local conversion, v1-v4 (never merged):
+/// input mapped first (lower slot), output mapped above it with kmap_local as well. An output
+/// switch only replaces the top slot, but an input switch while the output page is half full must
+/// unmap the output, unmap the input, map the next input and map the same output page again;
+/// those re-maps are counted as [`highmem::MapCounters::forced_remaps`]. Produces the same bytes
+/// as [`compress_folios`].
+pub fn compress_folios_lifo_remap(
+    ws: &mut Workspace,
+    level: i32,
+    ctx: &mut MapCtx,
+    args: &CompressArgs<'_>,
+    out: &mut FolioVec,
+) -> Result<CompressResult> {
+    let mem = ctx.mem().clone();
+    let input = args.input;
+    init_cstream(&mut ws.cctx, level, args.len)?;
+    let mut frame = ctx.frame();
+
+    let mut start = args.start;
+    let mut len = args.len;
+    let mut max_out = args.max_out;
+    let mut tot_in = 0usize;
+    let mut tot_out = 0usize;
+    let mut out_size = alloc_compr_folio(&mem, out, args.out_order, max_out)?.min(max_out);
+    let mut out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
+    let mut out_pos = 0usize;
+    let mut remap_out = false;
+
+    'input: loop {
+        let mut in_map = frame.map(input, start, len)?;
+        let cur_len = in_map.len();
+        let mut in_pos = 0usize;
+        let (src, mut above) = in_map.split();
+        'out: loop {
+            // Map (the rest of) the current output folio above the input page.
+            if remap_out {
+                above.ctx().note_forced_remap();
+                remap_out = false;
+            }
+            let mut out_map = above.map_mut(out, out_base + out_pos, out_size - out_pos)?;
+            let win = out_map.len();
+            let mut win_pos = 0usize;
+            loop {
+                let (consumed, produced) = {
+                    let mut ob = OutBuffer::around_pos(&mut out_map[..], win_pos);
+                    let mut ib = InBuffer { src: &src[..cur_len], pos: in_pos };
+                    ws.cctx.compress_stream2(&mut ob, &mut ib, zstd_sys_continue()).map_err(lib_err)?;
+                    (ib.pos - in_pos, ob.pos() - win_pos)
+                };
+                in_pos += consumed;
+                win_pos += produced;
+                out_pos += produced;
+                if tot_in + in_pos > EARLY_BAIL_INPUT && tot_in + in_pos < tot_out + out_pos {
+                    return Err(Error::Incompressible("output larger than input (early bail)"));
+                }
+                if out_pos >= max_out {
+                    return Err(Error::Incompressible("output range exhausted"));
+                }
+                if out_pos == out_size {
+                    // Output switch: only the top slot changes.
+                    drop(out_map);
+                    tot_out += out_size;
+                    max_out -= out_size;
+                    out_size =
+                        alloc_compr_folio(&mem, out, args.out_order, out.len() + max_out)?.min(max_out);
+                    out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
+                    out_pos = 0;
+                    if in_pos >= len {
+                        tot_in += in_pos;
+                        break 'input;
+                    }
+                    if in_pos == cur_len {
+                        tot_in += cur_len;
+                        start += cur_len;
+                        len -= cur_len;
+                        continue 'input;
+                    }
+                    continue 'out;
+                }
+                if in_pos >= len {
+                    tot_in += in_pos;
+                    break 'input;
+                }
+                if in_pos == cur_len {
+                    // Input switch with the output page half full: LIFO forces unmapping the
+                    // output first, then the input; the output page is mapped again afterwards.
+                    tot_in += cur_len;
+                    start += cur_len;
+                    len -= cur_len;
+                    remap_out = true;
+                    continue 'input;
+                }
+                if win_pos == win {
+                    // The strategy mapped less than the rest of the folio: map the next piece.
+                    continue 'out;
+                }
+            }
+        }
+    }
+    drop(frame);
+    // End of stream: the output page is mapped alone.
+    let mut frame = ctx.frame();
+    loop {
+        let remaining = {
+            let mut out_map = frame.map_mut(out, out_base + out_pos, out_size - out_pos)?;
+            let dst: &mut [u8] = &mut out_map;
+            let mut ob = OutBuffer::around(dst);
+            let r = ws.cctx.end_stream(&mut ob).map_err(lib_err)?;
+            out_pos += ob.pos();
+            r
+        };
+        if remaining == 0 {
+            tot_out += out_pos;
+            break;
+        }
+        if out_pos >= max_out {
+            return Err(Error::Incompressible("output range exhausted"));
+        }
+        if out_pos < out_size {
+            continue; // the strategy mapped only part of the page
+        }
+        tot_out += out_size;
+        max_out -= out_size;
+        out_size = alloc_compr_folio(&mem, out, args.out_order, out.len() + max_out)?.min(max_out);
+        out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
+        out_pos = 0;
+    }
+    if tot_out >= tot_in {
+        return Err(Error::Incompressible("compressed size not smaller than input"));
+    }
+    Ok(CompressResult { total_in: tot_in, total_out: tot_out })
+}
+
+/// Window size a zstd frame header announces, if the header can be read (RFC 8878 3.1.1.1).
+pub fn frame_window_size(src: &[u8]) -> Option<u64> {
+    if src.len() < 6 || src[..4] != [0x28, 0xb5, 0x2f, 0xfd] {
+        return None;
+    }
+    let fhd = src[4];
+    let single_segment = fhd & 0x20 != 0;
+    let dict_id_bytes = [0usize, 1, 2, 4][(fhd & 3) as usize];
+    if !single_segment {
+        let wd = src[5];
+        let exp = u64::from(wd >> 3);
+        let mantissa = u64::from(wd & 7);
+        let base = 1u64 << (10 + exp);
+        return Some(base + base / 8 * mantissa);
+    }
+    let fcs_bytes = [1usize, 2, 4, 8][(fhd >> 6) as usize];
+    let at = 5 + dict_id_bytes;
+    let b = src.get(at..at + fcs_bytes)?;
+    let mut v = 0u64;
+    for (i, &x) in b.iter().enumerate() {
+        v |= u64::from(x) << (8 * i);
+    }
+    if fcs_bytes == 2 {
+        v += 256;
+    }
+    Some(v)
+}
+
+fn stream_err(code: usize, head: &[u8]) -> Error {
+    if let Some(w) = frame_window_size(head) {
+        if w > ZSTD_BTRFS_MAX_INPUT {
+            return Error::corrupt(CorruptKind::ZstdWindowTooLarge { window: w });
+        }
+    }
+    Error::corrupt(CorruptKind::Stream { codec: CODEC, msg: zstd_safe::get_error_name(code).to_string() })
+}
+
+fn init_dstream(dctx: &mut DCtx<'static>) -> Result<()> {
+    dctx.reset(ResetDirective::SessionAndParameters).map_err(lib_err)?;
+    dctx.set_parameter(DParameter::WindowLogMax(ZSTD_BTRFS_MAX_WINDOWLOG)).map_err(lib_err)?;
+    Ok(())
+}
+
+/// Models `zstd_decompress_bio()`: stream the compressed pages (each mapped with the context's
+/// strategy) through the page-sized workspace buffer into `dest` with
+/// [`btrfs_decompress_buf2page`]. A frame that ends early is not an error (the rest of `dest` is
+/// zero-filled); a frame that needs more input than the extent holds is `-EIO`.
+pub fn decompress_bio(ws: &mut Workspace, ctx: &mut MapCtx, cb: &CompressedBio, dest: &mut DestRange) -> Result<()> {
+    let ps = ctx.mem().page_size();
+    ws.ensure_buf(ps);
+    init_dstream(&mut ws.dctx)?;
+    let mut head = [0u8; 18];
+    let hn = head.len().min(cb.compressed_len);
+    cb.folios.read_direct(0, &mut head[..hn]);
+
+    let mut frame = ctx.frame();
+    let mut srclen = cb.compressed_len;
+    let mut in_off = 0usize;
+    let mut total_out = 0usize;
+    let mut in_map = frame.map(&cb.folios, in_off, srclen)?;
+    let mut in_size = in_map.len();
+    let mut in_pos = 0usize;
+    loop {
+        let (ret, produced) = {
+            let (src, _) = in_map.split();
+            let mut ob = OutBuffer::around(&mut ws.buf[..ps]);
+            let mut ib = InBuffer { src: &src[..in_size], pos: in_pos };
+            let r = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, &head[..hn]));
+            in_pos = ib.pos;
+            (r, ob.pos())
+        };
+        let ret = ret?;
+        let buf_start = total_out;
+        total_out += produced;
+        let more = {
+            let (_, mut above) = in_map.split();
+            btrfs_decompress_buf2page(&mut above, &ws.buf[..produced], buf_start, dest)?
+        };
+        if !more {
+            break;
+        }
+        if in_pos >= srclen {
+            break;
+        }
+        if ret == 0 {
+            break; // end of the frame
+        }
+        if in_pos == in_size {
+            drop(in_map);
+            in_off += in_size;
+            srclen -= in_size;
+            if in_off >= cb.folios.len() || srclen == 0 {
+                return Err(Error::corrupt(CorruptKind::Truncated { codec: CODEC }));
+            }
+            in_map = frame.map(&cb.folios, in_off, srclen)?;
+            in_size = in_map.len();
+            in_pos = 0;
+        }
+    }
+    drop(in_map);
+    dest.zero_rest(&mut frame)?;
+    Ok(())
+}
+
+/// Models `zstd_decompress()` for inline extents: one `decompress_stream` call into a
+/// sector-sized buffer, copied to `dest` at `dest_off`; fewer than `destlen` bytes is `-EIO`
+/// (the rest is zero-filled first). Newer kernels store a whole sector in compressed inline
+/// extents; only `destlen` bytes are kept.
+pub fn decompress(
+    ws: &mut Workspace,
+    ctx: &mut MapCtx,
+    data_in: &[u8],
+    dest: &mut FolioVec,
+    dest_off: usize,
+    destlen: usize,
+    sectorsize: usize,
+) -> Result<()> {
+    ws.ensure_buf(sectorsize);
+    init_dstream(&mut ws.dctx)?;
+    let mut frame = ctx.frame();
+    let res = {
+        let mut ob = OutBuffer::around(&mut ws.buf[..sectorsize]);
+        let mut ib = InBuffer::around(data_in);
+        let r = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, data_in));
+        r.map(|_| ob.pos())
+    };
+    let to_copy = match res {
+        Ok(n) => n.min(destlen),
+        Err(e) => {
+            frame.memzero_pages(dest, dest_off, destlen)?;
+            return Err(e);
+        }
+    };
+    frame.memcpy_to_pages(dest, dest_off, &ws.buf[..to_copy])?;
+    if to_copy < destlen {
+        frame.memzero_pages(dest, dest_off + to_copy, destlen - to_copy)?;
+        return Err(Error::corrupt(CorruptKind::ShortOutput { codec: CODEC, got: to_copy, expected: destlen }));
+    }
+    Ok(())
+}
