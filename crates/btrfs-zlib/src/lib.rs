@@ -122,7 +122,9 @@ pub fn compress_folios(
         }
         let src = &in_map[map_pos..map_pos + avail_in];
         let (in0, out0) = (strm.total_in(), strm.total_out());
-        let dst = out.folio_address_mut(out_base + out_pos, out_size - out_pos);
+        // Output is offered one page at a time as in the kernel: zlib's bytes depend on where
+        // avail_out runs out during a flush.
+        let dst = out.folio_address_mut(out_base + out_pos, page_rest(out_pos, out_size, ps));
         let st = strm.compress(src, dst, FlushCompress::Sync).map_err(lib_err)?;
         let consumed = (strm.total_in() - in0) as usize;
         let produced = (strm.total_out() - out0) as usize;
@@ -156,7 +158,7 @@ pub fn compress_folios(
     // Z_FINISH until Z_STREAM_END, adding output folios as needed.
     loop {
         let out0 = strm.total_out();
-        let dst = out.folio_address_mut(out_base + out_pos, out_size - out_pos);
+        let dst = out.folio_address_mut(out_base + out_pos, page_rest(out_pos, out_size, ps));
         let st = strm.compress(&[], dst, FlushCompress::Finish).map_err(lib_err)?;
         out_pos += (strm.total_out() - out0) as usize;
         if st == Status::StreamEnd {
@@ -176,6 +178,11 @@ pub fn compress_folios(
         return Err(Error::Incompressible("compressed size not smaller than input"));
     }
     Ok(CompressResult { total_in, total_out })
+}
+
+/// Bytes left in the output page holding `pos` (output folios may span several pages).
+fn page_rest(pos: usize, folio_size: usize, page_size: usize) -> usize {
+    (page_size - pos % page_size).min(folio_size - pos)
 }
 
 /// The kernel's header test: a 2-byte zlib header without preset dictionary. Returns the raw

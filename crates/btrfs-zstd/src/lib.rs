@@ -133,12 +133,15 @@ pub fn compress_folios(
 
     loop {
         {
-            let dst = out.folio_address_mut(out_base, out_size);
-            let mut ob = OutBuffer::around_pos(dst, out_pos);
+            // One output page at a time, as the kernel offers it.
+            let ps = mem.page_size();
+            let avail = (ps - out_pos % ps).min(out_size - out_pos);
+            let dst = out.folio_address_mut(out_base + out_pos, avail);
+            let mut ob = OutBuffer::around(dst);
             let mut ib = InBuffer { src: &in_map[..cur_len], pos: in_pos };
             ws.cctx.compress_stream2(&mut ob, &mut ib, zstd_sys_continue()).map_err(lib_err)?;
             in_pos = ib.pos;
-            out_pos = ob.pos();
+            out_pos += ob.pos();
         }
         // Check to see if we are making it bigger.
         if tot_in + in_pos > EARLY_BAIL_INPUT && tot_in + in_pos < tot_out + out_pos {
@@ -200,10 +203,12 @@ fn end_stream(
 ) -> Result<()> {
     loop {
         let remaining = {
-            let dst = out.folio_address_mut(*out_base, *out_size);
-            let mut ob = OutBuffer::around_pos(dst, *out_pos);
+            let ps = mem.page_size();
+            let avail = (ps - *out_pos % ps).min(*out_size - *out_pos);
+            let dst = out.folio_address_mut(*out_base + *out_pos, avail);
+            let mut ob = OutBuffer::around(dst);
             let r = ws.cctx.end_stream(&mut ob).map_err(lib_err)?;
-            *out_pos = ob.pos();
+            *out_pos += ob.pos();
             r
         };
         if remaining == 0 {
@@ -212,6 +217,9 @@ fn end_stream(
         }
         if *out_pos >= *max_out {
             return Err(Error::Incompressible("output range exhausted"));
+        }
+        if *out_pos < *out_size {
+            continue; // next page of a multi-page output folio
         }
         *tot_out += *out_size;
         *max_out -= *out_size;
