@@ -362,32 +362,21 @@ pub fn compress_folios_lifo_remap(
     Ok(CompressResult { total_in: tot_in, total_out: tot_out })
 }
 
-/// Window size a zstd frame header announces, if the header can be read (RFC 8878 3.1.1.1).
+/// Window size a zstd frame header announces, if the header can be read (RFC 8878 3.1.1.1):
+/// the window descriptor, or the content size for single-segment frames.
 pub fn frame_window_size(src: &[u8]) -> Option<u64> {
     if src.len() < 6 || src[..4] != [0x28, 0xb5, 0x2f, 0xfd] {
         return None;
     }
     let fhd = src[4];
-    let single_segment = fhd & 0x20 != 0;
-    let dict_id_bytes = [0usize, 1, 2, 4][(fhd & 3) as usize];
-    if !single_segment {
-        let wd = src[5];
-        let exp = u64::from(wd >> 3);
-        let mantissa = u64::from(wd & 7);
-        let base = 1u64 << (10 + exp);
-        return Some(base + base / 8 * mantissa);
+    if fhd & 0x20 != 0 {
+        return frame_content_size(src);
     }
-    let fcs_bytes = [1usize, 2, 4, 8][(fhd >> 6) as usize];
-    let at = 5 + dict_id_bytes;
-    let b = src.get(at..at + fcs_bytes)?;
-    let mut v = 0u64;
-    for (i, &x) in b.iter().enumerate() {
-        v |= u64::from(x) << (8 * i);
-    }
-    if fcs_bytes == 2 {
-        v += 256;
-    }
-    Some(v)
+    let wd = src[5];
+    let exp = u64::from(wd >> 3);
+    let mantissa = u64::from(wd & 7);
+    let base = 1u64 << (10 + exp);
+    Some(base + base / 8 * mantissa)
 }
 
 fn stream_err(code: usize, head: &[u8]) -> Error {
@@ -399,10 +388,57 @@ fn stream_err(code: usize, head: &[u8]) -> Error {
     Error::corrupt(CorruptKind::Stream { codec: CODEC, msg: zstd_safe::get_error_name(code).to_string() })
 }
 
-fn init_dstream(dctx: &mut DCtx<'static>) -> Result<()> {
+/// Models `zstd_init_dstream(ZSTD_BTRFS_MAX_INPUT)`. The kernel's decoder lives in a static
+/// workspace sized for a 128 KiB window, so what it can decode is a frame whose buffer need,
+/// `min(window, content size)`, fits 128 KiB: a frame announcing a larger window but declaring
+/// a content size of at most 128 KiB is read (seen on real kernels), one without a content size
+/// or with a larger one is refused ([`CorruptKind::ZstdWindowTooLarge`]). libzstd sizes its
+/// buffer the same way, so memory stays bounded by 128 KiB either way.
+fn init_dstream(dctx: &mut DCtx<'static>, head: &[u8]) -> Result<()> {
     dctx.reset(ResetDirective::SessionAndParameters).map_err(lib_err)?;
-    dctx.set_parameter(DParameter::WindowLogMax(ZSTD_BTRFS_MAX_WINDOWLOG)).map_err(lib_err)?;
+    let mut log = ZSTD_BTRFS_MAX_WINDOWLOG;
+    if let Some(w) = frame_window_size(head) {
+        if w > ZSTD_BTRFS_MAX_INPUT {
+            match frame_content_size(head) {
+                Some(c) if c <= ZSTD_BTRFS_MAX_INPUT => {
+                    // Allow the announced window (up to the format's 2^31); the buffer is sized
+                    // by the content size.
+                    log = (64 - (w - 1).leading_zeros()).clamp(ZSTD_BTRFS_MAX_WINDOWLOG, 31);
+                }
+                _ => return Err(Error::corrupt(CorruptKind::ZstdWindowTooLarge { window: w })),
+            }
+        }
+    }
+    dctx.set_parameter(DParameter::WindowLogMax(log)).map_err(lib_err)?;
     Ok(())
+}
+
+/// Content size a zstd frame header declares, if any (RFC 8878 3.1.1.1.4).
+pub fn frame_content_size(src: &[u8]) -> Option<u64> {
+    if src.len() < 6 || src[..4] != [0x28, 0xb5, 0x2f, 0xfd] {
+        return None;
+    }
+    let fhd = src[4];
+    let single_segment = fhd & 0x20 != 0;
+    let fcs_flag = fhd >> 6;
+    let fcs_bytes = match (fcs_flag, single_segment) {
+        (0, false) => return None,
+        (0, true) => 1,
+        (1, _) => 2,
+        (2, _) => 4,
+        _ => 8,
+    };
+    let dict_id_bytes = [0usize, 1, 2, 4][(fhd & 3) as usize];
+    let at = 5 + usize::from(!single_segment) + dict_id_bytes;
+    let b = src.get(at..at + fcs_bytes)?;
+    let mut v = 0u64;
+    for (i, &x) in b.iter().enumerate() {
+        v |= u64::from(x) << (8 * i);
+    }
+    if fcs_bytes == 2 {
+        v += 256;
+    }
+    Some(v)
 }
 
 /// Models `zstd_decompress_bio()`: stream the compressed pages (each mapped with the context's
@@ -412,10 +448,10 @@ fn init_dstream(dctx: &mut DCtx<'static>) -> Result<()> {
 pub fn decompress_bio(ws: &mut Workspace, ctx: &mut MapCtx, cb: &CompressedBio, dest: &mut DestRange) -> Result<()> {
     let ps = ctx.mem().page_size();
     ws.ensure_buf(ps);
-    init_dstream(&mut ws.dctx)?;
     let mut head = [0u8; 18];
     let hn = head.len().min(cb.compressed_len);
     cb.folios.read_direct(0, &mut head[..hn]);
+    init_dstream(&mut ws.dctx, &head[..hn])?;
 
     let mut frame = ctx.frame();
     let mut srclen = cb.compressed_len;
@@ -480,8 +516,11 @@ pub fn decompress(
     sectorsize: usize,
 ) -> Result<()> {
     ws.ensure_buf(sectorsize);
-    init_dstream(&mut ws.dctx)?;
     let mut frame = ctx.frame();
+    if let Err(e) = init_dstream(&mut ws.dctx, data_in) {
+        frame.memzero_pages(dest, dest_off, destlen)?;
+        return Err(e);
+    }
     let res = {
         let mut ob = OutBuffer::around(&mut ws.buf[..sectorsize]);
         let mut ib = InBuffer::around(data_in);
