@@ -235,7 +235,7 @@ pub fn with_ctx<T>(opts: &Options, f: impl FnOnce(&mut MapCtx) -> Result<T>) -> 
 }
 
 /// One compressed extent.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CompressedExtent {
     /// The exact extent bytes (unpadded; the disk holds them zero-padded to a sector).
     pub data: Bytes,
@@ -309,8 +309,18 @@ fn diff(a: MapCounters, b: MapCounters) -> MapCounters {
     }
 }
 
+impl std::fmt::Debug for CompressedExtent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompressedExtent")
+            .field("len", &self.data.len())
+            .field("total_in", &self.total_in)
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
 /// What a decompression produced.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Decompressed {
     /// The `num_bytes` bytes of file data.
     pub data: Bytes,
@@ -318,6 +328,16 @@ pub struct Decompressed {
     pub stream_bytes: usize,
     /// What the mapping layer did.
     pub counters: MapCounters,
+}
+
+impl std::fmt::Debug for Decompressed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decompressed")
+            .field("len", &self.data.len())
+            .field("stream_bytes", &self.stream_bytes)
+            .field("counters", &self.counters)
+            .finish()
+    }
 }
 
 /// Decompress a regular extent (`btrfs_decompress_bio()`): `disk` is the on-disk data
@@ -387,12 +407,21 @@ pub fn decompress_inline(alg: CompressType, data: &[u8], ram_bytes: usize, opts:
 }
 
 /// One 128 KiB piece of a buffer as btrfs would store it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Extent {
     /// Stored compressed.
     Compressed(CompressedExtent),
     /// Stored as is (the codec gave up or it would not save a sector).
     Plain(Bytes),
+}
+
+impl std::fmt::Debug for Extent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Extent::Compressed(c) => c.fmt(f),
+            Extent::Plain(b) => write!(f, "Plain({} bytes)", b.len()),
+        }
+    }
 }
 
 impl Extent {
