@@ -535,8 +535,12 @@ impl MapCtx {
                     p.kunmap(pfn);
                 }
             }
-            // The buffer stays at its depth for the next mapping there.
-            Held::Bounce { idx } => self.pop_slot(idx),
+            // The buffer stays at its depth for the next mapping there. It is not a mapping:
+            // the page mappings of its copies were counted as they were made and released.
+            Held::Bounce { idx } => {
+                self.pop_slot(idx);
+                return;
+            }
         }
         self.count(|c| c.unmaps += 1);
     }
@@ -608,6 +612,20 @@ impl Drop for MapCtx {
 ///     let m = frame.map(&pages, 0, 4096).unwrap();
 ///     &m[..] // the slice cannot outlive its mapping
 /// };
+/// ```
+///
+/// Guards never cross threads (the context is `!Send`, and so is every guard):
+///
+/// ```compile_fail
+/// use highmem::{Backend, FolioVec, MapCtx, PhysMem, Strategy};
+/// let mem = PhysMem::new(Backend::Heap, 4096, 4).unwrap();
+/// let pages = FolioVec::from_slice(&mem, &[1u8; 4096], 0).unwrap();
+/// let mut ctx = MapCtx::new(&mem, Strategy::KmapLocal).unwrap();
+/// let mut frame = ctx.frame();
+/// let m = frame.map(&pages, 0, 4096).unwrap();
+/// std::thread::scope(|s| {
+///     s.spawn(move || m.len());
+/// });
 /// ```
 pub struct Frame<'c> {
     ctx: &'c MapCtx,
