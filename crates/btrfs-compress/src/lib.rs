@@ -24,19 +24,23 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod corpus;
+pub mod lab;
+mod svg;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use btrfs_compression::workspace::{WorkspaceManager, ZstdWorkspaceManager};
 pub use btrfs_compression::{
     compression_saves_sector, parse_compress_option, CompressArgs, CompressResult, CompressSpec, CompressType,
     CompressedBio, CorruptKind, DestRange, Error, Result, BTRFS_MAX_COMPRESSED, BTRFS_MAX_UNCOMPRESSED, SECTORSIZE,
 };
-use btrfs_compression::workspace::{WorkspaceManager, ZstdWorkspaceManager};
 pub use btrfs_lzo::LzoBackend;
 use bytes::Bytes;
-pub use highmem::{Backend, KmapPool, MapCounters, MapCtx, PhysMem, Strategy};
 use highmem::FolioVec;
+pub use highmem::{Backend, KmapPool, MapCounters, MapCtx, PhysMem, Strategy};
 use rayon::prelude::*;
 
 /// How the page loops run: memory backend, page size, folio order and mapping strategy, plus
@@ -162,7 +166,13 @@ impl Codecs {
     }
 
     /// Models `btrfs_decompress_bio()`: decompress a whole compressed extent into `dest`.
-    pub fn decompress_bio(&self, alg: CompressType, ctx: &mut MapCtx, cb: &CompressedBio, dest: &mut DestRange) -> Result<()> {
+    pub fn decompress_bio(
+        &self,
+        alg: CompressType,
+        ctx: &mut MapCtx,
+        cb: &CompressedBio,
+        dest: &mut DestRange,
+    ) -> Result<()> {
         match alg {
             CompressType::Zlib => btrfs_zlib::decompress_bio(&mut self.zlib.get(), ctx, cb, dest),
             CompressType::Lzo => btrfs_lzo::decompress_bio(&mut self.lzo.get(), ctx, cb, dest),
@@ -194,13 +204,19 @@ impl Codecs {
     }
 }
 
+/// CPUs available to this process.
+pub fn workspace_cpus() -> usize {
+    btrfs_compression::workspace::num_online_cpus()
+}
+
 /// Frames per shared physical memory: 64 MiB, enough for well over a hundred extents in flight.
 const MEM_BYTES: usize = 64 << 20;
 
 /// The process-wide "physical memory" (and its global kmap pool) for a backend and page size.
 pub fn shared_mem(backend: Backend, page_size: usize) -> Result<(PhysMem, Arc<KmapPool>)> {
     type Key = (Backend, usize);
-    static MEMS: OnceLock<Mutex<HashMap<Key, (PhysMem, Arc<KmapPool>)>>> = OnceLock::new();
+    type Shared = (PhysMem, Arc<KmapPool>);
+    static MEMS: OnceLock<Mutex<HashMap<Key, Shared>>> = OnceLock::new();
     let mut m = MEMS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     if let Some(v) = m.get(&(backend, page_size)) {
         return Ok(v.clone());
@@ -221,15 +237,16 @@ pub fn with_ctx<T>(opts: &Options, f: impl FnOnce(&mut MapCtx) -> Result<T>) -> 
     let key = (opts.backend, opts.page_size, opts.strategy);
     CTXS.with(|c| {
         let mut map = c.borrow_mut();
-        if !map.contains_key(&key) {
-            let (mem, pool) = shared_mem(opts.backend, opts.page_size)?;
-            let ctx = match opts.strategy {
-                Strategy::GlobalKmap => MapCtx::with_pool(pool)?,
-                s => MapCtx::new(&mem, s)?,
-            };
-            map.insert(key, ctx);
-        }
-        let ctx = map.get_mut(&key).expect("inserted above");
+        let ctx = match map.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let (mem, pool) = shared_mem(opts.backend, opts.page_size)?;
+                v.insert(match opts.strategy {
+                    Strategy::GlobalKmap => MapCtx::with_pool(pool)?,
+                    s => MapCtx::new(&mem, s)?,
+                })
+            }
+        };
         f(ctx)
     })
 }
@@ -281,10 +298,7 @@ pub fn compress_extent_raw(data: &[u8], spec: CompressSpec, opts: &Options) -> R
 /// (the mount option, default 2048).
 pub fn compress_inline(data: &[u8], spec: CompressSpec, max_inline: usize, opts: &Options) -> Result<CompressedExtent> {
     if data.len() > SECTORSIZE {
-        return Err(Error::InvalidArgument(format!(
-            "inline data of {} bytes is larger than a sector",
-            data.len()
-        )));
+        return Err(Error::InvalidArgument(format!("inline data of {} bytes is larger than a sector", data.len())));
     }
     let ext = compress_extent_raw(data, spec, opts)?;
     if ext.data.len() >= data.len() || ext.data.len() > max_inline {

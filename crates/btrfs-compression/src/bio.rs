@@ -17,13 +17,18 @@ pub struct CompressedBio {
 impl CompressedBio {
     /// Put `data` (the extent's on-disk bytes, at most 128 KiB) into fresh pages of `mem`.
     pub fn from_slice(mem: &PhysMem, data: &[u8]) -> Result<Self> {
+        Self::from_slice_order(mem, data, 0)
+    }
+
+    /// As [`CompressedBio::from_slice`] with folios of `order` (large compressed folios).
+    pub fn from_slice_order(mem: &PhysMem, data: &[u8], order: u32) -> Result<Self> {
         if data.is_empty() || data.len() > BTRFS_MAX_COMPRESSED {
             return Err(Error::InvalidArgument(format!(
                 "compressed extent of {} bytes (must be 1..={BTRFS_MAX_COMPRESSED})",
                 data.len()
             )));
         }
-        Ok(Self { folios: FolioVec::from_slice(mem, data, 0)?, compressed_len: data.len() })
+        Ok(Self { folios: FolioVec::from_slice(mem, data, order)?, compressed_len: data.len() })
     }
 }
 
@@ -47,6 +52,12 @@ impl DestRange {
     /// `start`.
     pub fn new(mem: &PhysMem, start: usize, len: usize, order: u32) -> Result<Self> {
         Ok(Self { pages: FolioVec::alloc(mem, len.max(1), order)?, start, len, filled: 0, produced: None })
+    }
+
+    /// Start over with the same pages (a new read into the same page-cache pages).
+    pub fn reset(&mut self) {
+        self.filled = 0;
+        self.produced = None;
     }
 
     /// Bytes written so far (the bio's progress).

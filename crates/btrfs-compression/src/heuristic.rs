@@ -215,7 +215,6 @@ mod tests {
         assert_eq!(s.len(), MAX_SAMPLE_SIZE);
         assert_eq!(&s[..16], &data[..16]);
         assert_eq!(&s[16..32], &data[256..272]);
-        drop(f);
         assert_eq!(ctx.counters().maps, 32, "one kmap_local per page");
     }
 }

@@ -165,9 +165,10 @@ pub fn parse_compress_option(s: &str) -> Result<CompressSpec> {
     if alg == CompressType::Lzo {
         return Err(Error::InvalidArgument("lzo takes no compression level".into()));
     }
-    let written: i32 = l.trim().parse().map_err(|_| {
-        Error::InvalidArgument(format!("compression level '{l}' of {name} is not a number"))
-    })?;
+    let written: i32 = l
+        .trim()
+        .parse()
+        .map_err(|_| Error::InvalidArgument(format!("compression level '{l}' of {name} is not a number")))?;
     let level = btrfs_compress_set_level(alg, written);
     let clamped_from = (written != 0 && written != level).then_some(written);
     Ok(CompressSpec { alg, level, clamped_from })

@@ -15,8 +15,8 @@
 
 use btrfs_compression::workspace::{WorkspaceGuard, WorkspaceManager};
 use btrfs_compression::{
-    btrfs_decompress_buf2page, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange, Error,
-    Result, BTRFS_MAX_COMPRESSED,
+    btrfs_decompress_buf2page, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange, Error, Result,
+    BTRFS_MAX_COMPRESSED,
 };
 use highmem::{FolioVec, Frame, MapCtx, PhysMem};
 use rust_lzo::{LZOContext, LZOError};
@@ -230,7 +230,12 @@ fn copy_compressed_data_to_page(
 /// its header into the output folios; `Incompressible` after two sectors if the output is
 /// larger than the input, or when the output folios run out. Like the kernel, no final size
 /// test: the caller's "must save a sector" rule decides.
-pub fn compress_folios(ws: &mut Workspace, ctx: &mut MapCtx, args: &CompressArgs<'_>, out: &mut FolioVec) -> Result<CompressResult> {
+pub fn compress_folios(
+    ws: &mut Workspace,
+    ctx: &mut MapCtx,
+    args: &CompressArgs<'_>,
+    out: &mut FolioVec,
+) -> Result<CompressResult> {
     let mem = ctx.mem().clone();
     ws.ensure(mem.page_size());
     let ss = args.sectorsize;
@@ -273,7 +278,6 @@ pub fn compress_folios(ws: &mut Workspace, ctx: &mut MapCtx, args: &CompressArgs
         let mut m = frame.map_mut(out, 0, LZO_LEN)?;
         m[..LZO_LEN].copy_from_slice(&(cur_out as u32).to_le_bytes());
     }
-    drop(frame);
     // Trim folios past the data (lzo allocates lazily, so none should exist).
     Ok(CompressResult { total_in: cur_in - start, total_out: cur_out })
 }
@@ -398,4 +402,25 @@ pub fn decompress(
         return Err(Error::corrupt(CorruptKind::ShortOutput { codec: CODEC, got: to_copy, expected: destlen }));
     }
     Ok(())
+}
+
+/// The baseline of the benchmarks (not a kernel function): one `lzo1x_1_compress()` call on a
+/// contiguous buffer (no per-sector segments).
+pub fn reference_compress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
+    let need = lzo1x_worst_compress(src.len());
+    if dst.len() < need {
+        return Err(Error::InvalidArgument(format!("reference buffer of {} < {need}", dst.len())));
+    }
+    LZO_WRKMEM.with(|ctx| {
+        let (out, err) = ctx.borrow_mut().compress_to_slice(src, &mut dst[..need]);
+        if err != LZOError::OK {
+            return Err(Error::Library { codec: CODEC, msg: "lzo1x_1_compress failed".into() });
+        }
+        Ok(out.len())
+    })
+}
+
+/// The baseline of the benchmarks: one `lzo1x_decompress_safe()` call on a contiguous buffer.
+pub fn reference_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
+    decompress_segment(src, dst)
 }

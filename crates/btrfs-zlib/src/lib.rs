@@ -10,8 +10,8 @@
 
 use btrfs_compression::workspace::{WorkspaceGuard, WorkspaceManager};
 use btrfs_compression::{
-    alloc_compr_folio, btrfs_decompress_buf2page, CompressArgs, CompressResult, CompressedBio,
-    CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
+    alloc_compr_folio, btrfs_decompress_buf2page, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
+    Error, Result, EARLY_BAIL_INPUT,
 };
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use highmem::{FolioVec, MapCtx};
@@ -152,7 +152,6 @@ pub fn compress_folios(
         }
     }
     drop(in_map);
-    drop(frame);
 
     // Z_FINISH until Z_STREAM_END, adding output folios as needed.
     loop {
@@ -336,4 +335,21 @@ pub fn decompress(
     }
     // Like the kernel, a stream that did not reach its end but gave all `destlen` bytes is read.
     Ok(())
+}
+
+/// The baseline of the benchmarks (not a kernel function): one deflate call with `Z_FINISH` on
+/// a contiguous buffer, fresh stream each time like [`compress_folios`].
+pub fn reference_compress(level: i32, src: &[u8], dst: &mut [u8]) -> Result<usize> {
+    let mut c = Compress::new(Compression::new(level.clamp(1, 9) as u32), true);
+    match c.compress(src, dst, FlushCompress::Finish).map_err(lib_err)? {
+        Status::StreamEnd => Ok(c.total_out() as usize),
+        _ => Err(Error::Incompressible("reference output buffer too small")),
+    }
+}
+
+/// The baseline of the benchmarks: one inflate call on a contiguous buffer.
+pub fn reference_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
+    let mut d = Decompress::new(true);
+    d.decompress(src, dst, FlushDecompress::Finish).map_err(stream_err)?;
+    Ok(d.total_out() as usize)
 }

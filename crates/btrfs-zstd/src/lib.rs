@@ -16,8 +16,8 @@
 
 use btrfs_compression::workspace::{ZstdWorkspaceGuard, ZstdWorkspaceManager};
 use btrfs_compression::{
-    alloc_compr_folio, btrfs_decompress_buf2page, CompressArgs, CompressResult, CompressedBio,
-    CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
+    alloc_compr_folio, btrfs_decompress_buf2page, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
+    Error, Result, EARLY_BAIL_INPUT,
 };
 use highmem::{FolioVec, MapCtx};
 use zstd_safe::{CCtx, CParameter, DCtx, DParameter, InBuffer, OutBuffer, ParamSwitch, ResetDirective};
@@ -176,7 +176,6 @@ pub fn compress_folios(
         }
     }
     drop(in_map);
-    drop(frame);
     end_stream(ws, &mem, args, out, &mut tot_out, &mut max_out, &mut out_size, &mut out_base, &mut out_pos)?;
     if tot_out >= tot_in {
         return Err(Error::Incompressible("compressed size not smaller than input"));
@@ -292,8 +291,7 @@ pub fn compress_folios_lifo_remap(
                     drop(out_map);
                     tot_out += out_size;
                     max_out -= out_size;
-                    out_size =
-                        alloc_compr_folio(&mem, out, args.out_order, out.len() + max_out)?.min(max_out);
+                    out_size = alloc_compr_folio(&mem, out, args.out_order, out.len() + max_out)?.min(max_out);
                     out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
                     out_pos = 0;
                     if in_pos >= len {
@@ -328,7 +326,6 @@ pub fn compress_folios_lifo_remap(
             }
         }
     }
-    drop(frame);
     // End of stream: the output page is mapped alone.
     let mut frame = ctx.frame();
     loop {
@@ -540,4 +537,30 @@ pub fn decompress(
         return Err(Error::corrupt(CorruptKind::ShortOutput { codec: CODEC, got: to_copy, expected: destlen }));
     }
     Ok(())
+}
+
+/// The baseline of the benchmarks (not a kernel function): one library call on a contiguous
+/// buffer with the same parameters as [`compress_folios`].
+pub struct Reference {
+    cctx: CCtx<'static>,
+    dctx: DCtx<'static>,
+}
+
+impl Default for Reference {
+    fn default() -> Self {
+        Self { cctx: CCtx::create(), dctx: DCtx::create() }
+    }
+}
+
+impl Reference {
+    /// Compress `src` in one call into `dst`; returns the length.
+    pub fn compress(&mut self, level: i32, src: &[u8], dst: &mut [u8]) -> Result<usize> {
+        init_cstream(&mut self.cctx, level, src.len())?;
+        self.cctx.compress2(dst, src).map_err(lib_err)
+    }
+
+    /// Decompress one frame in one call into `dst`; returns the length.
+    pub fn decompress(&mut self, src: &[u8], dst: &mut [u8]) -> Result<usize> {
+        self.dctx.decompress(dst, src).map_err(|c| stream_err(c, src))
+    }
 }

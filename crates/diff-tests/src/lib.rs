@@ -47,8 +47,8 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "the", "of", "and", "to", "in", "is", "was", "that", "for", "on", "are", "with", "extent", "btrfs",
-    "folio", "page", "kmap", "compress", "zstd", "zlib", "lzo", "sector", "inode", "mapping", "range",
+    "the", "of", "and", "to", "in", "is", "was", "that", "for", "on", "are", "with", "extent", "btrfs", "folio",
+    "page", "kmap", "compress", "zstd", "zlib", "lzo", "sector", "inode", "mapping", "range",
 ];
 
 /// `len` bytes of `shape` from `seed`.
@@ -103,7 +103,14 @@ pub fn all_options() -> Vec<Options> {
             let max_order = (131072 / page_size).trailing_zeros();
             for folio_order in [0, max_order] {
                 for strategy in Strategy::ALL {
-                    v.push(Options { strategy, backend, page_size, folio_order, out_order: folio_order, ..Options::default() });
+                    v.push(Options {
+                        strategy,
+                        backend,
+                        page_size,
+                        folio_order,
+                        out_order: folio_order,
+                        ..Options::default()
+                    });
                 }
             }
         }

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use btrfs_compress::{
-    compress_extent_raw, decompress_extent, decompress_inline, parse_compress_option, Backend, CompressType,
-    Options, Strategy,
+    compress_extent_raw, decompress_extent, decompress_inline, parse_compress_option, Backend, CompressType, Options,
+    Strategy,
 };
 use diff_tests::{assert_same, read_zst, repo_root};
 use serde_json::Value;
@@ -133,13 +133,21 @@ fn our_compressors_reproduce_kernel_lzo_and_zstd_extents() {
             let spec = parse_compress_option(e.option).expect("option");
             let input = &f.plain[e.file][e.file_offset..e.file_offset + e.len];
             for strategy in [Strategy::Direct, Strategy::KmapLocal, Strategy::Range] {
-                let o = Options { strategy, folio_order: if strategy == Strategy::Range { 5 } else { 0 }, ..Options::default() };
+                let o = Options {
+                    strategy,
+                    folio_order: if strategy == Strategy::Range { 5 } else { 0 },
+                    ..Options::default()
+                };
                 let ours = compress_extent_raw(input, spec, &o).expect("compresses");
                 let mut padded = ours.data.to_vec();
                 if !is_inline(&e) {
                     padded.resize(padded.len().next_multiple_of(4096), 0);
                 }
-                assert_same(&padded, &e.raw, &format!("{kernel} {} {} @{} {strategy}", e.option, e.file, e.file_offset));
+                assert_same(
+                    &padded,
+                    &e.raw,
+                    &format!("{kernel} {} {} @{} {strategy}", e.option, e.file, e.file_offset),
+                );
             }
             identical += 1;
         }

@@ -38,7 +38,8 @@ fn early_bail_gives_up_on_a_random_head_even_if_the_rest_compresses() {
             }
             CompressType::Zlib => {
                 let ext = r.unwrap_or_else(|e| panic!("{spec}: {e}"));
-                let back = decompress_extent(spec.alg, &ext.data, data.len(), 0, data.len(), &Options::default()).unwrap();
+                let back =
+                    decompress_extent(spec.alg, &ext.data, data.len(), 0, data.len(), &Options::default()).unwrap();
                 assert!(back == data[..]);
             }
             _ => assert!(matches!(r, Err(Error::Incompressible(_))), "{spec}: {:?}", r.map(|e| e.data.len())),
@@ -189,8 +190,14 @@ fn bad_lengths_are_invalid_arguments() {
     let spec = parse_compress_option("zstd").unwrap();
     assert!(matches!(compress_extent(&[], spec, &o), Err(Error::InvalidArgument(_))));
     assert!(matches!(compress_extent(&vec![0; 131073], spec, &o), Err(Error::InvalidArgument(_))));
-    assert!(matches!(decompress_extent(CompressType::Zstd, &[1, 2, 3], 1 << 30, 0, 1, &o), Err(Error::InvalidArgument(_))));
-    assert!(matches!(decompress_extent(CompressType::Zstd, &[1, 2, 3], 4096, 4000, 200, &o), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        decompress_extent(CompressType::Zstd, &[1, 2, 3], 1 << 30, 0, 1, &o),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        decompress_extent(CompressType::Zstd, &[1, 2, 3], 4096, 4000, 200, &o),
+        Err(Error::InvalidArgument(_))
+    ));
     assert!(matches!(
         decompress_extent(CompressType::Zstd, &vec![0; 131073], 4096, 0, 4096, &o),
         Err(Error::InvalidArgument(_))

@@ -4,8 +4,8 @@
 
 use btrfs_compress::{compress_extent_raw, decompress_extent, parse_compress_option, Options, Strategy};
 use diff_tests::{
-    assert_same, lzo_oracle_decode, lzo_oracle_encode, make, system_zlib_compress, system_zlib_decompress,
-    zstd_cli, Shape,
+    assert_same, lzo_oracle_decode, lzo_oracle_encode, make, system_zlib_compress, system_zlib_decompress, zstd_cli,
+    Shape,
 };
 
 fn inputs() -> Vec<(String, Vec<u8>)> {
@@ -125,7 +125,10 @@ fn zstd_frame_without_content_size_and_large_window_is_refused_like_the_kernel()
     let err = decompress_extent(btrfs_compress::CompressType::Zstd, &c, data.len(), 0, data.len(), &Options::default())
         .unwrap_err();
     assert!(
-        matches!(err, btrfs_compress::Error::Corrupt(btrfs_compress::CorruptKind::ZstdWindowTooLarge { window: 524288 })),
+        matches!(
+            err,
+            btrfs_compress::Error::Corrupt(btrfs_compress::CorruptKind::ZstdWindowTooLarge { window: 524288 })
+        ),
         "{err:?}"
     );
     assert_eq!(err.errno(), 5);

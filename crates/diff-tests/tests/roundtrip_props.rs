@@ -10,12 +10,7 @@ fn shape() -> impl Strategy<Value = Shape> {
 }
 
 fn len() -> impl Strategy<Value = usize> {
-    prop_oneof![
-        1usize..=64,
-        1usize..=131072,
-        (1usize..=32).prop_map(|s| s * 4096),
-        Just(131072),
-    ]
+    prop_oneof![1usize..=64, 1usize..=131072, (1usize..=32).prop_map(|s| s * 4096), Just(131072),]
 }
 
 proptest! {

@@ -26,7 +26,9 @@ fn strategies_produce_identical_bytes_and_round_trip() {
             let data = make(shape, len, len as u64 ^ 0x5eed);
             let refs: Vec<_> = [4096, 16384, 65536]
                 .iter()
-                .map(|&page_size| (page_size, compress_extent_raw(&data, spec, &Options { page_size, ..Options::default() })))
+                .map(|&page_size| {
+                    (page_size, compress_extent_raw(&data, spec, &Options { page_size, ..Options::default() }))
+                })
                 .collect();
             if spec.alg != btrfs_compress::CompressType::Zlib {
                 for (ps, r) in &refs[1..] {
@@ -101,9 +103,14 @@ fn range_mapping_needs_one_map_per_extent_with_large_folios() {
             // range mapping saves the input side (one map instead of 32) and the payload pieces
             // split at page boundaries: 1 input + 32 x (header + payload) + the total = 66.
             assert_eq!(b.counters.maps, 66, "{spec}: {:?}", b.counters);
-            assert!(a.counters.maps >= 32 + 32 * 2 + 1, "{spec}: {:?}", a.counters);
+            assert!(a.counters.maps > 32 + 32 * 2, "{spec}: {:?}", a.counters);
         } else {
-            assert!(b.counters.maps * 16 <= a.counters.maps, "{spec}: range {:?} vs per page {:?}", b.counters, a.counters);
+            assert!(
+                b.counters.maps * 16 <= a.counters.maps,
+                "{spec}: range {:?} vs per page {:?}",
+                b.counters,
+                a.counters
+            );
         }
     }
 }

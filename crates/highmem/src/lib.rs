@@ -44,8 +44,7 @@ mod strategy;
 pub use phys::{Backend, Folio, FolioVec, PhysAddr, PhysMem, SUPPORTED_PAGE_SIZES};
 pub use pool::{KmapPool, PoolStats, LAST_PKMAP};
 pub use strategy::{
-    Frame, LifoPolicy, MapCounters, MapCtx, MapMut, MapRef, Strategy, DEFAULT_BOUNCE_BYTES,
-    KM_MAX_IDX, MAX_RANGE_BYTES,
+    Frame, LifoPolicy, MapCounters, MapCtx, MapMut, MapRef, Strategy, DEFAULT_BOUNCE_BYTES, KM_MAX_IDX, MAX_RANGE_BYTES,
 };
 
 use std::fmt;

@@ -114,16 +114,11 @@ impl PhysMem {
         if !SUPPORTED_PAGE_SIZES.contains(&page_size) {
             return Err(MapError::BadPageSize(page_size));
         }
-        let bytes = nr_frames
-            .checked_mul(page_size)
-            .filter(|&b| b > 0 && b <= 1 << 40)
-            .ok_or(MapError::OutOfFrames)?;
+        let bytes = nr_frames.checked_mul(page_size).filter(|&b| b > 0 && b <= 1 << 40).ok_or(MapError::OutOfFrames)?;
         let store = match backend {
             Backend::Heap => Store::Heap(HeapStore::new(bytes, page_size).map_err(MapError::Os)?),
             #[cfg(unix)]
-            Backend::EmulatedHighmem => {
-                Store::Memfd(backend::MemfdStore::new(bytes).map_err(MapError::Os)?)
-            }
+            Backend::EmulatedHighmem => Store::Memfd(backend::MemfdStore::new(bytes).map_err(MapError::Os)?),
             #[cfg(not(unix))]
             Backend::EmulatedHighmem => return Err(MapError::Unsupported("emulated highmem")),
         };
@@ -164,13 +159,8 @@ impl PhysMem {
         if order > 10 {
             return Err(MapError::BadOrder(order));
         }
-        let pfn = self
-            .inner
-            .alloc
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .alloc(order)
-            .ok_or(MapError::OutOfFrames)?;
+        let pfn =
+            self.inner.alloc.lock().unwrap_or_else(|e| e.into_inner()).alloc(order).ok_or(MapError::OutOfFrames)?;
         let folio = Folio { mem: self.clone(), pfn, order };
         let len = folio.size();
         // SAFETY: the frames were just allocated to this folio (no other reference to them

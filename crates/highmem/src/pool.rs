@@ -5,9 +5,9 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+use crate::backend::Store;
 #[cfg(unix)]
 use crate::backend::VaRegion;
-use crate::backend::Store;
 use crate::{MapError, PhysMem};
 
 /// Number of pool entries (`LAST_PKMAP` on x86-32 without PAE).

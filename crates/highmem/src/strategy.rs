@@ -7,9 +7,9 @@ use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::backend::{self, Store};
 #[cfg(unix)]
 use crate::backend::VaRegion;
+use crate::backend::{self, Store};
 use crate::pool::KmapPool;
 use crate::{FolioVec, MapError, PhysMem};
 
@@ -204,11 +204,7 @@ impl MapCtx {
         Self::build(&mem, Strategy::GlobalKmap, Some(pool))
     }
 
-    fn build(
-        mem: &PhysMem,
-        strategy: Strategy,
-        pool: Option<Arc<KmapPool>>,
-    ) -> Result<Self, MapError> {
+    fn build(mem: &PhysMem, strategy: Strategy, pool: Option<Arc<KmapPool>>) -> Result<Self, MapError> {
         let ps = mem.page_size();
         let slot_size = MAX_RANGE_BYTES.max(ps);
         #[cfg(unix)]
@@ -332,9 +328,7 @@ impl MapCtx {
 
     /// Clamp a request to the pages and locate it.
     fn locate(&self, pages: &FolioVec, off: usize, len: usize) -> Result<(usize, usize, usize), MapError> {
-        let (fi, foff) = pages
-            .locate(off)
-            .ok_or(MapError::OutOfRange { off, len, size: pages.len() })?;
+        let (fi, foff) = pages.locate(off).ok_or(MapError::OutOfRange { off, len, size: pages.len() })?;
         if len == 0 {
             return Err(MapError::OutOfRange { off, len, size: pages.len() });
         }
@@ -344,12 +338,7 @@ impl MapCtx {
 
     /// Map (part of) `[off, off+len)` of `pages`; returns the address, the mapped length and what
     /// to give back. The mapped length is what the strategy can present contiguously.
-    fn map_raw(
-        &self,
-        pages: &FolioVec,
-        off: usize,
-        len: usize,
-    ) -> Result<(NonNull<u8>, usize, Held), MapError> {
+    fn map_raw(&self, pages: &FolioVec, off: usize, len: usize) -> Result<(NonNull<u8>, usize, Held), MapError> {
         let (fi, foff, len) = self.locate(pages, off, len)?;
         let folio = pages.folio(fi);
         let ps = self.mem.page_size();
@@ -642,12 +631,7 @@ impl<'c> Frame<'c> {
 
     /// Map bytes of `pages` for writing; see [`Frame::map`]. With the bounce strategy the data
     /// is copied back to the pages when the mapping is released.
-    pub fn map_mut<'f>(
-        &'f mut self,
-        pages: &'f mut FolioVec,
-        off: usize,
-        len: usize,
-    ) -> Result<MapMut<'f>, MapError> {
+    pub fn map_mut<'f>(&'f mut self, pages: &'f mut FolioVec, off: usize, len: usize) -> Result<MapMut<'f>, MapError> {
         let (ptr, len, held) = self.ctx.map_raw(pages, off, len)?;
         Ok(MapMut { ctx: self.ctx, ptr, len, held: Some(held), pages, off, _p: PhantomData })
     }

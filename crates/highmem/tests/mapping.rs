@@ -1,9 +1,7 @@
 //! Mapping semantics of every strategy on both backends: contents, lengths, counts, LIFO
 //! enforcement, slot exhaustion, forgotten guards, and the global pool.
 
-use highmem::{
-    Backend, FolioVec, KmapPool, LifoPolicy, MapCtx, MapError, PhysMem, Strategy, KM_MAX_IDX, LAST_PKMAP,
-};
+use highmem::{Backend, FolioVec, KmapPool, LifoPolicy, MapCtx, MapError, PhysMem, Strategy, KM_MAX_IDX, LAST_PKMAP};
 use std::sync::Arc;
 
 fn pattern(n: usize) -> Vec<u8> {
@@ -32,7 +30,6 @@ fn every_strategy_reads_and_writes_the_same_bytes() {
                     let mut dst = FolioVec::alloc(&mem, data.len(), order).unwrap();
                     let new: Vec<u8> = data.iter().map(|b| b ^ 0x5a).collect();
                     frame.memcpy_to_pages(&mut dst, 0, &new).unwrap();
-                    drop(frame);
                     assert!(dst.to_vec(0, new.len()) == new, "{backend} {ps} {order} {s}: write");
                     let c = ctx.counters();
                     assert_eq!(c.lifo_violations, 0);

@@ -26,9 +26,8 @@ impl HeapStore {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         // SAFETY: `layout` has a non-zero size (at least `align`, a page size).
         let raw = unsafe { alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::OutOfMemory, "frame store allocation failed")
-        })?;
+        let ptr = NonNull::new(raw)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::OutOfMemory, "frame store allocation failed"))?;
         // INVARIANT: `ptr` was just allocated with `layout`.
         Ok(Self { ptr, layout })
     }

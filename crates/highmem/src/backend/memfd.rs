@@ -37,8 +37,8 @@ impl MemfdStore {
         }
         // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let size = libc::off_t::try_from(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "memfd too large"))?;
+        let size =
+            libc::off_t::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "memfd too large"))?;
         // SAFETY: `fd` is a valid memfd owned by us.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
             return Err(last_os_error("ftruncate"));
@@ -76,8 +76,7 @@ impl MemfdStore {
     /// Map `len` bytes of frames at physical offset `phys` at an address the kernel chooses
     /// (models `vmap()`). One system call.
     pub(crate) fn map_anywhere(&self, phys: usize, len: usize) -> io::Result<NonNull<u8>> {
-        let off = libc::off_t::try_from(phys)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset"))?;
+        let off = libc::off_t::try_from(phys).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset"))?;
         // SAFETY: a new shared mapping of our memfd at a kernel-chosen address; it replaces
         // nothing. The range lies inside the file (callers pass folio extents).
         let p = unsafe {
@@ -167,17 +166,10 @@ impl VaRegion {
 
     /// Map `len` bytes of `store` at physical offset `phys` at `off` inside the region. One
     /// system call. Returns the address of the mapping.
-    pub(crate) fn map(
-        &self,
-        store: &MemfdStore,
-        off: usize,
-        phys: usize,
-        len: usize,
-    ) -> io::Result<NonNull<u8>> {
+    pub(crate) fn map(&self, store: &MemfdStore, off: usize, phys: usize, len: usize) -> io::Result<NonNull<u8>> {
         assert!(off.checked_add(len).is_some_and(|e| e <= self.len), "window slot out of range");
         assert!(phys.checked_add(len).is_some_and(|e| e <= store.len), "frame out of range");
-        let foff = libc::off_t::try_from(phys)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset"))?;
+        let foff = libc::off_t::try_from(phys).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset"))?;
         // SAFETY: the target range lies inside our own reservation (checked above), so MAP_FIXED
         // replaces only pages of this region; callers ensure no reference points into that slot
         // (it is free on the slot stack / pool).

@@ -1,0 +1,285 @@
+//! `btrfs-compress`: compress and decompress btrfs extents with the kernel's page loops, and
+//! compare the page-mapping strategies (`bench`).
+//!
+//! Exit status: 0 success; 1 failure (bad input, corrupt data, I/O); 2 the kernel's rules would
+//! not compress the input (`-E2BIG` or not saving a sector); 64 bad command line.
+#![forbid(unsafe_code)]
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use btrfs_compress::lab;
+use btrfs_compress::{
+    compress_extent, compress_inline, decompress_extent_full, decompress_inline, parse_compress_option, Backend, Error,
+    LzoBackend, Options, Strategy, BTRFS_MAX_COMPRESSED, BTRFS_MAX_UNCOMPRESSED,
+};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "btrfs-compress",
+    version,
+    about = "btrfs's compression paths in userspace: kernel-exact extents and the page-mapping lab"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compress IN (at most 128 KiB) into OUT as one btrfs extent (exact bytes, unpadded).
+    Compress(CompressCmd),
+    /// Decompress an extent (sector padding allowed) into OUT, `--ram-bytes` long.
+    Decompress(DecompressCmd),
+    /// Compare the mapping strategies over the codecs (the README's main job).
+    Bench(lab::BenchArgs),
+}
+
+#[derive(Args, Clone)]
+struct MapOpts {
+    /// Mapping strategy: direct, kmap-local, range, vmap-folio, kmap-pool, bounce.
+    #[arg(long, default_value = "direct", value_parser = parse_strategy)]
+    strategy: Strategy,
+    /// Memory backend: heap or highmem (emulated, real mmap per mapping).
+    #[arg(long, default_value = "heap", value_parser = parse_backend)]
+    backend: Backend,
+    /// Page size: 4096, 16384 or 65536 (sectors stay 4096).
+    #[arg(long, default_value_t = 4096, value_parser = parse_page_size)]
+    page_size: usize,
+    /// Page-cache folio order (0 = single pages).
+    #[arg(long, default_value_t = 0)]
+    folio_order: u32,
+}
+
+impl MapOpts {
+    fn options(&self) -> Options {
+        Options {
+            strategy: self.strategy,
+            backend: self.backend,
+            page_size: self.page_size,
+            folio_order: self.folio_order,
+            out_order: self.folio_order,
+            ..Options::default()
+        }
+    }
+}
+
+#[derive(Args)]
+struct CompressCmd {
+    /// Algorithm and level: zlib[:1..9], lzo, zstd[:-15..15].
+    #[arg(short = 'a', long = "alg")]
+    alg: String,
+    #[command(flatten)]
+    map: MapOpts,
+    /// zstd: use the 2022 v1-v4 loop that kmaps the output page too.
+    #[arg(long)]
+    zstd_lifo_remap: bool,
+    /// lzo encoder: lzo1x-1 (kernel-exact) or lzokay.
+    #[arg(long, default_value = "lzo1x-1", value_parser = parse_lzo)]
+    lzo_backend: LzoBackend,
+    /// Apply the inline-extent rules (whole file of at most one sector, at most --max-inline
+    /// compressed bytes) instead of the regular "save a sector" rule.
+    #[arg(long)]
+    inline: bool,
+    /// The max_inline mount option, for --inline.
+    #[arg(long, default_value_t = 2048)]
+    max_inline: usize,
+    /// Replace OUT if it exists.
+    #[arg(short, long)]
+    force: bool,
+    /// Input file (at most 128 KiB).
+    input: PathBuf,
+    /// Output file.
+    output: PathBuf,
+}
+
+#[derive(Args)]
+struct DecompressCmd {
+    /// Algorithm: zlib, lzo or zstd (a level is accepted and ignored).
+    #[arg(short = 'a', long = "alg")]
+    alg: String,
+    /// Decompressed size of the extent (ram_bytes).
+    #[arg(long)]
+    ram_bytes: usize,
+    /// First decompressed byte wanted (the file extent item's offset).
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// Bytes wanted (num_bytes); default ram_bytes - offset.
+    #[arg(long)]
+    num_bytes: Option<usize>,
+    /// Decode as an inline extent (stricter framing rules, at most one sector).
+    #[arg(long)]
+    inline: bool,
+    #[command(flatten)]
+    map: MapOpts,
+    /// Replace OUT if it exists.
+    #[arg(short, long)]
+    force: bool,
+    /// Input file (the extent's on-disk bytes, at most 128 KiB).
+    input: PathBuf,
+    /// Output file.
+    output: PathBuf,
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    Strategy::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = Strategy::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown strategy '{s}' (one of {})", names.join(", "))
+    })
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    Backend::from_name(s).ok_or_else(|| format!("unknown backend '{s}' (heap or highmem)"))
+}
+
+fn parse_page_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ (4096 | 16384 | 65536)) => Ok(n),
+        _ => Err(format!("page size '{s}' (one of 4096, 16384, 65536)")),
+    }
+}
+
+fn parse_lzo(s: &str) -> Result<LzoBackend, String> {
+    LzoBackend::from_name(s).ok_or_else(|| format!("unknown lzo backend '{s}' (lzo1x-1 or lzokay)"))
+}
+
+/// A failure with its exit status.
+struct Fail {
+    code: u8,
+    msg: String,
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
+        let code = if matches!(e, Error::Incompressible(_)) { 2 } else { 1 };
+        Fail { code, msg: e.to_string() }
+    }
+}
+
+fn io_fail(what: &str, p: &Path, e: io::Error) -> Fail {
+    Fail { code: 1, msg: format!("{what} {}: {e}", p.display()) }
+}
+
+/// Read at most `limit` bytes; a longer input is an error (never an unbounded allocation).
+fn read_bounded(p: &Path, limit: usize) -> Result<Vec<u8>, Fail> {
+    let f = File::open(p).map_err(|e| io_fail("cannot open", p, e))?;
+    if let Ok(m) = f.metadata() {
+        if m.is_dir() {
+            return Err(Fail { code: 1, msg: format!("{} is a directory", p.display()) });
+        }
+        if m.is_file() && m.len() > limit as u64 {
+            return Err(Fail { code: 1, msg: format!("{} is {} bytes, more than {limit}", p.display(), m.len()) });
+        }
+    }
+    let mut v = Vec::new();
+    f.take(limit as u64 + 1).read_to_end(&mut v).map_err(|e| io_fail("cannot read", p, e))?;
+    if v.len() > limit {
+        return Err(Fail { code: 1, msg: format!("{} is more than {limit} bytes", p.display()) });
+    }
+    Ok(v)
+}
+
+/// Write `data` to `out` through a temporary file in the same directory and a rename, so OUT
+/// is never left half written; refuse to replace an existing OUT without `force`.
+fn write_atomic(out: &Path, data: &[u8], force: bool, input: &Path) -> Result<(), Fail> {
+    if !force && fs::symlink_metadata(out).is_ok() {
+        return Err(Fail { code: 1, msg: format!("{} exists (use --force to replace it)", out.display()) });
+    }
+    if let (Ok(a), Ok(b)) = (fs::canonicalize(out), fs::canonicalize(input)) {
+        if a == b {
+            return Err(Fail { code: 1, msg: "input and output are the same file".into() });
+        }
+    }
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = out.file_name().ok_or_else(|| Fail { code: 1, msg: format!("{} is not a file name", out.display()) })?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let res = (|| {
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, out)
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_fail("cannot write", out, e));
+    }
+    Ok(())
+}
+
+fn compress(c: CompressCmd) -> Result<(), Fail> {
+    let spec = parse_compress_option(&c.alg)?;
+    if let Some(w) = spec.clamped_from {
+        eprintln!("btrfs-compress: note: level {w} clamped to {} as the kernel does", spec.level);
+    }
+    let data = read_bounded(&c.input, BTRFS_MAX_UNCOMPRESSED)?;
+    if data.is_empty() {
+        return Err(Fail { code: 1, msg: format!("{} is empty", c.input.display()) });
+    }
+    let mut o = c.map.options();
+    o.zstd_lifo_remap = c.zstd_lifo_remap;
+    o.lzo_backend = c.lzo_backend;
+    let ext =
+        if c.inline { compress_inline(&data, spec, c.max_inline, &o)? } else { compress_extent(&data, spec, &o)? };
+    write_atomic(&c.output, &ext.data, c.force, &c.input)?;
+    eprintln!(
+        "{}: {} -> {} bytes ({} on disk) with {spec}",
+        c.output.display(),
+        data.len(),
+        ext.data.len(),
+        if c.inline { ext.data.len() } else { ext.data.len().next_multiple_of(4096) }
+    );
+    Ok(())
+}
+
+fn decompress(d: DecompressCmd) -> Result<(), Fail> {
+    let spec = parse_compress_option(&d.alg)
+        .or_else(|_| parse_compress_option(d.alg.split(':').next().unwrap_or_default()))?;
+    let data = read_bounded(&d.input, BTRFS_MAX_COMPRESSED)?;
+    let o = d.map.options();
+    let out = if d.inline {
+        if d.offset != 0 || d.num_bytes.is_some_and(|n| n != d.ram_bytes) {
+            return Err(Fail { code: 1, msg: "inline extents are read whole: no --offset/--num-bytes".into() });
+        }
+        decompress_inline(spec.alg, &data, d.ram_bytes, &o)?.to_vec()
+    } else {
+        let num = d.num_bytes.unwrap_or(d.ram_bytes.saturating_sub(d.offset));
+        let r = decompress_extent_full(spec.alg, &data, d.ram_bytes, d.offset, num, &o)?;
+        if r.stream_bytes < num {
+            eprintln!(
+                "btrfs-compress: warning: the stream ended after {} of {num} bytes; the rest is zero-filled as the kernel does",
+                r.stream_bytes
+            );
+        }
+        r.data.to_vec()
+    };
+    write_atomic(&d.output, &out, d.force, &d.input)?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(64),
+            };
+        }
+    };
+    let r = match cli.cmd {
+        Cmd::Compress(c) => compress(c),
+        Cmd::Decompress(d) => decompress(d),
+        Cmd::Bench(b) => lab::run(b).map_err(|msg| Fail { code: 1, msg }),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("btrfs-compress: {}", f.msg);
+            ExitCode::from(f.code)
+        }
+    }
+}
