@@ -63,6 +63,8 @@ pub enum LabStrategy {
     Map(Strategy),
     /// zstd's 2022 v1-v4 loop (output kmapped too) with kmap_local.
     ZstdLifoRemap,
+    /// zstd decompression straight into the mapped destination (not a kernel loop).
+    InPlace(Strategy),
 }
 
 impl LabStrategy {
@@ -71,13 +73,20 @@ impl LabStrategy {
         match self {
             LabStrategy::Map(s) => s.name(),
             LabStrategy::ZstdLifoRemap => "zstd-lifo-remap",
+            LabStrategy::InPlace(Strategy::Direct) => "direct+inplace",
+            LabStrategy::InPlace(Strategy::KmapLocal) => "kmap-local+inplace",
+            LabStrategy::InPlace(Strategy::Range) => "range+inplace",
+            LabStrategy::InPlace(Strategy::VmapFolio) => "vmap-folio+inplace",
+            LabStrategy::InPlace(Strategy::GlobalKmap) => "kmap-pool+inplace",
+            LabStrategy::InPlace(Strategy::Bounce) => "bounce+inplace",
         }
     }
 
     fn options(self, backend: Backend, page_size: usize, order: u32) -> Options {
-        let (strategy, lifo) = match self {
-            LabStrategy::Map(s) => (s, false),
-            LabStrategy::ZstdLifoRemap => (Strategy::KmapLocal, true),
+        let (strategy, lifo, in_place) = match self {
+            LabStrategy::Map(s) => (s, false, false),
+            LabStrategy::ZstdLifoRemap => (Strategy::KmapLocal, true, false),
+            LabStrategy::InPlace(s) => (s, false, true),
         };
         Options {
             strategy,
@@ -86,6 +95,7 @@ impl LabStrategy {
             folio_order: order,
             out_order: order,
             zstd_lifo_remap: lifo,
+            decompress_in_place: in_place,
             ..Options::default()
         }
     }
@@ -298,6 +308,11 @@ pub fn plan(args: &BenchArgs) -> Result<(Vec<RowSpec>, Vec<CompressSpec>), Strin
                     if spec.alg == CompressType::Zstd && op == Op::Compress {
                         v.insert(2, LabStrategy::ZstdLifoRemap);
                     }
+                    if spec.alg != CompressType::Lzo && op == Op::Decompress {
+                        for s in [Strategy::Direct, Strategy::KmapLocal, Strategy::Range] {
+                            v.push(LabStrategy::InPlace(s));
+                        }
+                    }
                     v
                 } else {
                     lv.subpage_strategies.iter().map(|&s| LabStrategy::Map(s)).collect()
@@ -442,7 +457,7 @@ fn run_row(rs: &RowSpec, sample: &[Bytes], compressed: &[Pair], reps: usize, mod
                     let t0 = Instant::now();
                     for j in jobs.iter_mut() {
                         j.1.reset();
-                        codecs.decompress_bio(rs.spec.alg, ctx, &j.0, &mut j.1)?;
+                        codecs.decompress_bio_opts(rs.spec.alg, &opts, ctx, &j.0, &mut j.1)?;
                     }
                     let t = t0.elapsed().as_secs_f64();
                     if rep == 0 {

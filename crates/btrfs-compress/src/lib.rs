@@ -61,6 +61,10 @@ pub struct Options {
     pub zstd_lifo_remap: bool,
     /// lzo: which LZO1X encoder.
     pub lzo_backend: LzoBackend,
+    /// zstd and zlib: decompress straight into the mapped destination pages instead of through
+    /// the workspace buffer and `btrfs_decompress_buf2page()` (not a kernel loop; see
+    /// `btrfs_zstd::decompress_bio_in_place`). lzo ignores it.
+    pub decompress_in_place: bool,
 }
 
 impl Default for Options {
@@ -73,6 +77,7 @@ impl Default for Options {
             out_order: 0,
             zstd_lifo_remap: false,
             lzo_backend: LzoBackend::Kernel,
+            decompress_in_place: false,
         }
     }
 }
@@ -173,7 +178,25 @@ impl Codecs {
         cb: &CompressedBio,
         dest: &mut DestRange,
     ) -> Result<()> {
+        self.decompress_bio_opts(alg, &Options::default(), ctx, cb, dest)
+    }
+
+    /// [`Codecs::decompress_bio`] with the loop variants of `opts`.
+    pub fn decompress_bio_opts(
+        &self,
+        alg: CompressType,
+        opts: &Options,
+        ctx: &mut MapCtx,
+        cb: &CompressedBio,
+        dest: &mut DestRange,
+    ) -> Result<()> {
         match alg {
+            CompressType::Zstd if opts.decompress_in_place => {
+                btrfs_zstd::decompress_bio_in_place(&mut self.zstd.get(0), ctx, cb, dest)
+            }
+            CompressType::Zlib if opts.decompress_in_place => {
+                btrfs_zlib::decompress_bio_in_place(&mut self.zlib.get(), ctx, cb, dest)
+            }
             CompressType::Zlib => btrfs_zlib::decompress_bio(&mut self.zlib.get(), ctx, cb, dest),
             CompressType::Lzo => btrfs_lzo::decompress_bio(&mut self.lzo.get(), ctx, cb, dest),
             CompressType::Zstd => btrfs_zstd::decompress_bio(&mut self.zstd.get(0), ctx, cb, dest),
@@ -392,7 +415,7 @@ pub fn decompress_extent_full(
         let before = ctx.counters();
         let cb = CompressedBio::from_slice(ctx.mem(), disk)?;
         let mut dest = DestRange::new(ctx.mem(), offset, num_bytes, opts.effective_folio_order())?;
-        Codecs::global().decompress_bio(alg, ctx, &cb, &mut dest)?;
+        Codecs::global().decompress_bio_opts(alg, opts, ctx, &cb, &mut dest)?;
         Ok(Decompressed {
             data: Bytes::from(dest.to_vec()),
             stream_bytes: dest.stream_bytes(),

@@ -60,6 +60,12 @@ impl DestRange {
         self.produced = None;
     }
 
+    /// Record that `n` more bytes were written straight into the pages (loops that decompress
+    /// in place instead of through [`btrfs_decompress_buf2page`]).
+    pub fn advance(&mut self, n: usize) {
+        self.filled = (self.filled + n).min(self.len);
+    }
+
     /// Bytes written so far (the bio's progress).
     pub fn filled(&self) -> usize {
         self.filled

@@ -424,3 +424,33 @@ pub fn reference_compress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
 pub fn reference_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
     decompress_segment(src, dst)
 }
+
+/// A second baseline: btrfs's per-sector segments built from a contiguous buffer into a
+/// contiguous output (no pages, no mappings). The difference to [`reference_compress`] is the
+/// cost of the format (one LZO1X call per sector, headers, padding); the difference to
+/// [`compress_folios`] on the direct map is the cost of the page loop itself.
+pub fn reference_compress_segments(src: &[u8], dst: &mut [u8], sectorsize: usize) -> Result<usize> {
+    let mut cur = LZO_LEN;
+    for chunk in src.chunks(sectorsize) {
+        let need = lzo1x_worst_compress(chunk.len());
+        if dst.len() < cur + LZO_LEN + need + LZO_LEN {
+            return Err(Error::Incompressible("reference output buffer too small"));
+        }
+        let n = LZO_WRKMEM.with(|ctx| {
+            let (out, err) = ctx.borrow_mut().compress_to_slice(chunk, &mut dst[cur + LZO_LEN..cur + LZO_LEN + need]);
+            if err != LZOError::OK {
+                return Err(Error::Library { codec: CODEC, msg: "lzo1x_1_compress failed".into() });
+            }
+            Ok(out.len())
+        })?;
+        dst[cur..cur + LZO_LEN].copy_from_slice(&(n as u32).to_le_bytes());
+        cur += LZO_LEN + n;
+        let left = cur.next_multiple_of(sectorsize) - cur;
+        if left < LZO_LEN {
+            dst[cur..cur + left].fill(0);
+            cur += left;
+        }
+    }
+    dst[..LZO_LEN].copy_from_slice(&(cur as u32).to_le_bytes());
+    Ok(cur)
+}

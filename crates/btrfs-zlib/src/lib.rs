@@ -298,6 +298,109 @@ pub fn decompress_bio(ws: &mut Workspace, ctx: &mut MapCtx, cb: &CompressedBio, 
     Ok(())
 }
 
+/// A variant of [`decompress_bio`] that the kernel does not have: inflate straight into the
+/// destination pages, mapped with the context's strategy above the input mapping, instead of
+/// through the page-sized workspace buffer and [`btrfs_decompress_buf2page`]. Output before
+/// `dest.start` still goes through the workspace buffer and is dropped. With a destination
+/// mapped as one range, inflate also keeps its 32 KiB window in the output itself instead of
+/// copying every page of output into a separate window. Same results as [`decompress_bio`].
+pub fn decompress_bio_in_place(
+    ws: &mut Workspace,
+    ctx: &mut MapCtx,
+    cb: &CompressedBio,
+    dest: &mut DestRange,
+) -> Result<()> {
+    let ps = ctx.mem().page_size();
+    ws.ensure_buf(ps);
+    let total_in = cb.compressed_len;
+    let mut head = [0u8; 2];
+    let hn = total_in.min(2);
+    cb.folios.read_direct(0, &mut head[..hn]);
+    let (mut strm, skip) = new_inflate(&head[..hn], total_in)?;
+    let mut frame = ctx.frame();
+    let mut in_off = 0usize;
+    let mut in_pos_start = skip;
+    let mut remap_dest = false;
+    let mut ended = false;
+    let step = |strm: &mut Decompress, src: &[u8], dst: &mut [u8]| -> Result<(Status, usize, usize)> {
+        let (i0, o0) = (strm.total_in(), strm.total_out());
+        let st = strm.decompress(src, dst, FlushDecompress::None).map_err(stream_err)?;
+        Ok((st, (strm.total_in() - i0) as usize, (strm.total_out() - o0) as usize))
+    };
+    'input: loop {
+        let mut in_map = frame.map(&cb.folios, in_off, total_in - in_off)?;
+        let in_size = in_map.len();
+        let mut in_pos = in_pos_start.min(in_size);
+        in_pos_start = 0;
+        let (src, mut above) = in_map.split();
+        let src = &src[..in_size];
+        while (strm.total_out() as usize) < dest.start {
+            let want = (dest.start - strm.total_out() as usize).min(ps);
+            let (st, c, p) = step(&mut strm, &src[in_pos..], &mut ws.buf[..want])?;
+            in_pos += c;
+            if st == Status::StreamEnd {
+                ended = true;
+                break 'input;
+            }
+            if in_pos == in_size {
+                if in_off + in_size >= total_in {
+                    break 'input;
+                }
+                in_off += in_size;
+                continue 'input;
+            }
+            if c == 0 && p == 0 {
+                return Err(stream_err("inflate made no progress"));
+            }
+        }
+        'dest: loop {
+            if dest.is_full() {
+                break 'input;
+            }
+            if remap_dest {
+                above.ctx().note_forced_remap();
+                remap_dest = false;
+            }
+            let at = dest.filled();
+            let want = dest.len - at;
+            let mut m = above.map_mut(&mut dest.pages, at, want)?;
+            let win = m.len();
+            let mut pos = 0usize;
+            loop {
+                let (st, c, p) = step(&mut strm, &src[in_pos..], &mut m[pos..])?;
+                in_pos += c;
+                pos += p;
+                let end = st == Status::StreamEnd;
+                if end || pos == win || in_pos == in_size || (c == 0 && p == 0) {
+                    drop(m);
+                    dest.advance(pos);
+                    if end {
+                        ended = true;
+                        break 'input;
+                    }
+                    if pos == win {
+                        continue 'dest;
+                    }
+                    if in_pos < in_size {
+                        return Err(stream_err("inflate made no progress"));
+                    }
+                    if in_off + in_size >= total_in {
+                        break 'input;
+                    }
+                    in_off += in_size;
+                    remap_dest = !dest.is_full();
+                    continue 'input;
+                }
+            }
+        }
+    }
+    if !ended && !dest.is_full() {
+        return Err(Error::corrupt(CorruptKind::Truncated { codec: CODEC }));
+    }
+    dest.zero_rest(&mut frame)?;
+    Ok(())
+}
+
 /// Models `zlib_decompress()` for inline extents: one `inflate(Z_FINISH)` into the workspace
 /// buffer; the output must cover `destlen` (`-EIO` otherwise, the rest zero-filled). Newer
 /// kernels store a whole sector; only `destlen` bytes are kept.
@@ -352,4 +455,33 @@ pub fn reference_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
     let mut d = Decompress::new(true);
     d.decompress(src, dst, FlushDecompress::Finish).map_err(stream_err)?;
     Ok(d.total_out() as usize)
+}
+
+/// A second baseline: the contiguous buffer fed to deflate with the kernel's flush pattern
+/// (`Z_SYNC_FLUSH` after every `page_size` bytes, then `Z_FINISH`) but no pages or mappings.
+/// The difference to [`reference_compress`] is the cost of the flush pattern; the difference
+/// to [`compress_folios`] on the direct map is the cost of the page loop itself.
+pub fn reference_compress_page_flushes(level: i32, src: &[u8], dst: &mut [u8], page_size: usize) -> Result<usize> {
+    let mut c = Compress::new(Compression::new(level.clamp(1, 9) as u32), true);
+    for chunk in src.chunks(page_size.max(1)) {
+        let mut fed = 0;
+        while fed < chunk.len() {
+            let (i0, o0) = (c.total_in(), c.total_out());
+            let out = &mut dst[o0 as usize..];
+            if out.is_empty() {
+                return Err(Error::Incompressible("reference output buffer too small"));
+            }
+            c.compress(&chunk[fed..], out, FlushCompress::Sync).map_err(lib_err)?;
+            fed += (c.total_in() - i0) as usize;
+        }
+    }
+    loop {
+        let o0 = c.total_out() as usize;
+        if c.compress(&[], &mut dst[o0..], FlushCompress::Finish).map_err(lib_err)? == Status::StreamEnd {
+            return Ok(c.total_out() as usize);
+        }
+        if c.total_out() as usize == o0 {
+            return Err(Error::Incompressible("reference output buffer too small"));
+        }
+    }
 }

@@ -499,6 +499,105 @@ pub fn decompress_bio(ws: &mut Workspace, ctx: &mut MapCtx, cb: &CompressedBio, 
     Ok(())
 }
 
+/// A variant of [`decompress_bio`] that the kernel does not have: decompress straight into the
+/// destination pages, mapped with the context's strategy above the input mapping, instead of
+/// through the page-sized workspace buffer and [`btrfs_decompress_buf2page`]. Output before
+/// `dest.start` still goes to the workspace buffer and is dropped. This is what mapping the
+/// destination as one range enables: with `range` over large folios the whole extent is two
+/// mappings and no copy. With per-page kmap_local the destination page sits above the input
+/// page, so an input switch while a destination page is half full must unmap both and map the
+/// destination page again (counted as forced re-maps). Same results as [`decompress_bio`].
+pub fn decompress_bio_in_place(
+    ws: &mut Workspace,
+    ctx: &mut MapCtx,
+    cb: &CompressedBio,
+    dest: &mut DestRange,
+) -> Result<()> {
+    let ps = ctx.mem().page_size();
+    ws.ensure_buf(ps);
+    let mut head = [0u8; 18];
+    let hn = head.len().min(cb.compressed_len);
+    cb.folios.read_direct(0, &mut head[..hn]);
+    init_dstream(&mut ws.dctx, &head[..hn])?;
+    let head = &head[..hn];
+
+    let mut frame = ctx.frame();
+    let total_in = cb.compressed_len;
+    let mut in_off = 0usize;
+    let mut total_out = 0usize;
+    let mut remap_dest = false;
+    'input: loop {
+        let mut in_map = frame.map(&cb.folios, in_off, total_in - in_off)?;
+        let in_size = in_map.len();
+        let mut in_pos = 0usize;
+        let (src, mut above) = in_map.split();
+        let src = &src[..in_size];
+        // Output before the wanted range: through the workspace buffer, dropped.
+        while total_out < dest.start {
+            let want = (dest.start - total_out).min(ps);
+            let mut ob = OutBuffer::around(&mut ws.buf[..want]);
+            let mut ib = InBuffer { src, pos: in_pos };
+            let ret = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, head))?;
+            in_pos = ib.pos;
+            total_out += ob.pos();
+            if ret == 0 {
+                break 'input;
+            }
+            if in_pos == in_size {
+                if in_off + in_size >= total_in {
+                    break 'input;
+                }
+                in_off += in_size;
+                continue 'input;
+            }
+        }
+        'dest: loop {
+            if dest.is_full() {
+                break 'input;
+            }
+            if remap_dest {
+                above.ctx().note_forced_remap();
+                remap_dest = false;
+            }
+            let at = dest.filled();
+            let want = dest.len - at;
+            let mut m = above.map_mut(&mut dest.pages, at, want)?;
+            let win = m.len();
+            let mut pos = 0usize;
+            loop {
+                let (ret, consumed, produced) = {
+                    let mut ob = OutBuffer::around_pos(&mut m[..], pos);
+                    let mut ib = InBuffer { src, pos: in_pos };
+                    let ret = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, head))?;
+                    (ret, ib.pos - in_pos, ob.pos() - pos)
+                };
+                in_pos += consumed;
+                pos += produced;
+                total_out += produced;
+                if ret == 0 || pos == win || in_pos == in_size {
+                    drop(m);
+                    dest.advance(pos);
+                    if ret == 0 {
+                        break 'input; // end of the frame
+                    }
+                    if pos == win {
+                        continue 'dest; // next destination piece (top slot only)
+                    }
+                    // Input exhausted with the destination page half full.
+                    if in_off + in_size >= total_in {
+                        break 'input;
+                    }
+                    in_off += in_size;
+                    remap_dest = !dest.is_full();
+                    continue 'input;
+                }
+            }
+        }
+    }
+    dest.zero_rest(&mut frame)?;
+    Ok(())
+}
+
 /// Models `zstd_decompress()` for inline extents: one `decompress_stream` call into a
 /// sector-sized buffer, copied to `dest` at `dest_off`; fewer than `destlen` bytes is `-EIO`
 /// (the rest is zero-filled first). Newer kernels store a whole sector in compressed inline

@@ -118,14 +118,19 @@ pub fn all_options() -> Vec<Options> {
     v
 }
 
-/// Options with the zstd v1-v4 loop or the lzokay backend where they apply.
+/// Options with the loop variants where they apply: zstd's v1-v4 compress loop, in-place
+/// decompression for zstd and zlib, the lzokay encoder for lzo.
 pub fn variant(o: Options, spec: CompressSpec, alt: bool) -> Options {
     let mut o = o;
     if alt {
         match spec.alg {
-            CompressType::Zstd => o.zstd_lifo_remap = true,
+            CompressType::Zstd => {
+                o.zstd_lifo_remap = true;
+                o.decompress_in_place = true;
+            }
             CompressType::Lzo => o.lzo_backend = LzoBackend::Lzokay,
-            _ => {}
+            CompressType::Zlib => o.decompress_in_place = true,
+            CompressType::None => {}
         }
     }
     o

@@ -91,8 +91,8 @@ fn every_kernel_extent_decodes_under_every_strategy() {
             let want = &f.plain[e.file][e.file_offset..e.file_offset + e.len];
             for backend in Backend::ALL {
                 for strategy in Strategy::ALL {
-                    for folio_order in [0, 5] {
-                        let o = Options { strategy, backend, folio_order, ..Options::default() };
+                    for (folio_order, decompress_in_place) in [(0, false), (5, false), (0, true), (5, true)] {
+                        let o = Options { strategy, backend, folio_order, decompress_in_place, ..Options::default() };
                         let what = format!("{} {} {} @{} {o:?}", f.dir.display(), e.option, e.file, e.file_offset);
                         let got = if is_inline(&e) {
                             decompress_inline(e.alg, &e.raw, e.len, &o)

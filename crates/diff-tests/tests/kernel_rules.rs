@@ -149,21 +149,24 @@ fn zlib_and_zstd_damage_is_eio() {
     for spec in ["zlib:3", "zstd:3"] {
         let spec = parse_compress_option(spec).unwrap();
         let ext = compress_extent(&data, spec, &Options::default()).unwrap();
-        // Truncated stream.
-        let cut = &ext.data[..ext.data.len() / 2];
-        match decompress_extent_full(spec.alg, cut, 131072, 0, 131072, &Options::default()) {
-            Err(e) => assert_eq!(e.errno(), 5, "{spec}: {e:?}"),
-            // zstd: a short stream is not an error in the kernel; the rest is zero-filled.
-            Ok(d) => {
-                assert_eq!(spec.alg, CompressType::Zstd);
-                assert!(d.stream_bytes < 131072);
-                assert!(d.data[d.stream_bytes..].iter().all(|&b| b == 0));
+        for decompress_in_place in [false, true] {
+            let o = Options { decompress_in_place, ..Options::default() };
+            // Truncated stream.
+            let cut = &ext.data[..ext.data.len() / 2];
+            match decompress_extent_full(spec.alg, cut, 131072, 0, 131072, &o) {
+                Err(e) => assert_eq!(e.errno(), 5, "{spec}: {e:?}"),
+                // zstd: a short stream is not an error in the kernel; the rest is zero-filled.
+                Ok(d) => {
+                    assert_eq!(spec.alg, CompressType::Zstd);
+                    assert!(d.stream_bytes < 131072);
+                    assert!(d.data[d.stream_bytes..].iter().all(|&b| b == 0));
+                }
             }
+            // Garbage.
+            let junk = make(Shape::Random, 8192, 13);
+            let e = decompress_extent(spec.alg, &junk, 131072, 0, 131072, &o).unwrap_err();
+            assert_eq!(e.errno(), 5, "{spec} in place {decompress_in_place}: {e:?}");
         }
-        // Garbage.
-        let junk = make(Shape::Random, 8192, 13);
-        let e = decompress_extent(spec.alg, &junk, 131072, 0, 131072, &Options::default()).unwrap_err();
-        assert_eq!(e.errno(), 5, "{spec}: {e:?}");
     }
 }
 
@@ -173,8 +176,11 @@ fn buf2page_honours_offset_and_num_bytes() {
     for spec in specs() {
         let Ok(ext) = compress_extent(&data, spec, &Options::default()) else { continue };
         for (off, n) in [(0, 131072), (4096, 8192), (65536 + 100, 1000), (131071, 1), (12345, 131072 - 12345)] {
-            let got = decompress_extent(spec.alg, &ext.data, 131072, off, n, &Options::default()).unwrap();
-            assert_eq!(&got[..], &data[off..off + n], "{spec} {off}+{n}");
+            for decompress_in_place in [false, true] {
+                let o = Options { decompress_in_place, ..Options::default() };
+                let got = decompress_extent(spec.alg, &ext.data, 131072, off, n, &o).unwrap();
+                assert_eq!(&got[..], &data[off..off + n], "{spec} {off}+{n} in place {decompress_in_place}");
+            }
         }
         // Sector padding as read from disk is accepted.
         let mut padded = ext.data.to_vec();

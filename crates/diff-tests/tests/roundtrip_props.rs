@@ -39,6 +39,7 @@ proptest! {
             folio_order: order,
             out_order: order,
             zstd_lifo_remap: variant,
+            decompress_in_place: variant,
             ..base
         };
         let reference = compress_extent_raw(&data, spec, &base);

@@ -1,0 +1,226 @@
+//! The command line as a user meets it: exit codes, messages, atomic output, bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_btrfs-compress"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("runs")
+}
+
+fn text(n: usize) -> Vec<u8> {
+    let words = ["alpha ", "beta ", "gamma ", "delta ", "extent ", "folio "];
+    let mut v = Vec::new();
+    let mut i = 0usize;
+    while v.len() < n {
+        v.extend_from_slice(words[(i * 7 + i / 3) % words.len()].as_bytes());
+        i += 1;
+    }
+    v.truncate(n);
+    v
+}
+
+fn p(dir: &Path, name: &str) -> String {
+    dir.join(name).to_string_lossy().into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn compress_then_decompress_round_trips_for_every_algorithm() {
+    let d = tempfile::tempdir().unwrap();
+    let data = text(100_000);
+    std::fs::write(d.path().join("in"), &data).unwrap();
+    for alg in ["zlib:3", "lzo", "zstd:3", "zstd:-5"] {
+        for strategy in ["direct", "kmap-local", "range"] {
+            let c = p(d.path(), &format!("{alg}-{strategy}.ext"));
+            let o = run(&["compress", "-a", alg, "--strategy", strategy, &p(d.path(), "in"), &c]);
+            assert!(o.status.success(), "{alg}: {}", stderr(&o));
+            // The disk holds the extent zero-padded to a sector: decompress that.
+            let mut padded = std::fs::read(&c).unwrap();
+            padded.resize(padded.len().next_multiple_of(4096), 0);
+            std::fs::write(&c, &padded).unwrap();
+            let out = p(d.path(), &format!("{alg}-{strategy}.out"));
+            let name = alg.split(':').next().unwrap();
+            let o = run(&["decompress", "-a", name, "--ram-bytes", "100000", &c, &out]);
+            assert!(o.status.success(), "{alg}: {}", stderr(&o));
+            assert!(std::fs::read(&out).unwrap() == data, "{alg} {strategy}");
+        }
+    }
+}
+
+#[test]
+fn incompressible_input_exits_2_with_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let mut x = 0x1234_5678_9abc_def0u64;
+    let data: Vec<u8> = (0..65536)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(d.path().join("rnd"), &data).unwrap();
+    let out = p(d.path(), "out");
+    let o = run(&["compress", "-a", "zstd", &p(d.path(), "rnd"), &out]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("incompressible"));
+    assert!(!Path::new(&out).exists(), "no output on failure");
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_never_panics() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("small"), text(5000)).unwrap();
+    std::fs::write(d.path().join("big"), text(131073)).unwrap();
+    std::fs::write(d.path().join("junk"), text(3000)).unwrap();
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (
+            vec!["compress".into(), "-a".into(), "brotli".into(), p(d.path(), "small"), p(d.path(), "o1")],
+            1,
+            "unknown compression algorithm",
+        ),
+        (
+            vec!["compress".into(), "-a".into(), "zstd:x".into(), p(d.path(), "small"), p(d.path(), "o2")],
+            1,
+            "not a number",
+        ),
+        (
+            vec!["compress".into(), "-a".into(), "zstd".into(), p(d.path(), "missing"), p(d.path(), "o3")],
+            1,
+            "cannot open",
+        ),
+        (
+            vec!["compress".into(), "-a".into(), "zstd".into(), p(d.path(), "big"), p(d.path(), "o4")],
+            1,
+            "more than 131072",
+        ),
+        (
+            vec![
+                "compress".into(),
+                "-a".into(),
+                "zstd".into(),
+                "--page-size".into(),
+                "8192".into(),
+                p(d.path(), "small"),
+                p(d.path(), "o5"),
+            ],
+            64,
+            "page size",
+        ),
+        (
+            vec![
+                "decompress".into(),
+                "-a".into(),
+                "zstd".into(),
+                "--ram-bytes".into(),
+                "5000".into(),
+                p(d.path(), "junk"),
+                p(d.path(), "o6"),
+            ],
+            1,
+            "corrupt",
+        ),
+        (
+            vec![
+                "decompress".into(),
+                "-a".into(),
+                "lzo".into(),
+                "--ram-bytes".into(),
+                "5000".into(),
+                p(d.path(), "junk"),
+                p(d.path(), "o7"),
+            ],
+            1,
+            "lzo",
+        ),
+        (
+            vec![
+                "decompress".into(),
+                "-a".into(),
+                "zlib".into(),
+                "--ram-bytes".into(),
+                "999999".into(),
+                p(d.path(), "junk"),
+                p(d.path(), "o8"),
+            ],
+            1,
+            "ram_bytes",
+        ),
+        (
+            vec![
+                "decompress".into(),
+                "-a".into(),
+                "zlib".into(),
+                "--ram-bytes".into(),
+                "5000".into(),
+                p(d.path(), "junk"),
+                "/proc/no/such/dir/out".into(),
+            ],
+            1,
+            "zlib",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let o = bin().args(&args).output().unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {e}");
+        assert!(e.to_lowercase().contains(&needle.to_lowercase()), "{args:?}: {e}");
+        assert!(!e.contains("panicked"), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn existing_output_is_kept_unless_forced() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("in"), text(50000)).unwrap();
+    std::fs::write(d.path().join("out"), b"precious").unwrap();
+    let o = run(&["compress", "-a", "lzo", &p(d.path(), "in"), &p(d.path(), "out")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--force"));
+    assert_eq!(std::fs::read(d.path().join("out")).unwrap(), b"precious");
+    let o = run(&["compress", "-a", "lzo", "--force", &p(d.path(), "in"), &p(d.path(), "out")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_ne!(std::fs::read(d.path().join("out")).unwrap(), b"precious");
+    // No temporary files are left behind.
+    let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn decompress_truncates_full_sector_inline_output_to_ram_bytes() {
+    // Newer kernels store a whole sector in compressed inline extents: 300 bytes of file data
+    // followed by zeros up to 4096, with ram_bytes = 300.
+    let d = tempfile::tempdir().unwrap();
+    let mut sector = text(300);
+    sector.resize(4096, 0);
+    std::fs::write(d.path().join("sector"), &sector).unwrap();
+    let o = run(&["compress", "-a", "zstd", "--inline", &p(d.path(), "sector"), &p(d.path(), "inl")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for inline in [false, true] {
+        let out = p(d.path(), &format!("out-{inline}"));
+        let mut args = vec!["decompress", "-a", "zstd", "--ram-bytes", "300"];
+        if inline {
+            args.push("--inline");
+        }
+        let inl = p(d.path(), "inl");
+        args.extend([inl.as_str(), out.as_str()]);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(std::fs::read(&out).unwrap(), text(300));
+    }
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    assert!(run(&["--help"]).status.success());
+    assert!(run(&["--version"]).status.success());
+    assert_eq!(run(&["frobnicate"]).status.code(), Some(64));
+}
