@@ -63,8 +63,10 @@ pub enum LabStrategy {
     Map(Strategy),
     /// zstd's 2022 v1-v4 loop (output kmapped too) with kmap_local.
     ZstdLifoRemap,
-    /// zstd decompression straight into the mapped destination (not a kernel loop).
+    /// zstd/zlib decompression straight into the mapped destination (not a kernel loop).
     InPlace(Strategy),
+    /// lzo compression with the lzokay-native encoder instead of the kernel's LZO1X-1.
+    Lzokay(Strategy),
 }
 
 impl LabStrategy {
@@ -79,6 +81,8 @@ impl LabStrategy {
             LabStrategy::InPlace(Strategy::VmapFolio) => "vmap-folio+inplace",
             LabStrategy::InPlace(Strategy::GlobalKmap) => "kmap-pool+inplace",
             LabStrategy::InPlace(Strategy::Bounce) => "bounce+inplace",
+            LabStrategy::Lzokay(Strategy::KmapLocal) => "kmap-local+lzokay",
+            LabStrategy::Lzokay(_) => "direct+lzokay",
         }
     }
 
@@ -87,7 +91,10 @@ impl LabStrategy {
             LabStrategy::Map(s) => (s, false, false),
             LabStrategy::ZstdLifoRemap => (Strategy::KmapLocal, true, false),
             LabStrategy::InPlace(s) => (s, false, true),
+            LabStrategy::Lzokay(s) => (s, false, false),
         };
+        let lzo_backend =
+            if matches!(self, LabStrategy::Lzokay(_)) { crate::LzoBackend::Lzokay } else { crate::LzoBackend::Kernel };
         Options {
             strategy,
             backend,
@@ -96,6 +103,7 @@ impl LabStrategy {
             out_order: order,
             zstd_lifo_remap: lifo,
             decompress_in_place: in_place,
+            lzo_backend,
             ..Options::default()
         }
     }
@@ -307,6 +315,10 @@ pub fn plan(args: &BenchArgs) -> Result<(Vec<RowSpec>, Vec<CompressSpec>), Strin
                     let mut v: Vec<_> = Strategy::ALL.iter().map(|&s| LabStrategy::Map(s)).collect();
                     if spec.alg == CompressType::Zstd && op == Op::Compress {
                         v.insert(2, LabStrategy::ZstdLifoRemap);
+                    }
+                    if spec.alg == CompressType::Lzo && op == Op::Compress {
+                        v.push(LabStrategy::Lzokay(Strategy::Direct));
+                        v.push(LabStrategy::Lzokay(Strategy::KmapLocal));
                     }
                     if spec.alg != CompressType::Lzo && op == Op::Decompress {
                         for s in [Strategy::Direct, Strategy::KmapLocal, Strategy::Range] {
@@ -766,6 +778,42 @@ fn summary(
             ));
         }
     }
+    s.push_str("\n## Decompressing straight into the mapped destination (not a kernel loop)\n\nThe kernel decompresses into a page-sized workspace buffer and copies it out with `btrfs_decompress_buf2page()`. The `+inplace` rows decompress into the destination pages, mapped above the input.\n\n| codec | strategy | order | maps/extent kernel loop | maps/extent in place | forced re-maps in place | MB/s heap kernel loop | MB/s heap in place | MB/s highmem kernel loop | MB/s highmem in place |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for spec in specs.iter().filter(|s| s.alg != CompressType::Lzo) {
+        let c = spec.to_string();
+        for (st, order) in [("direct", 0u32), ("kmap-local", 0), ("range", 5)] {
+            let ip = format!("{st}+inplace");
+            let (k, i) = (
+                find(rows, &c, st, "heap", 4096, order, Op::Decompress),
+                find(rows, &c, &ip, "heap", 4096, order, Op::Decompress),
+            );
+            let (kh, ih) = (
+                find(rows, &c, st, "highmem", 4096, order, Op::Decompress),
+                find(rows, &c, &ip, "highmem", 4096, order, Op::Decompress),
+            );
+            if let (Some(k), Some(i)) = (k, i) {
+                s.push_str(&format!(
+                    "| {c} | {st} | {order} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |\n",
+                    k.maps_per_extent,
+                    i.maps_per_extent,
+                    i.forced_remaps_per_extent,
+                    f(k.mb_s, 1),
+                    f(i.mb_s, 1),
+                    kh.map_or("-".into(), |r| f(r.mb_s, 1)),
+                    ih.map_or("-".into(), |r| f(r.mb_s, 1)),
+                ));
+            }
+        }
+    }
+    if let (Some(k), Some(z)) = (
+        find(rows, "lzo", "direct", "heap", 4096, 0, Op::Compress),
+        find(rows, "lzo", "direct+lzokay", "heap", 4096, 0, Op::Compress),
+    ) {
+        s.push_str(&format!(
+            "\nlzo encoders (direct map): kernel LZO1X-1 {:.1} MB/s, ratio {:.2}; lzokay-native {:.1} MB/s, ratio {:.2} ({:.1}x slower).\n",
+            k.mb_s, k.compression_ratio, z.mb_s, z.compression_ratio, k.mb_s / z.mb_s
+        ));
+    }
     s.push_str("\n## Subpage (16K/64K pages, 4K sectors) and large folios\n\n| codec | op | page size | kmap-local order 0 maps/ext | range max order maps/ext | direct MB/s heap |\n|---|---|---|---|---|---|\n");
     for spec in specs {
         let c = spec.to_string();
@@ -815,7 +863,7 @@ fn summary(
             ));
         }
     }
-    s.push_str("\nPlots: `throughput-compress.svg`, `throughput-decompress.svg`, `mapping-ops.svg`, `scaling.svg`. All rows: `rows.json`.\n");
+    s.push_str("\nPlots: `throughput-{compress,decompress}-{heap,highmem}.svg` (measured), `mapping-ops.svg` (counted), `scaling.svg` (measured). All rows: `rows.json`.\n");
     s
 }
 
@@ -840,26 +888,41 @@ fn write_report(
     put("op-costs.json", &serde_json::to_string_pretty(costs).map_err(|e| e.to_string())?)?;
     put("summary.md", &summary(args, rows, specs, costs, scale, secs))?;
     let cats: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
-    let strategies = ["direct", "kmap-local", "zstd-lifo-remap", "range", "vmap-folio", "kmap-pool", "bounce"];
+    let strategies = [
+        "direct",
+        "kmap-local",
+        "zstd-lifo-remap",
+        "range",
+        "vmap-folio",
+        "kmap-pool",
+        "bounce",
+        "range+inplace",
+        "direct+lzokay",
+    ];
     for (op, name) in [(Op::Compress, "compress"), (Op::Decompress, "decompress")] {
-        let mut series = Vec::new();
         for backend in ["heap", "highmem"] {
+            let mut series = Vec::new();
             for st in strategies {
-                let order = if matches!(st, "range" | "vmap-folio") { 5 } else { 0 };
+                let order = if matches!(st, "range" | "vmap-folio" | "range+inplace") { 5 } else { 0 };
                 let vals: Vec<f64> = cats
                     .iter()
                     .map(|c| find(rows, c, st, backend, 4096, order, op).map_or(f64::NAN, |r| r.mb_s))
                     .collect();
                 if vals.iter().any(|v| v.is_finite()) {
-                    let label = if order > 0 { format!("{st} o{order} {backend}") } else { format!("{st} {backend}") };
+                    let label = if order > 0 { format!("{st} (order {order})") } else { st.to_string() };
                     series.push((label, vals));
                 }
             }
+            put(
+                &format!("throughput-{name}-{backend}.svg"),
+                &crate::svg::bars(
+                    &format!("{name}, {backend} backend: MB/s per strategy (4 KiB pages; measured)"),
+                    "MB/s",
+                    &cats,
+                    &series,
+                ),
+            )?;
         }
-        put(
-            &format!("throughput-{name}.svg"),
-            &crate::svg::bars(&format!("{name}: MB/s per strategy (4 KiB pages; measured)"), "MB/s", &cats, &series),
-        )?;
     }
     let mut series = Vec::new();
     for st in strategies {
