@@ -104,7 +104,6 @@ impl LabStrategy {
             zstd_lifo_remap: lifo,
             decompress_in_place: in_place,
             lzo_backend,
-            ..Options::default()
         }
     }
 }
