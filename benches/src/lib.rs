@@ -125,24 +125,10 @@ impl OneCall {
     /// Decode one btrfs extent from a contiguous buffer into a contiguous buffer: one library
     /// call for zstd and zlib, one call per segment for lzo (its format has no single stream).
     pub fn decompress_extent(&mut self, alg: CompressType, src: &[u8]) -> usize {
-        if alg != CompressType::Lzo {
-            return self.decompress(alg, src);
+        if alg == CompressType::Lzo {
+            return btrfs_lzo::reference_decompress_extent(src, &mut self.out, 4096).unwrap_or(0);
         }
-        let rd = |o: usize| src.get(o..o + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-        let total = rd(0).min(src.len());
-        let (mut pos, mut out) = (4, 0);
-        while pos + 4 <= total {
-            let n = rd(pos);
-            pos += 4;
-            let Some(seg) = src.get(pos..pos + n) else { break };
-            out += btrfs_lzo::reference_decompress(seg, &mut self.out[out..out + 8192]).unwrap_or(0);
-            pos += n;
-            let left = 4096 - pos % 4096;
-            if left < 4 {
-                pos += left;
-            }
-        }
-        out
+        self.decompress(alg, src)
     }
 
     /// The one-call compressed stream of `data` (for decompression baselines).

@@ -454,3 +454,29 @@ pub fn reference_compress_segments(src: &[u8], dst: &mut [u8], sectorsize: usize
     dst[..LZO_LEN].copy_from_slice(&(cur as u32).to_le_bytes());
     Ok(cur)
 }
+
+/// A decompression baseline: decode a whole btrfs lzo extent from a contiguous buffer into a
+/// contiguous buffer (one `lzo1x_decompress_safe()` call per segment, no pages or mappings).
+/// Returns the decompressed length.
+pub fn reference_decompress_extent(src: &[u8], dst: &mut [u8], sectorsize: usize) -> Result<usize> {
+    let rd = |o: usize| -> Result<usize> {
+        src.get(o..o + LZO_LEN)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or(Error::corrupt(CorruptKind::TooShort { len: src.len() }))
+    };
+    let total = rd(0)?.min(src.len());
+    let (mut pos, mut out) = (LZO_LEN, 0);
+    while pos + LZO_LEN <= total {
+        let n = rd(pos)?;
+        pos += LZO_LEN;
+        let seg = src.get(pos..pos + n).ok_or(Error::corrupt(CorruptKind::Truncated { codec: CODEC }))?;
+        let room = dst.len().saturating_sub(out).min(lzo1x_worst_compress(sectorsize));
+        out += decompress_segment(seg, &mut dst[out..out + room])?;
+        pos += n;
+        let left = sectorsize - pos % sectorsize;
+        if left < LZO_LEN {
+            pos += left;
+        }
+    }
+    Ok(out)
+}

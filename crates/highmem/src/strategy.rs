@@ -273,8 +273,12 @@ impl MapCtx {
 
     /// Record that the caller re-mapped a page it had to unmap only to keep LIFO order
     /// (zstd.c's 2022 v1-v4 loop).
+    ///
+    /// Not counted for [`Strategy::Direct`], where a "mapping" is an address computation.
     pub fn note_forced_remap(&self) {
-        self.count(|c| c.forced_remaps += 1);
+        if self.strategy != Strategy::Direct {
+            self.count(|c| c.forced_remaps += 1);
+        }
     }
 
     /// The root frame: the bottom of this thread's slot stack. Taking it borrows the context
