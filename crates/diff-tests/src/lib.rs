@@ -3,6 +3,8 @@
 //! kernel fixture loader.
 #![forbid(unsafe_code)]
 
+pub mod fuzzing;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

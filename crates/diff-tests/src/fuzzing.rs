@@ -1,0 +1,84 @@
+//! The fuzz targets' bodies, shared with the tests that replay the committed corpora: every
+//! input must give a result or a typed error, never a panic, a hang or an unbounded allocation.
+
+use btrfs_compress::{
+    compress_extent_raw, decompress_extent, decompress_extent_full, decompress_inline, parse_compress_option, Backend,
+    CompressType, Options, Strategy,
+};
+
+const ALGS: [CompressType; 3] = [CompressType::Zlib, CompressType::Lzo, CompressType::Zstd];
+
+/// Options chosen by two bytes of the input.
+fn options(a: u8, b: u8) -> Options {
+    let page_size = [4096usize, 16384, 65536][(b as usize >> 1) % 3];
+    let max_order = (131072 / page_size).trailing_zeros();
+    let order = u32::from(a >> 4) % (max_order + 1);
+    Options {
+        strategy: Strategy::ALL[a as usize % Strategy::ALL.len()],
+        // The emulated highmem backend costs system calls per mapping: use it for one input in 8.
+        backend: if b & 0x70 == 0x70 { Backend::EmulatedHighmem } else { Backend::Heap },
+        page_size,
+        folio_order: order,
+        out_order: order,
+        decompress_in_place: b & 1 == 1,
+        ..Options::default()
+    }
+}
+
+/// Decompress arbitrary bytes as a regular or inline extent of any codec, with options, sizes
+/// and offsets taken from the first 8 bytes.
+pub fn decompress_any(data: &[u8]) {
+    if data.len() < 8 {
+        return;
+    }
+    let alg = ALGS[data[0] as usize % 3];
+    let o = options(data[1], data[2]);
+    let ram = 1 + (u32::from(data[3]) | u32::from(data[4]) << 8 | u32::from(data[5] & 1) << 16) as usize % 131072;
+    let off = (u16::from_le_bytes([data[6], data[7]]) as usize * 2) % ram;
+    let body = &data[8..];
+    if data[5] & 0x80 != 0 {
+        let ram = 1 + ram % 4096;
+        if let Ok(out) = decompress_inline(alg, body, ram, &o) {
+            assert_eq!(out.len(), ram);
+        }
+    } else {
+        let num = ram - off;
+        if let Ok(d) = decompress_extent_full(alg, body, ram, off, num, &o) {
+            assert_eq!(d.data.len(), num);
+            assert!(d.stream_bytes <= num);
+        }
+    }
+}
+
+/// Compress the input with a codec, level and options from its first 3 bytes, then decompress
+/// and compare; the bytes must also equal the direct-map reference.
+pub fn roundtrip(data: &[u8]) {
+    if data.len() < 4 {
+        return;
+    }
+    const SPECS: [&str; 8] = ["zlib:1", "zlib:3", "zlib:9", "lzo", "zstd:-5", "zstd:1", "zstd:3", "zstd:9"];
+    let spec = parse_compress_option(SPECS[data[0] as usize % SPECS.len()]).expect("valid");
+    let mut o = options(data[1], data[2]);
+    o.zstd_lifo_remap = data[2] & 2 != 0;
+    let body = &data[3..data.len().min(3 + 131072)];
+    let reference = Options { page_size: o.page_size, ..Options::default() };
+    match (compress_extent_raw(body, spec, &o), compress_extent_raw(body, spec, &reference)) {
+        (Ok(a), Ok(b)) => {
+            assert!(a.data == b.data, "{spec} {o:?}: strategy changed the bytes");
+            let back = decompress_extent(spec.alg, &a.data, body.len(), 0, body.len(), &o).expect("reads back");
+            assert!(back == body, "{spec} {o:?}: round trip differs");
+        }
+        (Err(a), Err(b)) => assert_eq!(a.errno(), b.errno()),
+        (a, b) => panic!("{spec} {o:?}: {a:?} vs reference {b:?}"),
+    }
+}
+
+/// The lzo framing parser alone (regular and inline paths) on arbitrary bytes.
+pub fn lzo_framing(data: &[u8]) {
+    let o = Options::default();
+    let ram = 131072;
+    let _ = decompress_extent(CompressType::Lzo, &data[..data.len().min(131072)], ram, 0, ram, &o);
+    if !data.is_empty() {
+        let _ = decompress_inline(CompressType::Lzo, &data[..data.len().min(131072)], 4096, &o);
+    }
+}
