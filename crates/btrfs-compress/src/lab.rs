@@ -138,6 +138,8 @@ pub struct RowSpec {
 /// One measured row.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
+    /// Always "strategy" (the scaling rows say "scaling").
+    pub kind: &'static str,
     /// zlib, lzo or zstd.
     pub codec: String,
     /// Level (0 for lzo).
@@ -188,6 +190,8 @@ pub struct Row {
 /// Thread-scaling result.
 #[derive(Clone, Debug, Serialize)]
 pub struct ScalingRow {
+    /// Always "scaling".
+    pub kind: &'static str,
     /// Codec and level.
     pub codec: String,
     /// Strategy name.
@@ -491,6 +495,7 @@ fn run_row(rs: &RowSpec, sample: &[Bytes], compressed: &[Pair], reps: usize, mod
     let tr = median(&mut raw_times);
     let [calls, maps, unmaps, remaps, rpages, copied, sys] = per(&counters, n);
     Ok(Row {
+        kind: "strategy",
         codec: rs.spec.alg.name().into(),
         level: rs.spec.level,
         strategy: rs.strategy.name().into(),
@@ -599,6 +604,7 @@ fn scaling(codecs: &[&str], data: &Bytes, max_threads: usize) -> Result<Vec<Scal
                 let p1 = kpool.stats();
                 let waits = (ws1.0.waits + ws1.1.waits + ws1.2.waits) - (ws0.0.waits + ws0.1.waits + ws0.2.waits);
                 out.push(ScalingRow {
+                    kind: "scaling",
                     codec: spec.to_string(),
                     strategy: s.name().into(),
                     backend: b.name().into(),

@@ -224,3 +224,56 @@ fn help_and_version_exit_0() {
     assert!(run(&["--version"]).status.success());
     assert_eq!(run(&["frobnicate"]).status.code(), Some(64));
 }
+
+#[test]
+fn bench_quick_prints_json_rows_and_writes_a_report() {
+    let d = tempfile::tempdir().unwrap();
+    let rep = p(d.path(), "report");
+    let o = run(&["bench", "--quick", "--json", "--codecs", "zstd:1,lzo", "--threads", "2", "--report", &rep]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let keys = [
+        "codec",
+        "level",
+        "strategy",
+        "backend",
+        "page_size",
+        "op",
+        "mb_s",
+        "ratio_vs_raw",
+        "compression_ratio",
+        "maps_per_extent",
+        "unmaps_per_extent",
+        "forced_remaps_per_extent",
+        "bytes_copied_per_extent",
+    ];
+    let mut rows = 0;
+    let mut strategies = std::collections::HashSet::new();
+    for line in String::from_utf8(o.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+        if v["kind"] == "strategy" {
+            for k in keys {
+                assert!(v.get(k).is_some(), "missing {k} in {line}");
+            }
+            strategies.insert(v["strategy"].as_str().unwrap().to_string());
+            rows += 1;
+        }
+    }
+    assert!(rows > 40, "{rows} rows");
+    for s in ["direct", "kmap-local", "zstd-lifo-remap", "range", "vmap-folio", "kmap-pool", "bounce"] {
+        assert!(strategies.contains(s), "no {s} rows: {strategies:?}");
+    }
+    let summary = std::fs::read_to_string(d.path().join("report/summary.md")).unwrap();
+    assert!(summary.contains("Mapping operations per 128 KiB extent"));
+    for svg in ["mapping-ops.svg", "scaling.svg", "throughput-compress-heap.svg", "throughput-decompress-highmem.svg"] {
+        let s = std::fs::read_to_string(d.path().join("report").join(svg)).unwrap();
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"), "{svg}");
+    }
+}
+
+#[test]
+fn bench_on_an_empty_corpus_dir_fails_cleanly() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(&["bench", "--quick", "--no-report", "--corpus", d.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("corpus is empty"), "{}", stderr(&o));
+}
