@@ -10,6 +10,7 @@ Output (default fixtures/live-<uname -r>/):
   extents/<opt>/<name>.<n>.bin   raw encoded bytes of extent n of that file
   manifest.json            kernel, options, per extent: file offset, len, unencoded_len,
                            unencoded_offset, encoded compression, sha256 of the raw bytes
+  image.img.zst            the whole btrfs image (files under /<option>/<name>)
 
 Needs root, a loop device, btrfs in the kernel and mkfs.btrfs. Prints SKIPPED and exits 0
 when any of those is missing (nothing is left mounted or half written).
@@ -222,6 +223,13 @@ def main():
                     extents.append({"option": opt, "file": name, "index": i, "path": rel,
                                     "encoded_len": len(raw), "sha256": hashlib.sha256(raw).hexdigest(), **e})
         manifest["extents"] = extents
+        run("umount", mnt)
+        mounted = False
+        # The whole image, for the image reader's tests (zstd -19 packs the sparse image small).
+        run("zstd", "-q", "-19", "-T0", img, "-o", os.path.join(staged, "image.img.zst"))
+        manifest["image"] = {"file": "image.img.zst", "size": os.path.getsize(img),
+                             "mkfs": subprocess.run(["mkfs.btrfs", "--version"], capture_output=True,
+                                                    text=True).stdout.strip()}
         with open(os.path.join(staged, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=1)
         if os.path.exists(outdir):
