@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod corpus;
+pub mod image;
 pub mod lab;
 mod svg;
 

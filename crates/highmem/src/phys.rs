@@ -48,7 +48,6 @@ pub const SUPPORTED_PAGE_SIZES: [usize; 3] = [4096, 16384, 65536];
 
 struct Allocator {
     used: Vec<bool>,
-    hint: usize,
     in_use: usize,
 }
 
@@ -56,19 +55,17 @@ impl Allocator {
     fn alloc(&mut self, order: u32) -> Option<usize> {
         let n = 1usize << order;
         let total = self.used.len();
-        // First fit of an aligned run: from the hint, then from the start.
-        for from in [self.hint.next_multiple_of(n), 0] {
-            let mut pfn = from;
-            while pfn + n <= total {
-                match self.used[pfn..pfn + n].iter().rposition(|&u| u) {
-                    None => {
-                        self.used[pfn..pfn + n].fill(true);
-                        self.hint = pfn + n;
-                        self.in_use += n;
-                        return Some(pfn);
-                    }
-                    Some(busy) => pfn = (pfn + busy + 1).next_multiple_of(n),
+        // Lowest aligned run first: recently freed, already-touched frames are reused (like the
+        // kernel's hot per-CPU page lists) instead of faulting in fresh memory.
+        let mut pfn = 0;
+        while pfn + n <= total {
+            match self.used[pfn..pfn + n].iter().rposition(|&u| u) {
+                None => {
+                    self.used[pfn..pfn + n].fill(true);
+                    self.in_use += n;
+                    return Some(pfn);
                 }
+                Some(busy) => pfn = (pfn + busy + 1).next_multiple_of(n),
             }
         }
         None
@@ -128,7 +125,7 @@ impl PhysMem {
                 store,
                 page_size,
                 nr_frames,
-                alloc: Mutex::new(Allocator { used: vec![false; nr_frames], hint: 0, in_use: 0 }),
+                alloc: Mutex::new(Allocator { used: vec![false; nr_frames], in_use: 0 }),
                 backend,
             }),
         })

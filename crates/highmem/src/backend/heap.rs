@@ -20,9 +20,12 @@ unsafe impl Send for HeapStore {}
 unsafe impl Sync for HeapStore {}
 
 impl HeapStore {
-    /// Allocate `len` zeroed bytes aligned to `align` (the page size).
-    pub(crate) fn new(len: usize, align: usize) -> std::io::Result<Self> {
-        let layout = Layout::from_size_align(len.max(align), align)
+    /// Allocate `len` zeroed bytes. The alignment is kept at 16 bytes on purpose: the system
+    /// allocator then uses `calloc`, whose large allocations are fresh zero pages touched only
+    /// when used; a page-aligned `alloc_zeroed` would memset (and fault in) the whole store.
+    /// Nothing in the heap backend needs page-aligned frames.
+    pub(crate) fn new(len: usize, _page_size: usize) -> std::io::Result<Self> {
+        let layout = Layout::from_size_align(len.max(16), 16)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         // SAFETY: `layout` has a non-zero size (at least `align`, a page size).
         let raw = unsafe { alloc_zeroed(layout) };

@@ -1,0 +1,285 @@
+//! Reading files out of btrfs images with our decoders: `inspect`, `extract` and `verify`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+
+use btrfs_image::{DirEntry, ExtentKind, FileExtent, FileKind, Image, Tree};
+use serde::Serialize;
+
+use crate::{decompress_extent, decompress_inline, CompressType, Error, Options, BTRFS_MAX_COMPRESSED};
+
+/// A failure while reading an image.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The reader refused the metadata.
+    #[error("{0}")]
+    Image(#[from] btrfs_image::Error),
+    /// A codec refused an extent.
+    #[error("{path}: extent at file offset {file_offset}: {err}")]
+    Extent {
+        /// File.
+        path: String,
+        /// Extent's file offset.
+        file_offset: u64,
+        /// What went wrong.
+        err: Error,
+    },
+    /// Writing the output failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One extent as `inspect` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExtentInfo {
+    /// File offset.
+    pub file_offset: u64,
+    /// inline, regular, prealloc or hole.
+    pub kind: &'static str,
+    /// none, zlib, lzo or zstd.
+    pub compression: &'static str,
+    /// Logical start on disk.
+    pub disk_bytenr: u64,
+    /// On-disk size (inline: the item's data size).
+    pub disk_num_bytes: u64,
+    /// Decompressed size of the whole extent.
+    pub ram_bytes: u64,
+    /// Offset into the decompressed extent.
+    pub offset: u64,
+    /// Bytes of file covered.
+    pub num_bytes: u64,
+}
+
+/// One file as `inspect` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileInfo {
+    /// Path.
+    pub path: String,
+    /// Fs tree.
+    pub tree: u64,
+    /// Inode.
+    pub ino: u64,
+    /// file, dir, symlink, subvolume or other.
+    pub kind: &'static str,
+    /// i_size.
+    pub size: u64,
+    /// Extents.
+    pub extents: Vec<ExtentInfo>,
+}
+
+fn comp_name(c: u8) -> &'static str {
+    match CompressType::from_code(c) {
+        Some(t) => t.name(),
+        None => "unknown",
+    }
+}
+
+fn kind_name(k: FileKind) -> &'static str {
+    match k {
+        FileKind::Regular => "file",
+        FileKind::Directory => "dir",
+        FileKind::Symlink => "symlink",
+        FileKind::Subvolume => "subvolume",
+        FileKind::Other => "other",
+    }
+}
+
+/// Fs trees read once and shared.
+pub struct Trees {
+    trees: BTreeMap<u64, Tree>,
+}
+
+impl Trees {
+    /// Read every fs tree of `img`.
+    pub fn load(img: &Image) -> Result<Self, ImageError> {
+        let mut trees = BTreeMap::new();
+        for id in img.fs_tree_ids() {
+            trees.insert(id, img.fs_tree(id)?);
+        }
+        Ok(Self { trees })
+    }
+
+    /// The tree `id`.
+    pub fn get(&self, id: u64) -> Result<&Tree, ImageError> {
+        self.trees.get(&id).ok_or_else(|| ImageError::Image(btrfs_image::Error::Corrupt(format!("no fs tree {id}"))))
+    }
+}
+
+/// Files and their extents (`btrfs inspect-internal dump-tree` restricted to data).
+pub fn inspect(img: &Image, trees: &Trees) -> Result<Vec<FileInfo>, ImageError> {
+    let mut out = Vec::new();
+    for e in img.walk_files()? {
+        let tree = trees.get(e.tree)?;
+        let (size, extents) = if e.kind == FileKind::Regular || e.kind == FileKind::Symlink {
+            let ino = img.inode(tree, e.ino)?;
+            let ext = img.file_extents(tree, e.ino)?;
+            (ino.size, ext.iter().map(extent_info).collect())
+        } else {
+            (0, Vec::new())
+        };
+        out.push(FileInfo { path: e.path, tree: e.tree, ino: e.ino, kind: kind_name(e.kind), size, extents });
+    }
+    Ok(out)
+}
+
+fn extent_info(e: &FileExtent) -> ExtentInfo {
+    let (kind, disk) = match &e.kind {
+        ExtentKind::Inline { data } => ("inline", data.len() as u64),
+        ExtentKind::Prealloc => ("prealloc", e.disk_num_bytes),
+        ExtentKind::Regular if e.is_hole() => ("hole", 0),
+        ExtentKind::Regular => ("regular", e.disk_num_bytes),
+    };
+    ExtentInfo {
+        file_offset: e.file_offset,
+        kind,
+        compression: comp_name(e.compression),
+        disk_bytenr: e.disk_bytenr,
+        disk_num_bytes: disk,
+        ram_bytes: e.ram_bytes,
+        offset: e.offset,
+        num_bytes: e.num_bytes,
+    }
+}
+
+/// Bytes `[0, len)` of extent `e` as the file sees them (from `e.file_offset`).
+fn extent_bytes(img: &Image, e: &FileExtent, len: u64, path: &str, opts: &Options) -> Result<Vec<u8>, ImageError> {
+    let fail = |err: Error| ImageError::Extent { path: path.to_string(), file_offset: e.file_offset, err };
+    let len = len as usize;
+    match &e.kind {
+        ExtentKind::Inline { data } => {
+            if e.compression == 0 {
+                let mut v = data.clone();
+                v.resize(len, 0);
+                return Ok(v);
+            }
+            let alg = CompressType::from_code(e.compression).ok_or_else(|| fail(Error::InvalidArgument("codec".into())))?;
+            let ram = (e.ram_bytes as usize).clamp(1, 4096);
+            let mut v = decompress_inline(alg, data, ram, opts).map_err(fail)?.to_vec();
+            v.resize(len, 0);
+            Ok(v)
+        }
+        ExtentKind::Prealloc => Ok(vec![0; len]),
+        ExtentKind::Regular if e.is_hole() => Ok(vec![0; len]),
+        ExtentKind::Regular if e.compression == 0 => Ok(img.read_logical(e.disk_bytenr + e.offset, len)?),
+        ExtentKind::Regular => {
+            let alg = CompressType::from_code(e.compression).ok_or_else(|| fail(Error::InvalidArgument("codec".into())))?;
+            if e.disk_num_bytes == 0 || e.disk_num_bytes > BTRFS_MAX_COMPRESSED as u64 {
+                return Err(fail(Error::InvalidArgument(format!("compressed extent of {} bytes", e.disk_num_bytes))));
+            }
+            let disk = img.read_logical(e.disk_bytenr, e.disk_num_bytes as usize)?;
+            let v = decompress_extent(alg, &disk, e.ram_bytes as usize, e.offset as usize, len, opts).map_err(fail)?;
+            Ok(v.to_vec())
+        }
+    }
+}
+
+/// Largest uncompressed extent read at once; longer ones are read in pieces.
+const PIECE: u64 = 1 << 20;
+
+/// Write the contents of a regular file to `out`, extent by extent (memory bounded by one
+/// extent or one MiB).
+pub fn write_file(img: &Image, tree: &Tree, entry: &DirEntry, out: &mut impl Write, opts: &Options) -> Result<u64, ImageError> {
+    let size = img.inode(tree, entry.ino)?.size;
+    let mut pos = 0u64;
+    let zeros = |out: &mut dyn Write, n: u64| -> std::io::Result<()> {
+        let z = vec![0u8; PIECE.min(n) as usize];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(PIECE);
+            out.write_all(&z[..k as usize])?;
+            left -= k;
+        }
+        Ok(())
+    };
+    for e in img.file_extents(tree, entry.ino)? {
+        if e.file_offset >= size {
+            break;
+        }
+        if e.file_offset < pos {
+            return Err(ImageError::Image(btrfs_image::Error::Corrupt(format!(
+                "{}: extents overlap at file offset {}",
+                entry.path, e.file_offset
+            ))));
+        }
+        zeros(out, e.file_offset - pos)?;
+        let len = e.num_bytes.min(size - e.file_offset);
+        if e.compression == 0 && matches!(e.kind, ExtentKind::Regular) && !e.is_hole() && len > PIECE {
+            let mut done = 0;
+            while done < len {
+                let k = (len - done).min(PIECE);
+                out.write_all(&img.read_logical(e.disk_bytenr + e.offset + done, k as usize)?)?;
+                done += k;
+            }
+        } else {
+            out.write_all(&extent_bytes(img, &e, len, &entry.path, opts)?)?;
+        }
+        pos = e.file_offset + len;
+    }
+    if pos < size {
+        zeros(out, size - pos)?;
+    }
+    Ok(size)
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    /// Compressed extents decoded, per algorithm.
+    pub decoded: BTreeMap<String, usize>,
+    /// Data sectors whose checksum matched.
+    pub csum_sectors: usize,
+    /// Data extents checked.
+    pub extents: usize,
+    /// Failures: file, extent offset, error.
+    pub failures: Vec<String>,
+}
+
+/// Decode every compressed extent and check every data checksum.
+pub fn verify(img: &Image, trees: &Trees, opts: &Options) -> Result<VerifyReport, ImageError> {
+    let mut r = VerifyReport::default();
+    let mut seen = HashSet::new();
+    for entry in img.walk_files()? {
+        if entry.kind != FileKind::Regular {
+            continue;
+        }
+        let tree = trees.get(entry.tree)?;
+        for e in img.file_extents(tree, entry.ino)? {
+            let where_ = format!("{} @{}", entry.path, e.file_offset);
+            match &e.kind {
+                ExtentKind::Inline { .. } if e.compression != 0 => {
+                    r.extents += 1;
+                    match extent_bytes(img, &e, e.ram_bytes.min(4096), &entry.path, opts) {
+                        Ok(_) => *r.decoded.entry(comp_name(e.compression).into()).or_default() += 1,
+                        Err(err) => r.failures.push(format!("{where_}: {err}")),
+                    }
+                }
+                ExtentKind::Regular if !e.is_hole() => {
+                    if !seen.insert(e.disk_bytenr) {
+                        continue; // shared (reflinked) extent, checked once
+                    }
+                    r.extents += 1;
+                    let disk = match img.read_logical(e.disk_bytenr, e.disk_num_bytes as usize) {
+                        Ok(d) => d,
+                        Err(err) => {
+                            r.failures.push(format!("{where_}: {err}"));
+                            continue;
+                        }
+                    };
+                    match img.verify_data(e.disk_bytenr, &disk) {
+                        Ok(n) => r.csum_sectors += n,
+                        Err(err) => r.failures.push(format!("{where_}: {err}")),
+                    }
+                    if let Some(alg) = CompressType::from_code(e.compression).filter(|&a| a != CompressType::None) {
+                        let ram = e.ram_bytes as usize;
+                        match decompress_extent(alg, &disk, ram, 0, ram, opts) {
+                            Ok(_) => *r.decoded.entry(alg.name().into()).or_default() += 1,
+                            Err(err) => r.failures.push(format!("{where_} ({}): {err}", alg.name())),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(r)
+}
