@@ -152,7 +152,8 @@ fn extent_bytes(img: &Image, e: &FileExtent, len: u64, path: &str, opts: &Option
                 v.resize(len, 0);
                 return Ok(v);
             }
-            let alg = CompressType::from_code(e.compression).ok_or_else(|| fail(Error::InvalidArgument("codec".into())))?;
+            let alg =
+                CompressType::from_code(e.compression).ok_or_else(|| fail(Error::InvalidArgument("codec".into())))?;
             let ram = (e.ram_bytes as usize).clamp(1, 4096);
             let mut v = decompress_inline(alg, data, ram, opts).map_err(fail)?.to_vec();
             v.resize(len, 0);
@@ -162,7 +163,8 @@ fn extent_bytes(img: &Image, e: &FileExtent, len: u64, path: &str, opts: &Option
         ExtentKind::Regular if e.is_hole() => Ok(vec![0; len]),
         ExtentKind::Regular if e.compression == 0 => Ok(img.read_logical(e.disk_bytenr + e.offset, len)?),
         ExtentKind::Regular => {
-            let alg = CompressType::from_code(e.compression).ok_or_else(|| fail(Error::InvalidArgument("codec".into())))?;
+            let alg =
+                CompressType::from_code(e.compression).ok_or_else(|| fail(Error::InvalidArgument("codec".into())))?;
             if e.disk_num_bytes == 0 || e.disk_num_bytes > BTRFS_MAX_COMPRESSED as u64 {
                 return Err(fail(Error::InvalidArgument(format!("compressed extent of {} bytes", e.disk_num_bytes))));
             }
@@ -173,12 +175,31 @@ fn extent_bytes(img: &Image, e: &FileExtent, len: u64, path: &str, opts: &Option
     }
 }
 
+/// The options `extract` and `verify` read with: the fastest correct path (decompress straight
+/// into a destination mapped as one range of an order-5 folio; on the heap backend that is a plain
+/// slice, no system calls).
+pub fn read_options() -> Options {
+    Options {
+        strategy: crate::Strategy::Range,
+        folio_order: 5,
+        out_order: 5,
+        decompress_in_place: true,
+        ..Options::default()
+    }
+}
+
 /// Largest uncompressed extent read at once; longer ones are read in pieces.
 const PIECE: u64 = 1 << 20;
 
 /// Write the contents of a regular file to `out`, extent by extent (memory bounded by one
 /// extent or one MiB).
-pub fn write_file(img: &Image, tree: &Tree, entry: &DirEntry, out: &mut impl Write, opts: &Options) -> Result<u64, ImageError> {
+pub fn write_file(
+    img: &Image,
+    tree: &Tree,
+    entry: &DirEntry,
+    out: &mut impl Write,
+    opts: &Options,
+) -> Result<u64, ImageError> {
     let size = img.inode(tree, entry.ino)?.size;
     let mut pos = 0u64;
     let zeros = |out: &mut dyn Write, n: u64| -> std::io::Result<()> {
@@ -219,6 +240,67 @@ pub fn write_file(img: &Image, tree: &Tree, entry: &DirEntry, out: &mut impl Wri
         zeros(out, size - pos)?;
     }
     Ok(size)
+}
+
+/// A regular file's extents, checked and clipped to its size, ready to be written in pieces.
+#[derive(Clone, Debug)]
+pub struct FilePlan {
+    /// The file.
+    pub entry: DirEntry,
+    /// Its size.
+    pub size: u64,
+    /// Its extents in file order, none past the size, none overlapping.
+    pub extents: Vec<FileExtent>,
+}
+
+/// Plan the writing of a regular file.
+pub fn plan_file(img: &Image, tree: &Tree, entry: &DirEntry) -> Result<FilePlan, ImageError> {
+    let size = img.inode(tree, entry.ino)?.size;
+    let mut extents = Vec::new();
+    let mut pos = 0;
+    for e in img.file_extents(tree, entry.ino)? {
+        if e.file_offset >= size {
+            break;
+        }
+        if e.file_offset < pos {
+            return Err(ImageError::Image(btrfs_image::Error::Corrupt(format!(
+                "{}: extents overlap at file offset {}",
+                entry.path, e.file_offset
+            ))));
+        }
+        pos = e.file_offset + e.num_bytes.min(size - e.file_offset);
+        extents.push(e);
+    }
+    Ok(FilePlan { entry: entry.clone(), size, extents })
+}
+
+/// Write extents `range` of `plan` into `f` at their file offsets (`pwrite`); holes, prealloc
+/// and gaps are left to the file's zeros (the caller sizes the file first).
+pub fn write_extents(
+    img: &Image,
+    plan: &FilePlan,
+    range: std::ops::Range<usize>,
+    f: &std::fs::File,
+    opts: &Options,
+) -> Result<(), ImageError> {
+    use std::os::unix::fs::FileExt;
+    for e in &plan.extents[range] {
+        if e.is_hole() || e.kind == ExtentKind::Prealloc {
+            continue;
+        }
+        let len = e.num_bytes.min(plan.size - e.file_offset);
+        if e.compression == 0 && e.kind == ExtentKind::Regular {
+            let mut done = 0;
+            while done < len {
+                let k = (len - done).min(PIECE);
+                f.write_all_at(&img.read_logical(e.disk_bytenr + e.offset + done, k as usize)?, e.file_offset + done)?;
+                done += k;
+            }
+        } else {
+            f.write_all_at(&extent_bytes(img, e, len, &plan.entry.path, opts)?, e.file_offset)?;
+        }
+    }
+    Ok(())
 }
 
 /// What `verify` found.

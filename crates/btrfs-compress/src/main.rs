@@ -10,11 +10,11 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use btrfs_compress::{image, lab};
 use btrfs_compress::{
     compress_extent, compress_inline, decompress_extent_full, decompress_inline, parse_compress_option, Backend, Error,
     LzoBackend, Options, Strategy, BTRFS_MAX_COMPRESSED, BTRFS_MAX_UNCOMPRESSED,
 };
+use btrfs_compress::{image, lab};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -332,7 +332,14 @@ fn inspect(c: InspectCmd) -> Result<(), Fail> {
             writeln!(
                 out,
                 "    @{:<8} {:<8} {:<4} disk {:#x}+{} ram {} offset {} num {}",
-                e.file_offset, e.kind, e.compression, e.disk_bytenr, e.disk_num_bytes, e.ram_bytes, e.offset, e.num_bytes
+                e.file_offset,
+                e.kind,
+                e.compression,
+                e.disk_bytenr,
+                e.disk_num_bytes,
+                e.ram_bytes,
+                e.offset,
+                e.num_bytes
             )
             .map_err(w)?;
         }
@@ -357,53 +364,114 @@ fn extract(c: ExtractCmd) -> Result<(), Fail> {
         return Err(Fail { code: 1, msg: format!("no such path in {}: {}", c.image.display(), c.paths.join(", ")) });
     }
     fs::create_dir_all(&c.dest).map_err(|e| io_fail("cannot create", &c.dest, e))?;
-    for e in entries.iter().filter(|e| matches!(e.kind, btrfs_image::FileKind::Directory | btrfs_image::FileKind::Subvolume)) {
+    for e in
+        entries.iter().filter(|e| matches!(e.kind, btrfs_image::FileKind::Directory | btrfs_image::FileKind::Subvolume))
+    {
         let d = c.dest.join(&e.path);
         fs::create_dir_all(&d).map_err(|err| io_fail("cannot create", &d, err))?;
     }
     let files: Vec<_> = entries.iter().filter(|e| e.kind == btrfs_image::FileKind::Regular).collect();
-    let bar = indicatif::ProgressBar::new(files.len() as u64);
-    let opts = Options::default();
-    let errors: Vec<String> = files
-        .par_iter()
-        .filter_map(|e| {
-            let r = (|| -> Result<(), String> {
-                let target = c.dest.join(&e.path);
-                if !c.force && fs::symlink_metadata(&target).is_ok() {
-                    return Err(format!("{} exists (use --force to replace it)", target.display()));
-                }
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent).map_err(|err| format!("{}: {err}", parent.display()))?;
-                }
-                let tree = trees.get(e.tree).map_err(|err| err.to_string())?;
-                let tmp = target.with_file_name(format!(
-                    ".{}.tmp-{}",
-                    target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-                    std::process::id()
-                ));
-                let res = (|| -> Result<(), String> {
-                    let f = fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&tmp)
-                        .map_err(|err| format!("{}: {err}", tmp.display()))?;
-                    let mut w = io::BufWriter::new(f);
-                    image::write_file(&img, tree, e, &mut w, &opts).map_err(|err| err.to_string())?;
-                    // Written under a temporary name and renamed: an interrupted extract never
-                    // leaves a half-written file under the final name. (No fsync per file, as
-                    // `btrfs restore`; the data is in the page cache like any copy's.)
-                    w.into_inner().map_err(|err| err.to_string())?;
-                    fs::rename(&tmp, &target).map_err(|err| format!("{}: {err}", target.display()))
-                })();
-                if res.is_err() {
-                    let _ = fs::remove_file(&tmp);
-                }
-                res
-            })();
-            bar.inc(1);
-            r.err()
+    let opts = image::read_options();
+    // Plan every file and create its temporary file at full size, then write the extents in
+    // pieces of at most 8 (about 1 MiB) in parallel, so one large file does not hold a thread
+    // while the others idle. A file is renamed to its final name when its last piece is done.
+    struct Job {
+        plan: image::FilePlan,
+        target: PathBuf,
+        tmp: PathBuf,
+        left: std::sync::atomic::AtomicUsize,
+        error: std::sync::Mutex<Option<String>>,
+    }
+    let mut errors: Vec<String> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
+    for e in &files {
+        let target = c.dest.join(&e.path);
+        if !c.force && fs::symlink_metadata(&target).is_ok() {
+            errors.push(format!("{} exists (use --force to replace it)", target.display()));
+            continue;
+        }
+        let plan = match trees
+            .get(e.tree)
+            .map_err(|err| err.to_string())
+            .and_then(|t| image::plan_file(&img, t, e).map_err(|err| err.to_string()))
+        {
+            Ok(p) => p,
+            Err(err) => {
+                errors.push(err);
+                continue;
+            }
+        };
+        if let Some(parent) = target.parent() {
+            if let Err(err) = fs::create_dir_all(parent) {
+                errors.push(format!("{}: {err}", parent.display()));
+                continue;
+            }
+        }
+        let tmp = target.with_file_name(format!(
+            ".{}.tmp-{}",
+            target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            std::process::id()
+        ));
+        let created = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).and_then(|f| f.set_len(plan.size));
+        if let Err(err) = created {
+            let _ = fs::remove_file(&tmp);
+            errors.push(format!("{}: {err}", tmp.display()));
+            continue;
+        }
+        let pieces = plan.extents.len().div_ceil(8).max(1);
+        jobs.push(Job {
+            plan,
+            target,
+            tmp,
+            left: std::sync::atomic::AtomicUsize::new(pieces),
+            error: std::sync::Mutex::new(None),
+        });
+    }
+    let tasks: Vec<(usize, std::ops::Range<usize>)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, j)| {
+            let n = j.plan.extents.len();
+            (0..n.div_ceil(8).max(1)).map(move |k| (i, k * 8..((k + 1) * 8).min(n)))
         })
         .collect();
+    let bar = indicatif::ProgressBar::new(tasks.len() as u64);
+    tasks.par_iter().for_each(|(i, range)| {
+        let j = &jobs[*i];
+        let failed = j.error.lock().map(|g| g.is_some()).unwrap_or(true);
+        if !failed {
+            let r = fs::OpenOptions::new()
+                .write(true)
+                .open(&j.tmp)
+                .map_err(|err| format!("{}: {err}", j.tmp.display()))
+                .and_then(|f| {
+                    image::write_extents(&img, &j.plan, range.clone(), &f, &opts).map_err(|err| err.to_string())
+                });
+            if let Err(err) = r {
+                if let Ok(mut g) = j.error.lock() {
+                    g.get_or_insert(err);
+                }
+            }
+        }
+        if j.left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            // Last piece of this file: publish it, or drop the temporary file.
+            let failed = j.error.lock().map(|g| g.is_some()).unwrap_or(true);
+            if failed {
+                let _ = fs::remove_file(&j.tmp);
+            } else if let Err(err) = fs::rename(&j.tmp, &j.target) {
+                let _ = fs::remove_file(&j.tmp);
+                if let Ok(mut g) = j.error.lock() {
+                    g.get_or_insert(format!("{}: {err}", j.target.display()));
+                }
+            }
+        }
+        bar.inc(1);
+    });
+    for j in &jobs {
+        if let Ok(Some(e)) = j.error.lock().map(|g| g.clone()) {
+            errors.push(e);
+        }
+    }
     bar.finish_and_clear();
     let n = files.len() - errors.len();
     eprintln!("extracted {n} files to {}", c.dest.display());
@@ -418,7 +486,7 @@ fn extract(c: ExtractCmd) -> Result<(), Fail> {
 
 fn verify(c: VerifyCmd) -> Result<(), Fail> {
     let (img, trees) = open(&c.image)?;
-    let r = image::verify(&img, &trees, &Options::default()).map_err(|e| img_fail(&c.image, e))?;
+    let r = image::verify(&img, &trees, &image::read_options()).map_err(|e| img_fail(&c.image, e))?;
     if c.json {
         println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Fail { code: 1, msg: e.to_string() })?);
     } else {

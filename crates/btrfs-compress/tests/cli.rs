@@ -277,3 +277,82 @@ fn bench_on_an_empty_corpus_dir_fails_cleanly() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("corpus is empty"), "{}", stderr(&o));
 }
+
+fn fixture_image() -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    dirs.sort();
+    dirs.into_iter().map(|d| d.join("image.img.zst")).find(|p| p.exists()).expect("a fixture image")
+}
+
+#[test]
+fn extract_verify_and_inspect_a_kernel_image() {
+    let img = fixture_image();
+    let img = img.to_str().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let dest = p(d.path(), "out");
+    let o = run(&["extract", img, &dest]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plain = Path::new(img).parent().unwrap().join("plain");
+    let want = Command::new("zstd").args(["-d", "-q", "-c"]).arg(plain.join("text-128k.zst")).output();
+    if let Ok(w) = want {
+        if w.status.success() {
+            assert_eq!(std::fs::read(d.path().join("out/zstd_3/text-128k")).unwrap(), w.stdout);
+        }
+    }
+    // Again without --force: nothing is overwritten, exit 1, one message per file.
+    std::fs::write(d.path().join("out/zstd_3/text-128k"), b"mine").unwrap();
+    let o = run(&["extract", img, &dest, "zstd_3"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("exists"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(d.path().join("out/zstd_3/text-128k")).unwrap(), b"mine");
+    // With --force and a path filter.
+    let o = run(&["extract", "--force", img, &dest, "zstd_3/text-128k"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_ne!(std::fs::read(d.path().join("out/zstd_3/text-128k")).unwrap(), b"mine");
+    // No temporary files remain.
+    let leftovers = walk(&d.path().join("out")).into_iter().filter(|n| n.contains(".tmp-")).count();
+    assert_eq!(leftovers, 0);
+
+    let o = run(&["verify", img]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for alg in ["zlib", "lzo", "zstd"] {
+        assert!(out.contains(&format!("{alg}: ")), "{out}");
+    }
+    let o = run(&["inspect", "--json", img]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v.as_array().unwrap().len() >= 80);
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            v.extend(walk(&e.path()));
+        } else {
+            v.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    v
+}
+
+#[test]
+fn image_commands_reject_bad_images_cleanly() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("notbtrfs"), vec![0u8; 1 << 20]).unwrap();
+    let z = std::fs::read(fixture_image()).unwrap();
+    std::fs::write(d.path().join("cut.zst"), &z[..z.len() / 3]).unwrap();
+    for (img, needle) in [("notbtrfs", "not a btrfs image"), ("cut.zst", "truncated"), ("missing", "No such file")] {
+        for cmd in ["inspect", "verify"] {
+            let o = run(&[cmd, &p(d.path(), img)]);
+            assert_eq!(o.status.code(), Some(1), "{cmd} {img}");
+            assert!(stderr(&o).contains(needle), "{cmd} {img}: {}", stderr(&o));
+            assert!(!stderr(&o).contains("panicked"));
+        }
+        let o = run(&["extract", &p(d.path(), img), &p(d.path(), "dest")]);
+        assert_eq!(o.status.code(), Some(1));
+    }
+}

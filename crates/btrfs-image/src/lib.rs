@@ -15,6 +15,6 @@
 mod reader;
 
 pub use reader::{
-    open_image, ChunkMap, CsumType, DirEntry, Error, ExtentKind, FileExtent, FileKind, Image, Inode, Item, Key,
-    Superblock, Tree, BTRFS_FS_TREE_OBJECTID, BTRFS_SUPER_INFO_OFFSET,
+    open_bytes, open_image, open_shared, ChunkMap, CsumType, DirEntry, Error, ExtentKind, FileExtent, FileKind, Image,
+    Inode, Item, Key, Superblock, Tree, BTRFS_FS_TREE_OBJECTID, BTRFS_SUPER_INFO_OFFSET,
 };

@@ -84,9 +84,9 @@ fn corrupt(msg: impl Into<String>) -> Error {
 
 /// Bounds-checked little-endian reads.
 fn le(b: &[u8], off: usize, n: usize) -> Result<u64> {
-    let s = b.get(off..off.checked_add(n).ok_or_else(|| corrupt("offset overflow"))?).ok_or_else(|| {
-        corrupt(format!("read of {n} bytes at {off} past the end of a {}-byte structure", b.len()))
-    })?;
+    let s = b
+        .get(off..off.checked_add(n).ok_or_else(|| corrupt("offset overflow"))?)
+        .ok_or_else(|| corrupt(format!("read of {n} bytes at {off} past the end of a {}-byte structure", b.len())))?;
     let mut v = 0u64;
     for (i, &x) in s.iter().enumerate() {
         v |= u64::from(x) << (8 * i);
@@ -335,7 +335,7 @@ impl ChunkMap {
 
 enum Storage {
     File(File, u64),
-    Mem(Vec<u8>),
+    Mem(std::sync::Arc<Vec<u8>>),
 }
 
 impl Storage {
@@ -349,7 +349,11 @@ impl Storage {
     fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         let end = off.checked_add(buf.len() as u64).ok_or_else(|| corrupt("read offset overflows"))?;
         if end > self.len() {
-            return Err(corrupt(format!("read of {} bytes at {off:#x} past the end of the image ({} bytes)", buf.len(), self.len())));
+            return Err(corrupt(format!(
+                "read of {} bytes at {off:#x} past the end of the image ({} bytes)",
+                buf.len(),
+                self.len()
+            )));
         }
         match self {
             Storage::File(f, _) => f.read_exact_at(buf, off)?,
@@ -530,11 +534,21 @@ pub fn open_image(path: &Path) -> Result<Image> {
     let n = f.read(&mut magic)?;
     let len = f.metadata()?.len();
     let storage = if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Storage::Mem(unzstd(&std::fs::read(path)?)?)
+        Storage::Mem(std::sync::Arc::new(unzstd(&std::fs::read(path)?)?))
     } else {
         Storage::File(f, len)
     };
     Image::open(storage)
+}
+
+/// Open an image held in memory.
+pub fn open_bytes(data: Vec<u8>) -> Result<Image> {
+    open_shared(std::sync::Arc::new(data))
+}
+
+/// Open an image held in shared memory (no copy).
+pub fn open_shared(data: std::sync::Arc<Vec<u8>>) -> Result<Image> {
+    Image::open(Storage::Mem(data))
 }
 
 fn unzstd(data: &[u8]) -> Result<Vec<u8>> {
@@ -570,7 +584,8 @@ impl Image {
         }
         storage.read_at(BTRFS_SUPER_INFO_OFFSET, &mut sbb)?;
         let sb = Superblock::parse(&sbb)?;
-        let mut img = Image { storage, sb, chunks: ChunkMap::default(), roots: BTreeMap::new(), csums: BTreeMap::new() };
+        let mut img =
+            Image { storage, sb, chunks: ChunkMap::default(), roots: BTreeMap::new(), csums: BTreeMap::new() };
         img.read_sys_chunks()?;
         let chunk_tree = img.read_tree(CHUNK_TREE_OBJECTID, img.sb.chunk_root, img.sb.chunk_root_level)?;
         for it in &chunk_tree.items {
@@ -628,7 +643,11 @@ impl Image {
             // Stay inside one chunk per read.
             let at = logical + done as u64;
             let (&start, c) = self.chunks.chunks.range(..=at).next_back().ok_or(Error::Unmapped(at))?;
-            let n = ((start + c.length - at) as usize).min(len - done);
+            let end = start + c.length;
+            if at >= end {
+                return Err(Error::Unmapped(at));
+            }
+            let n = ((end - at) as usize).min(len - done);
             let phys = self.chunks.map(at, n as u64)?;
             self.storage.read_at(phys, &mut out[done..done + n])?;
             done += n;
@@ -740,10 +759,10 @@ impl Image {
             if !visited.insert((tid, dir)) {
                 return Err(corrupt(format!("directory {dir} of tree {tid} reached twice")));
             }
-            if !trees.contains_key(&tid) {
-                trees.insert(tid, self.fs_tree(tid)?);
-            }
-            let tree = &trees[&tid];
+            let tree = match trees.entry(tid) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => v.insert(self.fs_tree(tid)?),
+            };
             let entries: Vec<(String, Key, u8)> = tree
                 .items_of(dir, DIR_INDEX_KEY)
                 .map(|it| {
@@ -766,7 +785,12 @@ impl Image {
             for (name, loc, ty) in entries {
                 let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
                 if loc.ty == ROOT_ITEM_KEY {
-                    out.push(DirEntry { path: path.clone(), tree: loc.objectid, ino: ROOT_DIR_INO, kind: FileKind::Subvolume });
+                    out.push(DirEntry {
+                        path: path.clone(),
+                        tree: loc.objectid,
+                        ino: ROOT_DIR_INO,
+                        kind: FileKind::Subvolume,
+                    });
                     if self.roots.contains_key(&loc.objectid) {
                         stack.push((loc.objectid, ROOT_DIR_INO, path));
                     }
