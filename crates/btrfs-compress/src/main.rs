@@ -42,6 +42,25 @@ enum Cmd {
     Extract(ExtractCmd),
     /// Decode every compressed extent and check every data checksum of an image.
     Verify(VerifyCmd),
+    /// Compress IN with our codecs and store it as FILE on a mounted btrfs as the compressed
+    /// extents we made (BTRFS_IOC_ENCODED_WRITE, through `btrfs receive`).
+    EncodedWrite(EncodedWriteCmd),
+}
+
+#[derive(Args)]
+struct EncodedWriteCmd {
+    /// Algorithm and level: zlib[:1..9], lzo, zstd[:-15..15].
+    #[arg(short = 'a', long = "alg")]
+    alg: String,
+    #[command(flatten)]
+    map: MapOpts,
+    /// Replace FILE if it exists.
+    #[arg(short, long)]
+    force: bool,
+    /// Input file.
+    input: PathBuf,
+    /// File to create on a mounted btrfs.
+    file: PathBuf,
 }
 
 #[derive(Args)]
@@ -49,6 +68,10 @@ struct InspectCmd {
     /// One JSON document instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also write the raw bytes of every compressed extent into DIR, one file each named
+    /// PATH@OFFSET.ALG (slashes in PATH become underscores).
+    #[arg(long, value_name = "DIR")]
+    dump_extents: Option<PathBuf>,
     /// The image (raw or zstd-compressed).
     image: PathBuf,
 }
@@ -309,6 +332,30 @@ fn open(p: &Path) -> Result<(btrfs_image::Image, image::Trees), Fail> {
 fn inspect(c: InspectCmd) -> Result<(), Fail> {
     let (img, trees) = open(&c.image)?;
     let files = image::inspect(&img, &trees).map_err(|e| img_fail(&c.image, e))?;
+    if let Some(dir) = &c.dump_extents {
+        fs::create_dir_all(dir).map_err(|e| io_fail("cannot create", dir, e))?;
+        for entry in img.walk_files().map_err(|e| img_fail(&c.image, e))? {
+            if entry.kind != btrfs_image::FileKind::Regular {
+                continue;
+            }
+            let tree = trees.get(entry.tree).map_err(|e| img_fail(&c.image, e))?;
+            for e in img.file_extents(tree, entry.ino).map_err(|e| img_fail(&c.image, e))? {
+                let Some(alg) = btrfs_compress::CompressType::from_code(e.compression)
+                    .filter(|&a| a != btrfs_compress::CompressType::None)
+                else {
+                    continue;
+                };
+                let raw = match &e.kind {
+                    btrfs_image::ExtentKind::Inline { data } => data.clone(),
+                    _ => img
+                        .read_logical(e.disk_bytenr, e.disk_num_bytes as usize)
+                        .map_err(|err| img_fail(&c.image, err))?,
+                };
+                let name = format!("{}@{}.{}", entry.path.replace('/', "_"), e.file_offset, alg.name());
+                fs::write(dir.join(&name), raw).map_err(|err| io_fail("cannot write", &dir.join(&name), err))?;
+            }
+        }
+    }
     let mut out = io::stdout().lock();
     let w = |e: io::Error| Fail { code: 1, msg: format!("cannot write output: {e}") };
     if c.json {
@@ -505,6 +552,109 @@ fn verify(c: VerifyCmd) -> Result<(), Fail> {
     }
 }
 
+/// The filesystem type of the mount holding `p` (from /proc/self/mountinfo).
+fn fs_type(p: &Path) -> Option<String> {
+    let p = fs::canonicalize(p).ok()?;
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<(usize, String)> = None;
+    for line in info.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let mnt = f.get(4)?.replace("\\040", " ");
+        let dash = f.iter().position(|x| *x == "-")?;
+        let ty = f.get(dash + 1)?.to_string();
+        if p.starts_with(&mnt) && best.as_ref().is_none_or(|(l, _)| mnt.len() >= *l) {
+            best = Some((mnt.len(), ty));
+        }
+    }
+    best.map(|b| b.1)
+}
+
+fn run_tool(cmd: &mut std::process::Command, input: Option<&[u8]>) -> Result<(), Fail> {
+    use std::process::Stdio;
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| Fail { code: 1, msg: format!("cannot run {name}: {e}") })?;
+    let write_err = match (input, child.stdin.take()) {
+        (Some(data), Some(mut stdin)) => stdin.write_all(data).err(),
+        _ => None,
+    };
+    let out = child.wait_with_output().map_err(|e| Fail { code: 1, msg: format!("{name}: {e}") })?;
+    if let (Some(e), true) = (write_err, out.status.success()) {
+        return Err(Fail { code: 1, msg: format!("{name}: {e}") });
+    }
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Fail { code: 1, msg: format!("{name} failed: {}", err.trim()) });
+    }
+    Ok(())
+}
+
+fn encoded_write(c: EncodedWriteCmd) -> Result<(), Fail> {
+    let spec = parse_compress_option(&c.alg)?;
+    let dir = c.file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let name = c
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Fail { code: 1, msg: format!("{} is not a file name", c.file.display()) })?;
+    match fs_type(&dir) {
+        Some(t) if t == "btrfs" => {}
+        Some(t) => return Err(Fail { code: 1, msg: format!("{} is on {t}, not btrfs", dir.display()) }),
+        None => return Err(Fail { code: 1, msg: format!("cannot find the filesystem of {}", dir.display()) }),
+    }
+    if !c.force && fs::symlink_metadata(&c.file).is_ok() {
+        return Err(Fail { code: 1, msg: format!("{} exists (use --force to replace it)", c.file.display()) });
+    }
+    let data = read_bounded(&c.input, 4 << 30)?;
+    let opts = c.map.options();
+    let sub = format!(".btrfs-compress-recv-{}", std::process::id());
+    let subdir = dir.join(&sub);
+    if fs::symlink_metadata(&subdir).is_ok() {
+        return Err(Fail { code: 1, msg: format!("{} exists", subdir.display()) });
+    }
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let mut uuid = [0u8; 16];
+    uuid[..8].copy_from_slice(&(t as u64).to_le_bytes());
+    uuid[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    let (stream, plan) =
+        btrfs_compress::encoded_write_stream(&bytes::Bytes::from(data), spec, &opts, &sub, &name, uuid)?;
+    if let Some(p) = std::env::var_os("BTRFS_COMPRESS_SAVE_STREAM") {
+        // For debugging: keep the send stream (`btrfs receive --dump -f FILE` shows it).
+        fs::write(&p, stream.bytes()).map_err(|e| io_fail("cannot write", Path::new(&p), e))?;
+    }
+    // `btrfs receive` stores each ENCODED_WRITE with BTRFS_IOC_ENCODED_WRITE; the file is then
+    // reflinked into place (the extents are shared, not rewritten) and the subvolume removed.
+    let result = (|| {
+        run_tool(std::process::Command::new("btrfs").args(["receive", "-e"]).arg(&dir), Some(stream.bytes()))?;
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let r =
+            run_tool(std::process::Command::new("cp").arg("--reflink=always").arg(subdir.join(&name)).arg(&tmp), None)
+                .and_then(|()| {
+                    if let Ok(m) = fs::metadata(&c.input) {
+                        let _ = fs::set_permissions(&tmp, m.permissions());
+                    }
+                    fs::rename(&tmp, &c.file).map_err(|e| io_fail("cannot write", &c.file, e))
+                });
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        r
+    })();
+    if fs::symlink_metadata(&subdir).is_ok() {
+        let _ = run_tool(
+            std::process::Command::new("btrfs").args(["property", "set", "-ts"]).arg(&subdir).args(["ro", "false"]),
+            None,
+        );
+        let _ = run_tool(std::process::Command::new("btrfs").args(["subvolume", "delete"]).arg(&subdir), None);
+    }
+    result?;
+    let enc = plan.iter().filter(|p| matches!(p, btrfs_compress::Planned::Encoded { .. })).count();
+    eprintln!("{}: {} extents written encoded ({spec}), {} plain", c.file.display(), enc, plan.len() - enc);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -523,6 +673,7 @@ fn main() -> ExitCode {
         Cmd::Inspect(c) => inspect(c),
         Cmd::Extract(c) => extract(c),
         Cmd::Verify(c) => verify(c),
+        Cmd::EncodedWrite(c) => encoded_write(c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -249,3 +249,113 @@ pub fn assert_same(a: &[u8], b: &[u8], what: &str) {
         panic!("{what}: bytes differ (lengths {} and {}, first difference at {at})", a.len(), b.len());
     }
 }
+
+/// One extent of a kernel fixture: what the kernel's ENCODED_READ reported, with the raw bytes
+/// read back from the fixture image by our reader and checked against the kernel's sha256.
+#[derive(Clone, Debug)]
+pub struct FixtureExtent {
+    /// The compress option it was written under (`zstd:3`, `special:zstd:3`, `heuristic:zstd`).
+    pub option: String,
+    /// Directory in the image.
+    pub dir: String,
+    /// File name (also the plaintext's name).
+    pub file: String,
+    /// Codec.
+    pub alg: CompressType,
+    /// The extent's bytes on disk (inline: the item's data).
+    pub raw: Vec<u8>,
+    /// File offset.
+    pub file_offset: usize,
+    /// Bytes of file it covers.
+    pub len: usize,
+    /// Decompressed size of the whole extent.
+    pub unencoded_len: usize,
+    /// Offset of the file range into the decompressed extent.
+    pub unencoded_offset: usize,
+    /// Stored inline.
+    pub inline: bool,
+}
+
+/// A kernel fixture directory: manifest, plaintexts and compressed extents.
+pub struct Fixture {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The manifest.
+    pub manifest: serde_json::Value,
+    /// Plaintext by file name.
+    pub plain: std::collections::HashMap<String, Vec<u8>>,
+    /// Every compressed extent.
+    pub extents: Vec<FixtureExtent>,
+}
+
+/// Load every fixture under fixtures/ that has an image.
+pub fn fixtures() -> Vec<Fixture> {
+    use sha2::Digest;
+    let root = repo_root().join("fixtures");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.expect("entry").path())
+        .collect();
+    dirs.sort();
+    let mut out = Vec::new();
+    for dir in dirs {
+        let Ok(mf) = std::fs::read(dir.join("manifest.json")) else { continue };
+        let manifest: serde_json::Value = serde_json::from_slice(&mf).expect("manifest json");
+        let Some(image) = manifest["image"]["file"].as_str() else { continue };
+        let mut plain = std::collections::HashMap::new();
+        for name in manifest["files"].as_object().expect("files").keys() {
+            plain.insert(name.clone(), read_zst(&dir.join("plain").join(format!("{name}.zst"))));
+        }
+        let img = btrfs_image::open_image(&dir.join(image)).expect("fixture image opens");
+        let entries = img.walk_files().expect("walk");
+        let mut trees = std::collections::HashMap::new();
+        let mut extents = Vec::new();
+        for x in manifest["extents"].as_array().expect("extents") {
+            let alg = match x["compression"].as_str().expect("compression") {
+                "zlib" => CompressType::Zlib,
+                "zstd" => CompressType::Zstd,
+                "lzo-4k" => CompressType::Lzo,
+                _ => continue,
+            };
+            let s = |k: &str| x[k].as_str().expect(k).to_string();
+            let n = |k: &str| x[k].as_u64().expect(k) as usize;
+            let (d, file) = (s("dir"), s("file"));
+            let path = format!("{d}/{file}");
+            let entry = entries.iter().find(|e| e.path == path).unwrap_or_else(|| panic!("{path} not in image"));
+            let tree = trees.entry(entry.tree).or_insert_with(|| img.fs_tree(entry.tree).expect("fs tree"));
+            let fe = img
+                .file_extents(tree, entry.ino)
+                .expect("extents")
+                .into_iter()
+                .find(|e| e.file_offset as usize == n("file_offset"))
+                .unwrap_or_else(|| panic!("{path} has no extent at {}", n("file_offset")));
+            let (raw, inline) = match &fe.kind {
+                btrfs_image::ExtentKind::Inline { data } => (data.clone(), true),
+                _ => (img.read_logical(fe.disk_bytenr, fe.disk_num_bytes as usize).expect("extent bytes"), false),
+            };
+            let sha: String = sha2::Sha256::digest(&raw).iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(
+                sha,
+                s("sha256"),
+                "{}: {path} @{}: our reader's bytes differ from ENCODED_READ's",
+                dir.display(),
+                n("file_offset")
+            );
+            extents.push(FixtureExtent {
+                option: s("option"),
+                dir: d,
+                file,
+                alg,
+                raw,
+                file_offset: n("file_offset"),
+                len: n("len"),
+                unencoded_len: n("unencoded_len"),
+                unencoded_offset: n("unencoded_offset"),
+                inline,
+            });
+        }
+        out.push(Fixture { dir, manifest, plain, extents });
+    }
+    assert!(!out.is_empty(), "no kernel fixtures under {}", root.display());
+    out
+}

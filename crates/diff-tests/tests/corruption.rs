@@ -2,9 +2,8 @@
 //! fixture extent give a typed error or the right output, never a panic; memory stays bounded.
 
 use btrfs_compress::{decompress_extent_full, decompress_inline, CompressType, Error, Options, Strategy};
-use diff_tests::{read_zst, repo_root, Rng};
+use diff_tests::Rng;
 use peak_alloc::PeakAlloc;
-use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -29,32 +28,17 @@ struct Ext {
 
 fn extents() -> Vec<Ext> {
     let mut v = Vec::new();
-    for e in std::fs::read_dir(repo_root().join("fixtures")).unwrap() {
-        let dir = e.unwrap().path();
-        let Ok(mf) = std::fs::read(dir.join("manifest.json")) else { continue };
-        let m: Value = serde_json::from_slice(&mf).unwrap();
-        for x in m["extents"].as_array().unwrap() {
-            let Some(path) = x["path"].as_str() else { continue };
-            let alg = match x["compression"].as_str().unwrap() {
-                "zlib" => CompressType::Zlib,
-                "zstd" => CompressType::Zstd,
-                "lzo-4k" => CompressType::Lzo,
-                _ => continue,
-            };
-            let file = x["file"].as_str().unwrap();
-            let plain = read_zst(&dir.join("plain").join(format!("{file}.zst")));
-            let n = |k: &str| x[k].as_u64().unwrap() as usize;
-            let raw = std::fs::read(dir.join(path)).unwrap();
-            let inline = n("unencoded_len") % 4096 != 0 || raw.len() % 4096 != 0;
+    for f in diff_tests::fixtures() {
+        for e in f.extents {
             v.push(Ext {
-                name: path.to_string(),
-                alg,
-                want: plain[n("file_offset")..n("file_offset") + n("len")].to_vec(),
-                raw,
-                inline,
-                ram: n("unencoded_len"),
-                off: n("unencoded_offset"),
-                len: n("len"),
+                name: format!("{} {} {}/{} @{}", f.dir.display(), e.option, e.dir, e.file, e.file_offset),
+                alg: e.alg,
+                want: f.plain[&e.file][e.file_offset..e.file_offset + e.len].to_vec(),
+                raw: e.raw,
+                inline: e.inline,
+                ram: e.unencoded_len,
+                off: e.unencoded_offset,
+                len: e.len,
             });
         }
     }

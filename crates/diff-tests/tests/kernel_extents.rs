@@ -1,100 +1,28 @@
-//! Extents written by real kernels (fixtures/*/manifest.json): every one decodes to the
-//! kernel's plaintext with our decoders under every mapping strategy and backend, and our
-//! compressors reproduce the kernel's lzo and zstd extents byte for byte.
-
-use std::collections::HashMap;
-use std::path::Path;
+//! Extents written by real kernels (fixtures/*/, images from Debian's 6.1, 6.12 and 7.x booted in
+//! qemu): our reader returns exactly the bytes the kernel's ENCODED_READ returned (sha256 in the
+//! manifest); every extent decodes to the kernel's plaintext with our decoders under every
+//! mapping strategy and backend; our compressors reproduce the kernel's extents byte for byte
+//! where the manifest says its library allows it.
 
 use btrfs_compress::{
-    compress_extent_raw, decompress_extent, decompress_inline, parse_compress_option, Backend, CompressType, Options,
-    Strategy,
+    compress_extent_raw, decompress_extent, decompress_inline, parse_compress_option, Backend, Options, Strategy,
 };
-use diff_tests::{assert_same, read_zst, repo_root};
+use diff_tests::{assert_same, fixtures, FixtureExtent};
 use serde_json::Value;
-
-struct Fixture {
-    dir: std::path::PathBuf,
-    manifest: Value,
-    plain: HashMap<String, Vec<u8>>,
-}
-
-fn fixtures() -> Vec<Fixture> {
-    let root = repo_root().join("fixtures");
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(&root).expect("fixtures/ exists") {
-        let dir = e.expect("dir entry").path();
-        let mf = dir.join("manifest.json");
-        if !mf.exists() || !dir.join("plain").exists() {
-            continue;
-        }
-        let manifest: Value = serde_json::from_slice(&std::fs::read(&mf).expect("manifest")).expect("json");
-        let mut plain = HashMap::new();
-        for (name, _) in manifest["files"].as_object().expect("files") {
-            plain.insert(name.clone(), read_zst(&dir.join("plain").join(format!("{name}.zst"))));
-        }
-        v.push(Fixture { dir, manifest, plain });
-    }
-    assert!(!v.is_empty(), "no kernel fixtures under {}", root.display());
-    v
-}
-
-fn alg(enc: &str) -> Option<CompressType> {
-    match enc {
-        "zlib" => Some(CompressType::Zlib),
-        "zstd" => Some(CompressType::Zstd),
-        "lzo-4k" => Some(CompressType::Lzo),
-        _ => None,
-    }
-}
-
-struct Ext<'a> {
-    option: &'a str,
-    file: &'a str,
-    alg: CompressType,
-    raw: Vec<u8>,
-    file_offset: usize,
-    len: usize,
-    unencoded_len: usize,
-    unencoded_offset: usize,
-}
-
-fn extents<'a>(f: &'a Fixture) -> Vec<Ext<'a>> {
-    let mut v = Vec::new();
-    for e in f.manifest["extents"].as_array().expect("extents") {
-        let Some(path) = e["path"].as_str() else { continue };
-        let Some(alg) = alg(e["compression"].as_str().expect("compression")) else { continue };
-        let raw = std::fs::read(f.dir.join(path)).expect("extent file");
-        let n = |k: &str| e[k].as_u64().expect(k) as usize;
-        v.push(Ext {
-            option: e["option"].as_str().expect("option"),
-            file: e["file"].as_str().expect("file"),
-            alg,
-            raw,
-            file_offset: n("file_offset"),
-            len: n("len"),
-            unencoded_len: n("unencoded_len"),
-            unencoded_offset: n("unencoded_offset"),
-        });
-    }
-    v
-}
-
-fn is_inline(e: &Ext<'_>) -> bool {
-    e.unencoded_len % 4096 != 0 || e.raw.len() % 4096 != 0
-}
 
 #[test]
 fn every_kernel_extent_decodes_under_every_strategy() {
     let mut n = 0;
     for f in fixtures() {
-        for e in extents(&f) {
-            let want = &f.plain[e.file][e.file_offset..e.file_offset + e.len];
+        for e in &f.extents {
+            let want = &f.plain[&e.file][e.file_offset..e.file_offset + e.len];
             for backend in Backend::ALL {
                 for strategy in Strategy::ALL {
                     for (folio_order, decompress_in_place) in [(0, false), (5, false), (0, true), (5, true)] {
                         let o = Options { strategy, backend, folio_order, decompress_in_place, ..Options::default() };
-                        let what = format!("{} {} {} @{} {o:?}", f.dir.display(), e.option, e.file, e.file_offset);
-                        let got = if is_inline(&e) {
+                        let what =
+                            format!("{} {} {}/{} @{} {o:?}", f.dir.display(), e.option, e.dir, e.file, e.file_offset);
+                        let got = if e.inline {
                             decompress_inline(e.alg, &e.raw, e.len, &o)
                         } else {
                             decompress_extent(e.alg, &e.raw, e.unencoded_len, e.unencoded_offset, e.len, &o)
@@ -107,16 +35,45 @@ fn every_kernel_extent_decodes_under_every_strategy() {
             }
         }
     }
-    assert!(n > 1000, "decoded {n}");
+    assert!(n > 5000, "decoded {n}");
 }
 
-/// Which (era, option) pairs reproduce the kernel's bytes: lzo everywhere (the kernel's own
-/// lzo1x_1 through rust-lzo); zstd where the kernel carries libzstd 1.5.7 (6.15 and later).
-/// zlib never (no userspace deflate matches lib/zlib_deflate).
-fn expect_identical(kernel: &str, option: &str) -> bool {
-    let major_minor: Vec<u32> = kernel.split(['.', '-']).take(2).filter_map(|x| x.parse().ok()).collect();
-    let recent = major_minor.len() == 2 && (major_minor[0], major_minor[1]) >= (6, 15);
-    option == "lzo" || (option.starts_with("zstd") && recent)
+/// Which codecs the manifest says reproduce this kernel's bytes (`identical_expected`, written by
+/// the fixture generators: lzo in every era, zstd where the kernel carries libzstd 1.5.7, zlib
+/// never). Only whole extents written under a plain `compress-force=ALG[:LEVEL]` option count.
+fn expect_identical(manifest: &Value, option: &str) -> bool {
+    let Ok(spec) = parse_compress_option(option) else { return false };
+    manifest["identical_expected"][spec.alg.name()].as_bool().unwrap_or(false)
+}
+
+/// Our bytes for the kernel extent's plaintext, padded as the disk holds them. Kernels differ in
+/// what they hand the compressor for the last, partial sector of a file: up to 6.18 exactly the
+/// file's bytes; 7.x the whole sector-rounded range with zeros after the end of file (inline
+/// extents then hold a whole zero-padded sector). Both inputs are tried; the first that
+/// reproduces the kernel's bytes is returned, else the exact one.
+fn ours(f: &diff_tests::Fixture, e: &FixtureExtent, o: &Options) -> Option<Vec<u8>> {
+    let spec = parse_compress_option(&e.option).ok()?;
+    let exact = &f.plain[&e.file][e.file_offset..e.file_offset + e.len];
+    let rounded = if e.inline { 4096 } else { e.unencoded_len.max(e.len) };
+    let mut inputs = vec![exact.to_vec()];
+    if rounded > e.len {
+        let mut p = exact.to_vec();
+        p.resize(rounded, 0);
+        inputs.push(p);
+    }
+    let mut first = None;
+    for input in inputs {
+        let Ok(ext) = compress_extent_raw(&input, spec, o) else { continue };
+        let mut padded = ext.data.to_vec();
+        if !e.inline {
+            padded.resize(padded.len().next_multiple_of(4096), 0);
+        }
+        if padded == e.raw {
+            return Some(padded);
+        }
+        first.get_or_insert(padded);
+    }
+    first
 }
 
 #[test]
@@ -124,36 +81,47 @@ fn our_compressors_reproduce_kernel_lzo_and_zstd_extents() {
     let mut identical = 0;
     let mut expected = 0;
     for f in fixtures() {
-        let kernel = f.manifest["kernel"].as_str().expect("kernel").to_string();
-        for e in extents(&f) {
-            if e.unencoded_offset != 0 || !expect_identical(&kernel, e.option) {
+        for e in &f.extents {
+            if e.unencoded_offset != 0 || !expect_identical(&f.manifest, &e.option) {
                 continue;
             }
             expected += 1;
-            let spec = parse_compress_option(e.option).expect("option");
-            let input = &f.plain[e.file][e.file_offset..e.file_offset + e.len];
             for strategy in [Strategy::Direct, Strategy::KmapLocal, Strategy::Range] {
-                let o = Options {
-                    strategy,
-                    folio_order: if strategy == Strategy::Range { 5 } else { 0 },
-                    ..Options::default()
-                };
-                let ours = compress_extent_raw(input, spec, &o).expect("compresses");
-                let mut padded = ours.data.to_vec();
-                if !is_inline(&e) {
-                    padded.resize(padded.len().next_multiple_of(4096), 0);
-                }
-                assert_same(
-                    &padded,
-                    &e.raw,
-                    &format!("{kernel} {} {} @{} {strategy}", e.option, e.file, e.file_offset),
-                );
+                let folio_order = if strategy == Strategy::Range { 5 } else { 0 };
+                let o = Options { strategy, folio_order, ..Options::default() };
+                let got = ours(&f, e, &o).expect("compresses");
+                let what = format!("{} {} {} @{} {strategy}", f.dir.display(), e.option, e.file, e.file_offset);
+                assert_same(&got, &e.raw, &what);
             }
             identical += 1;
         }
     }
-    assert!(expected >= 69, "only {expected} extents expected identical");
+    assert!(expected >= 40, "only {expected} extents expected identical");
     assert_eq!(identical, expected);
+}
+
+/// Prints, per kernel and option, how many whole lzo/zstd/zlib extents our compressors
+/// reproduce (`cargo test -p diff-tests --test kernel_extents -- --nocapture identity_table`).
+#[test]
+fn identity_table() {
+    for f in fixtures() {
+        let kernel = f.manifest["kernel"].as_str().unwrap().to_string();
+        let mut rows: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        for e in &f.extents {
+            if e.unencoded_offset != 0 {
+                continue;
+            }
+            let Some(got) = ours(&f, e, &Options::default()) else { continue };
+            let r = rows.entry(e.option.clone()).or_default();
+            r.1 += 1;
+            if got == e.raw {
+                r.0 += 1;
+            }
+        }
+        for (opt, (same, all)) in rows {
+            eprintln!("identity {kernel} {opt}: {same}/{all}");
+        }
+    }
 }
 
 #[test]
@@ -163,6 +131,7 @@ fn manifests_describe_their_files() {
             let size = meta["size"].as_u64().expect("size") as usize;
             assert_eq!(f.plain[name].len(), size, "{name}");
         }
-        assert!(Path::new(&f.dir).join("manifest.json").exists());
+        assert!(f.manifest["kernel"].is_string());
+        assert!(f.manifest["identical_expected"].is_object());
     }
 }

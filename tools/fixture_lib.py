@@ -1,0 +1,260 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Shared parts of the fixture generators: the deterministic corpus, the special scenarios with
+their expected contents, and the ENCODED_READ dump of a mounted image into fixtures/<kernel>/."""
+import ctypes
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ENCODED_READ = 0x80809440
+ENC_NAMES = {0: "none", 1: "zlib", 2: "zstd", 3: "lzo-4k", 4: "lzo-8k", 5: "lzo-16k", 6: "lzo-32k", 7: "lzo-64k"}
+
+
+class Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class EncodedArgs(ctypes.Structure):
+    _fields_ = [
+        ("iov", ctypes.c_void_p),
+        ("iovcnt", ctypes.c_ulong),
+        ("offset", ctypes.c_int64),
+        ("flags", ctypes.c_uint64),
+        ("len", ctypes.c_uint64),
+        ("unencoded_len", ctypes.c_uint64),
+        ("unencoded_offset", ctypes.c_uint64),
+        ("compression", ctypes.c_uint32),
+        ("encryption", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint8 * 64),
+    ]
+
+
+assert ctypes.sizeof(EncodedArgs) == 128
+
+
+class Xorshift:
+    """xorshift64*; the Rust tests do not regenerate data, they read plain/*.zst."""
+
+    def __init__(self, seed):
+        self.s = seed or 1
+
+    def next(self):
+        x = self.s
+        x ^= (x >> 12)
+        x ^= (x << 25) & 0xFFFFFFFFFFFFFFFF
+        x ^= (x >> 27)
+        self.s = x
+        return (x * 0x2545F4914F6CDD1D) & 0xFFFFFFFFFFFFFFFF
+
+
+WORDS = ("the of and to in is was that for on are with as his they be at one have this from or had by hot "
+         "word but what some we can out other were all there when up use your how said an each she which do "
+         "their time if will way about many then them write would like so these her long make thing see him "
+         "extent btrfs folio page kmap compress zstd zlib lzo sector inode").split()
+
+
+def text(n, seed):
+    r = Xorshift(seed)
+    out = []
+    size = 0
+    while size < n:
+        w = WORDS[r.next() % len(WORDS)]
+        sep = "\n" if r.next() % 13 == 0 else " "
+        out.append(w + sep)
+        size += len(w) + 1
+    return "".join(out).encode()[:n]
+
+
+def binary(n, seed):
+    r = Xorshift(seed)
+    b = bytearray()
+    while len(b) < n:
+        v = r.next()
+        rec = (len(b) // 16).to_bytes(4, "little") + (v & 0xFFFF).to_bytes(2, "little") + bytes(6) + (v >> 48).to_bytes(2, "little") + b"\x7f\x00"
+        b += rec
+    return bytes(b[:n])
+
+
+def random_bytes(n, seed):
+    r = Xorshift(seed)
+    return b"".join(r.next().to_bytes(8, "little") for _ in range((n + 7) // 8))[:n]
+
+
+def corpus():
+    return {
+        "text-128k": text(131072, 1),
+        "mixed-300k": text(100000, 3) + random_bytes(4096, 4) + binary(100000, 5) + bytes(96000),
+        "unaligned-100000": text(100000, 6),
+        "inline-300": text(300, 7),
+        "inline-1500": binary(1500, 8),
+        "inline-3900": text(3900, 9),
+        "zeros-64k": bytes(65536),
+    }
+
+
+def run(*cmd):
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def skip(why):
+    print(f"SKIPPED: live-kernel extents: {why}")
+    sys.exit(0)
+
+
+def encoded_read_all(path, size):
+    out = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        off = 0
+        while off < size:
+            buf = ctypes.create_string_buffer(131072)
+            iov = Iovec(ctypes.cast(buf, ctypes.c_void_p), 131072)
+            args = EncodedArgs()
+            args.iov = ctypes.addressof(iov)
+            args.iovcnt = 1
+            args.offset = off
+            n = fcntl.ioctl(fd, ENCODED_READ, args, True)
+            if n < 0 or args.len == 0:
+                raise OSError(f"ENCODED_READ at {off} returned {n}")
+            raw = bytes(buf.raw[:n])
+            out.append({
+                "file_offset": off,
+                "len": args.len,
+                "unencoded_len": args.unencoded_len,
+                "unencoded_offset": args.unencoded_offset,
+                "compression": ENC_NAMES.get(args.compression, str(args.compression)),
+                "raw": raw,
+            })
+            off += args.len
+    finally:
+        os.close(fd)
+    return out
+
+
+
+SPECIAL_OPTION = "zstd:3"
+
+
+def special_files():
+    """Scenarios beyond plain writes, as (name, final content, shell steps for busybox).
+
+    Steps run in the VM (or on the host) inside the target directory with the file's initial
+    data at /corpus/NAME.init and extra data at /corpus/NAME.patch; {remount X} lines switch the
+    compress-force option (with a sync first: compression happens at writeback).
+    """
+    t = text(131072, 21)
+    patch = binary(4096, 22)
+    over = bytearray(t)
+    over[65536:65536 + 4096] = patch
+    holes = bytearray(524288)
+    holes[0:8192] = text(8192, 23)
+    holes[262144:262144 + 8192] = text(8192, 24)
+    three = text(131072, 25) + text(131072, 26) + text(131072, 27)
+    return [
+        ("overwrite-in-extent", t, bytes(over), patch,
+         ["cp /corpus/{n}.init {n}", "sync", "dd if=/corpus/{n}.patch of={n} bs=4096 seek=16 conv=notrunc 2>/dev/null", "sync"]),
+        ("truncate-in-extent", t, t[:100000], b"",
+         ["cp /corpus/{n}.init {n}", "sync", "truncate -s 100000 {n}", "sync"]),
+        ("holes", bytes(holes[:8192]), bytes(holes), bytes(holes[262144:262144 + 8192]),
+         ["cp /corpus/{n}.init {n}", "dd if=/corpus/{n}.patch of={n} bs=8192 seek=32 conv=notrunc 2>/dev/null",
+          "truncate -s 524288 {n}", "sync"]),
+        ("three-algorithms", three[:131072], three, three[131072:],
+         ["{remount zlib:3}", "cp /corpus/{n}.init {n}", "sync", "{remount zstd:3}",
+          "dd if=/corpus/{n}.patch of={n} bs=131072 count=1 seek=1 conv=notrunc 2>/dev/null", "sync",
+          "{remount lzo}", "dd if=/corpus/{n}.patch of={n} bs=131072 skip=1 seek=2 conv=notrunc 2>/dev/null", "sync",
+          "{remount zstd:3}"]),
+        ("prealloc", b"", bytes(text(16384, 28)) + bytes(65536 - 16384), text(16384, 28),
+         ["fallocate -l 65536 {n}", "dd if=/corpus/{n}.patch of={n} bs=16384 conv=notrunc 2>/dev/null", "sync"]),
+    ]
+
+
+HEURISTIC = [
+    ("heuristic-text", lambda: text(131072, 31)),
+    ("heuristic-random", lambda: random_bytes(131072, 32)),
+    ("heuristic-half-random", lambda: random_bytes(65536, 33) + text(65536, 34)),
+]
+
+
+def identical_expected(kernel):
+    """Which codecs should reproduce this kernel's bytes: lzo always (the kernel's own lzo1x_1);
+    zstd from 6.15 on (libzstd 1.5.7); zlib never."""
+    parts = kernel.replace("-", ".").replace("+", ".").split(".")
+    try:
+        major, minor = int(parts[0]), int(parts[1])
+    except (ValueError, IndexError):
+        major, minor = 0, 0
+    return {"lzo": True, "zstd": (major, minor) >= (6, 15), "zlib": False}
+
+
+def dump(img, kernel, options_state, outdir, tool, extra=None):
+    """Mount IMG read-only, ENCODED_READ every file, write fixtures into OUTDIR."""
+    work = tempfile.mkdtemp(prefix="btrfs-dump-")
+    mnt = os.path.join(work, "mnt")
+    os.mkdir(mnt)
+    staged = os.path.join(work, "out")
+    os.makedirs(os.path.join(staged, "plain"))
+    files = corpus()
+    manifest = {"kernel": kernel, "tool": tool, "options": options_state, "files": {}, "special": [],
+                "identical_expected": identical_expected(kernel)}
+    if extra:
+        manifest.update(extra)
+    mounted = False
+    try:
+        run("mount", "-o", "loop,ro", img, mnt)
+        mounted = True
+
+        def plain(name, data):
+            p = os.path.join(staged, "plain", name)
+            with open(p, "wb") as f:
+                f.write(data)
+            run("zstd", "-q", "-19", "--rm", p)
+            manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+        for name, data in files.items():
+            plain(name, data)
+        todo = []
+        for opt, state in options_state.items():
+            if state == "ok":
+                for name in files:
+                    todo.append((opt, opt.replace(":", "_"), name))
+        if os.path.isdir(os.path.join(mnt, "special")):
+            for name, _init, final, _patch, _steps in special_files():
+                plain(name, final)
+                manifest["special"].append({"path": f"special/{name}", "plain": name})
+                todo.append(("special:" + SPECIAL_OPTION, "special", name))
+        if os.path.isdir(os.path.join(mnt, "heuristic")):
+            for name, gen in HEURISTIC:
+                plain(name, gen())
+                manifest["special"].append({"path": f"heuristic/{name}", "plain": name})
+                todo.append(("heuristic:zstd", "heuristic", name))
+        extents = []
+        for opt, d, name in todo:
+            size = manifest["files"][name]["size"]
+            for i, e in enumerate(encoded_read_all(os.path.join(mnt, d, name), size)):
+                # The raw bytes are not stored twice: they are in the image; the tests read them
+                # from there with our reader and check them against this sha256.
+                raw = e.pop("raw")
+                extents.append({"option": opt, "dir": d, "file": name, "index": i,
+                                "encoded_len": len(raw), "sha256": hashlib.sha256(raw).hexdigest(), **e})
+        manifest["extents"] = extents
+        run("umount", mnt)
+        mounted = False
+        run("zstd", "-q", "-19", "-T0", img, "-o", os.path.join(staged, "image.img.zst"))
+        manifest["image"] = {"file": "image.img.zst", "size": os.path.getsize(img),
+                             "mkfs": subprocess.run(["mkfs.btrfs", "--version"], capture_output=True,
+                                                    text=True).stdout.strip()}
+        with open(os.path.join(staged, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=1)
+        if os.path.exists(outdir):
+            shutil.rmtree(outdir)
+        shutil.copytree(staged, outdir)
+        return len(extents)
+    finally:
+        if mounted:
+            subprocess.run(["umount", mnt])
+        shutil.rmtree(work, ignore_errors=True)
