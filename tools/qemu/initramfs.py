@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Build a busybox initramfs with the modules a kernel needs to mount btrfs on virtio disks.
 
-Usage: initramfs.py MODULES_ROOT KVER INIT_SCRIPT OUT.cpio.gz
+Usage: initramfs.py MODULES_ROOT KVER INIT_SCRIPT OUT.cpio.gz [HOST_BINARY...]
+Each HOST_BINARY is copied with the shared libraries `ldd` lists for it (e.g. /usr/bin/btrfs).
 MODULES_ROOT holds lib/modules/KVER or usr/lib/modules/KVER (an unpacked Debian kernel .deb).
 Dependencies are read from each module's .modinfo "depends=" field (the .debs carry no
 modules.dep); names that do not exist as modules (built in) are skipped.
@@ -88,6 +89,13 @@ def main():
         for n in order:
             open(os.path.join(work, "lib", n + ".ko"), "wb").write(blobs[n])
         open(os.path.join(work, "modules.order"), "w").write("\n".join(order) + "\n")
+        for b in sys.argv[5:]:
+            libs = subprocess.run(["ldd", b], capture_output=True, text=True).stdout
+            paths = [b] + [t for t in libs.split() if t.startswith("/")]
+            for p in paths:
+                dst = os.path.join(work, p.lstrip("/"))
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copy2(os.path.realpath(p), dst)
         shutil.copy(init, os.path.join(work, "init"))
         os.chmod(os.path.join(work, "init"), 0o755)
         files = subprocess.run(["find", "."], cwd=work, capture_output=True, check=True).stdout

@@ -57,6 +57,10 @@ struct EncodedWriteCmd {
     /// Replace FILE if it exists.
     #[arg(short, long)]
     force: bool,
+    /// Do not touch any filesystem: write the send stream to this file instead (apply it later
+    /// with `btrfs receive -f STREAM DIR`; FILE is then only the name inside the stream).
+    #[arg(long, value_name = "STREAM")]
+    send_stream: Option<PathBuf>,
     /// Input file.
     input: PathBuf,
     /// File to create on a mounted btrfs.
@@ -599,6 +603,22 @@ fn encoded_write(c: EncodedWriteCmd) -> Result<(), Fail> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| Fail { code: 1, msg: format!("{} is not a file name", c.file.display()) })?;
+    if let Some(out) = &c.send_stream {
+        let data = read_bounded(&c.input, 4 << 30)?;
+        let sub = format!("btrfs-compress-{}", std::process::id());
+        let (stream, plan) = btrfs_compress::encoded_write_stream(
+            &bytes::Bytes::from(data),
+            spec,
+            &c.map.options(),
+            &sub,
+            &name,
+            [7; 16],
+        )?;
+        write_atomic(out, stream.bytes(), c.force, &c.input)?;
+        let enc = plan.iter().filter(|p| matches!(p, btrfs_compress::Planned::Encoded { .. })).count();
+        eprintln!("{}: send stream for {sub}/{name}: {enc} encoded extents, {} plain", out.display(), plan.len() - enc);
+        return Ok(());
+    }
     match fs_type(&dir) {
         Some(t) if t == "btrfs" => {}
         Some(t) => return Err(Fail { code: 1, msg: format!("{} is on {t}, not btrfs", dir.display()) }),
