@@ -238,3 +238,48 @@ fn random_damage_to_metadata_never_panics() {
         b[SB..SB + 4].copy_from_slice(&saved_csum);
     }
 }
+
+#[test]
+fn all_four_checksum_types_are_verified() {
+    use sha2::Digest;
+    let dir = repo_root().join("fixtures/csum");
+    let m: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    for (file, csum) in m["images"].as_object().unwrap() {
+        let img = open_image(&dir.join(file)).unwrap();
+        assert_eq!(img.sb.csum_type.name(), csum.as_str().unwrap(), "{file}");
+        let trees = Trees::load(&img).unwrap();
+        let r = verify(&img, &trees, &read_options()).unwrap();
+        assert!(r.failures.is_empty() && r.csum_sectors > 0 && r.decoded["zstd"] > 0, "{file}: {r:?}");
+        for e in img.walk_files().unwrap() {
+            let mut got = Vec::new();
+            write_file(&img, trees.get(e.tree).unwrap(), &e, &mut got, &Options::default()).unwrap();
+            let want = &m["files"][&e.path];
+            assert_eq!(got.len() as u64, want["size"].as_u64().unwrap(), "{file} {}", e.path);
+            let sha: String = sha2::Sha256::digest(&got).iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(sha, want["sha256"].as_str().unwrap(), "{file} {}", e.path);
+        }
+    }
+}
+
+#[test]
+fn a_damaged_data_sector_fails_verify_and_names_the_file() {
+    let (dir, m) = fixtures().remove(0);
+    let raw = read_zst(&image_path(&dir, &m));
+    let img = btrfs_image::open_bytes(raw.clone()).unwrap();
+    let trees = Trees::load(&img).unwrap();
+    // The first regular compressed extent of zstd_3/text-128k.
+    let e = img.walk_files().unwrap().into_iter().find(|e| e.path == "zstd_3/text-128k").unwrap();
+    let fe = img.file_extents(trees.get(e.tree).unwrap(), e.ino).unwrap().remove(0);
+    let phys = img.chunks.map(fe.disk_bytenr, 4096).unwrap() as usize;
+    drop(trees);
+    drop(img);
+    let mut b = raw;
+    b[phys + 100] ^= 0x10;
+    let img = btrfs_image::open_bytes(b).unwrap();
+    let r = verify(&img, &Trees::load(&img).unwrap(), &Options::default()).unwrap();
+    assert!(
+        r.failures.iter().any(|f| f.contains("zstd_3/text-128k") && f.contains("checksum mismatch")),
+        "{:?}",
+        r.failures
+    );
+}
