@@ -356,3 +356,21 @@ fn image_commands_reject_bad_images_cleanly() {
         assert_eq!(o.status.code(), Some(1));
     }
 }
+
+#[test]
+fn unwritable_destinations_fail_cleanly_and_leave_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("in"), text(50_000)).unwrap();
+    let ext = p(d.path(), "ext");
+    assert!(run(&["compress", "-a", "zstd", &p(d.path(), "in"), &ext]).status.success());
+    // A directory that cannot hold files.
+    for out in ["/proc/btrfs-compress-test/out", "/proc/version"] {
+        let o = run(&["decompress", "-a", "zstd", "--ram-bytes", "50000", "--force", &ext, out]);
+        assert_eq!(o.status.code(), Some(1), "{out}");
+        assert!(stderr(&o).contains("cannot write"), "{out}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    }
+    let o = run(&["extract", fixture_image().to_str().unwrap(), "/proc/btrfs-compress-test"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot create"), "{}", stderr(&o));
+}

@@ -82,3 +82,64 @@ pub fn lzo_framing(data: &[u8]) {
         let _ = decompress_inline(CompressType::Lzo, &data[..data.len().min(131072)], 4096, &o);
     }
 }
+
+/// A real image (fixtures/csum/crc32c.img.zst) and its metadata regions: the superblock and the
+/// chunk, root and first fs tree blocks.
+struct Target {
+    image: std::sync::Arc<Vec<u8>>,
+    regions: Vec<(usize, usize)>,
+}
+
+fn target() -> &'static std::sync::Mutex<Target> {
+    static T: std::sync::OnceLock<std::sync::Mutex<Target>> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let raw = crate::read_zst(&crate::repo_root().join("fixtures/csum/crc32c.img.zst"));
+        let img = btrfs_image::open_bytes(raw.clone()).expect("fixture image");
+        let mut regions = vec![(65536, 4096)];
+        for logical in [img.sb.chunk_root, img.sb.root] {
+            if let Ok(p) = img.chunks.map(logical, u64::from(img.sb.nodesize)) {
+                regions.push((p as usize, img.sb.nodesize as usize));
+            }
+        }
+        std::sync::Mutex::new(Target { image: std::sync::Arc::new(raw), regions })
+    })
+}
+
+/// Damage the metadata of a real image as the input says (region, then (position, xor) pairs;
+/// optionally with a valid superblock checksum so parsing goes deeper), open it, walk every tree
+/// and list every file and extent. Must never panic.
+pub fn image_metadata(data: &[u8]) {
+    if data.len() < 4 {
+        return;
+    }
+    let mut t = target().lock().unwrap_or_else(|e| e.into_inner());
+    let (start, len) = t.regions[data[0] as usize % t.regions.len()];
+    let patches: Vec<(usize, u8)> = data[2..]
+        .chunks_exact(3)
+        .take(32)
+        .map(|c| (start + (u16::from_le_bytes([c[0], c[1]]) as usize % len), c[2]))
+        .collect();
+    let fix = data[1] & 1 == 1;
+    let saved_csum: [u8; 4];
+    {
+        let b = std::sync::Arc::get_mut(&mut t.image).expect("image not shared");
+        saved_csum = b[65536..65540].try_into().expect("4 bytes");
+        for &(p, x) in &patches {
+            b[p] ^= x;
+        }
+        if fix {
+            let c = crc32c::crc32c(&b[65536 + 32..65536 + 4096]);
+            b[65536..65540].copy_from_slice(&c.to_le_bytes());
+        }
+    }
+    if let Ok(img) = btrfs_image::open_shared(t.image.clone()) {
+        if let Ok(trees) = btrfs_compress::image::Trees::load(&img) {
+            let _ = btrfs_compress::image::inspect(&img, &trees);
+        }
+    }
+    let b = std::sync::Arc::get_mut(&mut t.image).expect("image not shared");
+    for &(p, x) in patches.iter().rev() {
+        b[p] ^= x;
+    }
+    b[65536..65540].copy_from_slice(&saved_csum);
+}

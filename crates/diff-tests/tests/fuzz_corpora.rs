@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use diff_tests::fuzzing::{decompress_any, lzo_framing, roundtrip};
+use diff_tests::fuzzing::{decompress_any, image_metadata, lzo_framing, roundtrip};
 use diff_tests::{repo_root, Rng};
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -76,4 +76,9 @@ fn lzo_framing_corpus_and_mutations() {
 #[test]
 fn roundtrip_corpus_and_mutations() {
     run("roundtrip", roundtrip, 300);
+}
+
+#[test]
+fn image_metadata_corpus_and_mutations() {
+    run("image_metadata", image_metadata, 300);
 }
