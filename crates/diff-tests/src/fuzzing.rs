@@ -121,6 +121,7 @@ pub fn image_metadata(data: &[u8]) {
         .collect();
     let fix = data[1] & 1 == 1;
     let saved_csum: [u8; 4];
+    let mut saved_block_csum: Option<[u8; 4]> = None;
     {
         let b = std::sync::Arc::get_mut(&mut t.image).expect("image not shared");
         saved_csum = b[65536..65540].try_into().expect("4 bytes");
@@ -131,6 +132,12 @@ pub fn image_metadata(data: &[u8]) {
             let c = crc32c::crc32c(&b[65536 + 32..65536 + 4096]);
             b[65536..65540].copy_from_slice(&c.to_le_bytes());
         }
+        if data[1] & 2 != 0 && start != 65536 {
+            // Also make the damaged tree block's checksum valid, so the item parsing behind it runs.
+            saved_block_csum = Some(b[start..start + 4].try_into().expect("4 bytes"));
+            let c = crc32c::crc32c(&b[start + 32..start + len]);
+            b[start..start + 4].copy_from_slice(&c.to_le_bytes());
+        }
     }
     if let Ok(img) = btrfs_image::open_shared(t.image.clone()) {
         if let Ok(trees) = btrfs_compress::image::Trees::load(&img) {
@@ -138,6 +145,9 @@ pub fn image_metadata(data: &[u8]) {
         }
     }
     let b = std::sync::Arc::get_mut(&mut t.image).expect("image not shared");
+    if let Some(c) = saved_block_csum {
+        b[start..start + 4].copy_from_slice(&c);
+    }
     for &(p, x) in patches.iter().rev() {
         b[p] ^= x;
     }
