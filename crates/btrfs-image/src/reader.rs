@@ -719,6 +719,11 @@ impl Image {
         Ok(())
     }
 
+    /// Root block address and level of tree `id` (from its ROOT_ITEM).
+    pub fn tree_root(&self, id: u64) -> Option<(u64, u8)> {
+        self.roots.get(&id).copied()
+    }
+
     /// The ids of all fs trees (5 and the subvolumes).
     pub fn fs_tree_ids(&self) -> Vec<u64> {
         self.roots

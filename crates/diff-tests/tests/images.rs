@@ -283,3 +283,26 @@ fn a_damaged_data_sector_fails_verify_and_names_the_file() {
         r.failures
     );
 }
+
+#[test]
+fn a_damaged_csum_item_is_reported_not_panicked() {
+    let (dir, m) = fixtures().remove(0);
+    let raw = read_zst(&image_path(&dir, &m));
+    let img = btrfs_image::open_bytes(raw.clone()).unwrap();
+    let (csum_root, level) = img.tree_root(7).expect("csum tree");
+    assert_eq!(level, 0, "small image: the csum tree is one leaf");
+    let ns = img.sb.nodesize as usize;
+    let phys = img.chunks.map(csum_root, ns as u64).unwrap() as usize;
+    drop(img);
+    let mut b = raw;
+    // Flip the last bytes of the leaf (item data grows from the end), then re-checksum the block
+    // so the damage reaches the csum items rather than the block check.
+    for i in 1..=16 {
+        b[phys + ns - i] ^= 0x5a;
+    }
+    let c = crc32c::crc32c(&b[phys + 32..phys + ns]);
+    b[phys..phys + 4].copy_from_slice(&c.to_le_bytes());
+    let img = btrfs_image::open_bytes(b).unwrap();
+    let r = verify(&img, &Trees::load(&img).unwrap(), &Options::default()).unwrap();
+    assert!(r.failures.iter().any(|f| f.contains("checksum mismatch")), "{:?}", r.failures);
+}
