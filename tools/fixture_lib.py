@@ -170,7 +170,16 @@ def special_files():
           "{remount zstd:3}"]),
         ("prealloc", b"", bytes(text(16384, 28)) + bytes(65536 - 16384), text(16384, 28),
          ["fallocate -l 65536 {n}", "dd if=/corpus/{n}.patch of={n} bs=16384 conv=notrunc 2>/dev/null", "sync"]),
+        # A reflink of the middle of a compressed extent: the new file references the source's
+        # extent at a non-zero offset (xfs_io's FICLONERANGE).
+        ("reflink-at-offset", text(131072, 29), text(131072, 29)[65536:], b"",
+         ["cp /corpus/{n}.init {n}.src", "sync", "xfs_io -f -c 'reflink {n}.src 65536 0 65536' {n}", "sync"]),
     ]
+
+
+SUBVOLUME = [("subvol/inner", "text-128k"), ("subvol/d/small", "inline-300")]
+SUBVOLUME_STEPS = ["btrfs subvolume create subvol >/dev/null", "cp /corpus/text-128k subvol/inner",
+                   "mkdir subvol/d", "cp /corpus/inline-300 subvol/d/small", "sync"]
 
 
 HEURISTIC = [
@@ -227,6 +236,9 @@ def dump(img, kernel, options_state, outdir, tool, extra=None):
                 plain(name, final)
                 manifest["special"].append({"path": f"special/{name}", "plain": name})
                 todo.append(("special:" + SPECIAL_OPTION, "special", name))
+        if os.path.isdir(os.path.join(mnt, "subvol")):
+            for path, name in SUBVOLUME:
+                manifest["special"].append({"path": path, "plain": name})
         if os.path.isdir(os.path.join(mnt, "heuristic")):
             for name, gen in HEURISTIC:
                 plain(name, gen())

@@ -83,6 +83,8 @@ def main():
                 else:
                     cmd = s.format(n=name).replace("/corpus/", corpus + "/")
                     subprocess.run(cmd, shell=True, cwd=sd, check=True)
+        for st in fl.SUBVOLUME_STEPS:
+            subprocess.run(st.replace("/corpus/", corpus + "/"), shell=True, cwd=mnt, check=True)
         remount("compress=zstd")
         hd = os.path.join(mnt, "heuristic")
         os.mkdir(hd)

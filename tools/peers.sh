@@ -26,7 +26,7 @@ for zimg in "$top"/fixtures/*/image.img.zst; do
     if [ -n "$differ" ]; then echo "$fx: btrfs restore DIFFERS on: $differ"; fail=1; fi
     echo "$fx: btrfs restore agrees on $(cd "$work/restore" && find . -type f | wc -l) files ($missing not restored by btrfs-progs $(btrfs --version | awk '{print $NF}'))"
     ours_items=$("$bin" inspect --json "$work/img" | python3 -c 'import json,sys; print(sum(len(f["extents"]) for f in json.load(sys.stdin)))')
-    theirs_items=$(btrfs inspect-internal dump-tree -t 5 "$work/img" 2>/dev/null | grep -cE "item [0-9]+ key \([0-9]+ EXTENT_DATA")
+    theirs_items=$(btrfs inspect-internal dump-tree "$work/img" 2>/dev/null | grep -cE "item [0-9]+ key \([0-9]+ EXTENT_DATA")
     if [ "$ours_items" = "$theirs_items" ]; then echo "$fx: dump-tree agrees: $theirs_items EXTENT_DATA items"
     else echo "$fx: dump-tree DIFFERS: ours $ours_items, btrfs $theirs_items"; fail=1; fi
   fi

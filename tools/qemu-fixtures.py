@@ -7,11 +7,13 @@ Kernels: bookworm (6.1), bookworm-backports (6.12) and sid (newest 7.x), downloa
 configuration, unpacked (never installed), and booted with a busybox initramfs (TCG; KVM is
 tried first and used where it works). In the VM the kernel writes the corpus onto a btrfs image
 under each compress-force option, plus the special scenarios (overwrite, truncate, holes,
-prealloc, one file with all three algorithms) and plain compress=zstd for the heuristic. Back on
+prealloc, a reflink at an offset, one file with all three algorithms), a subvolume, and plain
+compress=zstd for the heuristic. Back on
 the host the image is loop-mounted read-only and every extent is dumped with
 BTRFS_IOC_ENCODED_READ (by the running kernel: the bytes on disk are the writer's).
 
-Needs root, qemu-system-x86, busybox-static, cpio, zstd, mkfs.btrfs.
+Needs root, qemu-system-x86, busybox-static, cpio, zstd, btrfs-progs and xfsprogs (btrfs and
+xfs_io are copied into the initramfs with their libraries).
 Usage: tools/qemu-fixtures.py [bookworm|bookworm-backports|sid ...]   (default: all three)
 """
 import glob
@@ -146,6 +148,9 @@ def init_script():
                 lines.append(f"sync; mount -o remount,compress-force={m.group(1)} /mnt")
             else:
                 lines.append(s.format(n=name) + " || echo STEP-FAILED " + name)
+    lines.append("cd /mnt")
+    for st in fl.SUBVOLUME_STEPS:
+        lines.append(st + " || echo STEP-FAILED subvolume")
     lines.append("cd /mnt; sync; mount -o remount,compress=zstd /mnt; mkdir heuristic")
     lines.append(f"for f in {' '.join(n for n, _ in fl.HEURISTIC)}; do cp /corpus/$f heuristic/$f; done; sync")
     lines += ["cd /", "umount /mnt && echo FIXTURE-DONE", "poweroff -f", ""]
@@ -194,7 +199,8 @@ def main():
             vmlinuz = unpack(apt, pkgs, root)
             initrd = f"{work}/{suite}.cpio.gz"
             subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "qemu", "initramfs.py"),
-                            root, kver, f"{work}/init", initrd], check=True, stdout=subprocess.DEVNULL)
+                            root, kver, f"{work}/init", initrd, shutil.which("btrfs"), shutil.which("xfs_io")],
+                           check=True, stdout=subprocess.DEVNULL)
             img = f"{work}/{suite}.img"
             with open(img, "wb") as f:
                 f.truncate(256 << 20)
@@ -208,7 +214,6 @@ def main():
             n = fl.dump(img, kver, state, os.path.join(ROOT, "fixtures", kver), "tools/qemu-fixtures.py", {
                 "suite": suite, "qemu": qemu_ver, "accel": accel, "vm_seconds": round(vm_secs, 1),
                 "failed_steps": failed, "packages": pkgs,
-                "not_covered": "reflink at an offset (busybox has no FICLONERANGE tool)",
             })
             print(f"{suite}: kernel {kver} ({version.group(1) if version else '?'}), {accel}, VM {vm_secs:.1f} s, "
                   f"{n} extents, total {time.time() - t0:.1f} s, refused: "
