@@ -119,3 +119,25 @@ pub fn btrfs_decompress_buf2page(
     }
     Ok(buf_end < dst_end)
 }
+
+/// The common end of the inline `*_decompress()` functions: copy what the stream produced (at
+/// most `destlen` bytes) to `dest` at `dest_off` (`memcpy_to_folio()`); fewer than `destlen`
+/// bytes zero-fills the rest and is `-EIO` (`short`, or [`CorruptKind::ShortOutput`]).
+pub fn finish_inline(
+    frame: &mut Frame<'_>,
+    dest: &mut FolioVec,
+    dest_off: usize,
+    destlen: usize,
+    produced: &[u8],
+    codec: &'static str,
+    short: Option<crate::CorruptKind>,
+) -> Result<()> {
+    let n = produced.len().min(destlen);
+    frame.memcpy_to_pages(dest, dest_off, &produced[..n])?;
+    if n < destlen {
+        frame.memzero_pages(dest, dest_off + n, destlen - n)?;
+        let kind = short.unwrap_or(crate::CorruptKind::ShortOutput { codec, got: n, expected: destlen });
+        return Err(Error::corrupt(kind));
+    }
+    Ok(())
+}

@@ -14,7 +14,7 @@ mod error;
 pub mod heuristic;
 pub mod workspace;
 
-pub use bio::{btrfs_decompress_buf2page, CompressedBio, DestRange};
+pub use bio::{btrfs_decompress_buf2page, finish_inline, CompressedBio, DestRange};
 pub use error::{CorruptKind, Error, Result};
 
 use std::fmt;

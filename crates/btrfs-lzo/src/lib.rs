@@ -15,8 +15,8 @@
 
 use btrfs_compression::workspace::{WorkspaceGuard, WorkspaceManager};
 use btrfs_compression::{
-    btrfs_decompress_buf2page, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange, Error, Result,
-    BTRFS_MAX_COMPRESSED,
+    btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
+    Error, Result, BTRFS_MAX_COMPRESSED,
 };
 use highmem::{FolioVec, Frame, MapCtx, PhysMem};
 use rust_lzo::{LZOContext, LZOError};
@@ -395,13 +395,7 @@ pub fn decompress(
             return Err(e);
         }
     };
-    let to_copy = out_len.min(destlen);
-    frame.memcpy_to_pages(dest, dest_off, &ws.buf[..to_copy])?;
-    if to_copy < destlen {
-        frame.memzero_pages(dest, dest_off + to_copy, destlen - to_copy)?;
-        return Err(Error::corrupt(CorruptKind::ShortOutput { codec: CODEC, got: to_copy, expected: destlen }));
-    }
-    Ok(())
+    finish_inline(&mut frame, dest, dest_off, destlen, &ws.buf[..out_len], CODEC, None)
 }
 
 /// The baseline of the benchmarks (not a kernel function): one `lzo1x_1_compress()` call on a

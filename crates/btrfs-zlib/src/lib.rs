@@ -10,8 +10,8 @@
 
 use btrfs_compression::workspace::{WorkspaceGuard, WorkspaceManager};
 use btrfs_compression::{
-    alloc_compr_folio, btrfs_decompress_buf2page, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
-    Error, Result, EARLY_BAIL_INPUT,
+    alloc_compr_folio, btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio,
+    CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
 };
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use highmem::{FolioVec, MapCtx};
@@ -427,17 +427,9 @@ pub fn decompress(
             return Err(e);
         }
     };
-    let to_copy = total_out.min(destlen);
-    frame.memcpy_to_pages(dest, dest_off, &ws.buf[..to_copy])?;
-    if to_copy < destlen {
-        frame.memzero_pages(dest, dest_off + to_copy, destlen - to_copy)?;
-        if st != Status::StreamEnd {
-            return Err(Error::corrupt(CorruptKind::Truncated { codec: CODEC }));
-        }
-        return Err(Error::corrupt(CorruptKind::ShortOutput { codec: CODEC, got: to_copy, expected: destlen }));
-    }
     // Like the kernel, a stream that did not reach its end but gave all `destlen` bytes is read.
-    Ok(())
+    let short = (st != Status::StreamEnd).then_some(CorruptKind::Truncated { codec: CODEC });
+    finish_inline(&mut frame, dest, dest_off, destlen, &ws.buf[..total_out.min(buf_size)], CODEC, short)
 }
 
 /// The baseline of the benchmarks (not a kernel function): one deflate call with `Z_FINISH` on

@@ -16,8 +16,8 @@
 
 use btrfs_compression::workspace::{ZstdWorkspaceGuard, ZstdWorkspaceManager};
 use btrfs_compression::{
-    alloc_compr_folio, btrfs_decompress_buf2page, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
-    Error, Result, EARLY_BAIL_INPUT,
+    alloc_compr_folio, btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio,
+    CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
 };
 use highmem::{FolioVec, MapCtx};
 use zstd_safe::{CCtx, CParameter, DCtx, DParameter, InBuffer, OutBuffer, ParamSwitch, ResetDirective};
@@ -623,19 +623,13 @@ pub fn decompress(
         let r = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, data_in));
         r.map(|_| ob.pos())
     };
-    let to_copy = match res {
-        Ok(n) => n.min(destlen),
+    match res {
+        Ok(n) => finish_inline(&mut frame, dest, dest_off, destlen, &ws.buf[..n], CODEC, None),
         Err(e) => {
             frame.memzero_pages(dest, dest_off, destlen)?;
-            return Err(e);
+            Err(e)
         }
-    };
-    frame.memcpy_to_pages(dest, dest_off, &ws.buf[..to_copy])?;
-    if to_copy < destlen {
-        frame.memzero_pages(dest, dest_off + to_copy, destlen - to_copy)?;
-        return Err(Error::corrupt(CorruptKind::ShortOutput { codec: CODEC, got: to_copy, expected: destlen }));
     }
-    Ok(())
 }
 
 /// The baseline of the benchmarks (not a kernel function): one library call on a contiguous

@@ -41,7 +41,10 @@ fn files_of(m: &Value) -> Vec<(String, String)> {
         }
         for name in m["files"].as_object().unwrap().keys() {
             // Plaintexts of the special scenarios are not written under the option directories.
-            if special.iter().any(|(path, _)| *path == format!("special/{name}") || *path == format!("heuristic/{name}")) {
+            if special
+                .iter()
+                .any(|(path, _)| *path == format!("special/{name}") || *path == format!("heuristic/{name}"))
+            {
                 continue;
             }
             v.push((format!("{}/{name}", opt.replace(':', "_")), name.clone()));
