@@ -296,11 +296,63 @@ pub fn write_extents(
                 f.write_all_at(&img.read_logical(e.disk_bytenr + e.offset + done, k as usize)?, e.file_offset + done)?;
                 done += k;
             }
+        } else if e.kind == ExtentKind::Regular {
+            write_compressed(img, e, len as usize, &plan.entry.path, f, opts)?;
         } else {
             f.write_all_at(&extent_bytes(img, e, len, &plan.entry.path, opts)?, e.file_offset)?;
         }
     }
     Ok(())
+}
+
+/// Decode a compressed regular extent straight from the image into the file: the disk bytes are
+/// read into the compressed pages, decompressed into destination pages that are not cleared
+/// first, and written from those pages (no intermediate buffers).
+fn write_compressed(
+    img: &Image,
+    e: &FileExtent,
+    len: usize,
+    path: &str,
+    f: &std::fs::File,
+    opts: &Options,
+) -> Result<(), ImageError> {
+    use std::os::unix::fs::FileExt;
+    let fail = |err: Error| ImageError::Extent { path: path.to_string(), file_offset: e.file_offset, err };
+    let alg = CompressType::from_code(e.compression).ok_or_else(|| fail(Error::InvalidArgument("codec".into())))?;
+    let ram = e.ram_bytes as usize;
+    let disk = e.disk_num_bytes as usize;
+    if ram == 0 || ram > crate::BTRFS_MAX_UNCOMPRESSED || e.offset as usize + len > ram {
+        return Err(fail(Error::InvalidArgument(format!(
+            "extent of ram_bytes {ram} read at offset {} for {len} bytes",
+            e.offset
+        ))));
+    }
+    let r = crate::with_ctx(opts, |ctx| {
+        let mem = ctx.mem().clone();
+        let cb = match crate::CompressedBio::read_with(&mem, disk, opts.effective_out_order(), |off, buf| {
+            img.read_logical_into(e.disk_bytenr + off as u64, buf)
+        })? {
+            Ok(cb) => cb,
+            Err(err) => return Ok(Err(ImageError::from(err))),
+        };
+        let mut dest = crate::DestRange::new_dirty(&mem, e.offset as usize, len, opts.effective_folio_order())?;
+        crate::Codecs::global().decompress_bio_opts(alg, opts, ctx, &cb, &mut dest)?;
+        let mut w = 0;
+        while w < len {
+            let (i, o) = dest.pages.locate(w).expect("inside the destination");
+            let folio = &dest.pages.folios()[i];
+            let n = (folio.size() - o).min(len - w);
+            if let Err(err) = f.write_all_at(&folio.folio_address()[o..o + n], e.file_offset + w as u64) {
+                return Ok(Err(ImageError::from(err)));
+            }
+            w += n;
+        }
+        Ok(Ok(()))
+    });
+    match r {
+        Ok(inner) => inner,
+        Err(err) => Err(fail(err)),
+    }
 }
 
 /// What `verify` found.

@@ -20,6 +20,34 @@ impl CompressedBio {
         Self::from_slice_order(mem, data, 0)
     }
 
+    /// Compressed pages of `len` bytes filled by `read(offset, buf)` straight from the device,
+    /// with no intermediate buffer (the bio's read). The tail of the last page is zeroed.
+    pub fn read_with<E>(
+        mem: &PhysMem,
+        len: usize,
+        order: u32,
+        mut read: impl FnMut(usize, &mut [u8]) -> std::result::Result<(), E>,
+    ) -> Result<std::result::Result<Self, E>> {
+        if len == 0 || len > BTRFS_MAX_COMPRESSED {
+            return Err(Error::InvalidArgument(format!(
+                "compressed extent of {len} bytes (must be 1..={BTRFS_MAX_COMPRESSED})"
+            )));
+        }
+        let mut folios = FolioVec::alloc_dirty(mem, len, order)?;
+        let mut off = 0;
+        while off < folios.len() {
+            let fsize = folios.folios()[folios.locate(off).map_or(0, |(i, _)| i)].size();
+            let chunk = folios.folio_address_mut(off, fsize);
+            let n = fsize.min(len.saturating_sub(off));
+            if let Err(e) = read(off, &mut chunk[..n]) {
+                return Ok(Err(e));
+            }
+            chunk[n..].fill(0);
+            off += fsize;
+        }
+        Ok(Ok(Self { folios, compressed_len: len }))
+    }
+
     /// As [`CompressedBio::from_slice`] with folios of `order` (large compressed folios).
     pub fn from_slice_order(mem: &PhysMem, data: &[u8], order: u32) -> Result<Self> {
         if data.is_empty() || data.len() > BTRFS_MAX_COMPRESSED {
@@ -52,6 +80,12 @@ impl DestRange {
     /// `start`.
     pub fn new(mem: &PhysMem, start: usize, len: usize, order: u32) -> Result<Self> {
         Ok(Self { pages: FolioVec::alloc(mem, len.max(1), order)?, start, len, filled: 0, produced: None })
+    }
+
+    /// As [`DestRange::new`] without clearing the pages first: every wanted byte is written by
+    /// the decompression or by [`DestRange::zero_rest`].
+    pub fn new_dirty(mem: &PhysMem, start: usize, len: usize, order: u32) -> Result<Self> {
+        Ok(Self { pages: FolioVec::alloc_dirty(mem, len.max(1), order)?, start, len, filled: 0, produced: None })
     }
 
     /// Start over with the same pages (a new read into the same page-cache pages).

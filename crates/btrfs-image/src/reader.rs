@@ -638,6 +638,13 @@ impl Image {
     /// Read `len` bytes at a logical address.
     pub fn read_logical(&self, logical: u64, len: usize) -> Result<Vec<u8>> {
         let mut out = vec![0u8; len];
+        self.read_logical_into(logical, &mut out)?;
+        Ok(out)
+    }
+
+    /// Read `out.len()` bytes at a logical address into `out`.
+    pub fn read_logical_into(&self, logical: u64, out: &mut [u8]) -> Result<()> {
+        let len = out.len();
         let mut done = 0;
         while done < len {
             // Stay inside one chunk per read.
@@ -652,7 +659,7 @@ impl Image {
             self.storage.read_at(phys, &mut out[done..done + n])?;
             done += n;
         }
-        Ok(out)
+        Ok(())
     }
 
     fn read_block(&self, logical: u64) -> Result<Vec<u8>> {

@@ -153,18 +153,22 @@ impl PhysMem {
 
     /// Allocate a zeroed folio of `2^order` physically contiguous frames (models `folio_alloc()`).
     pub fn alloc_folio(&self, order: u32) -> Result<Folio, MapError> {
+        let mut folio = self.alloc_folio_dirty(order)?;
+        folio.folio_address_mut().fill(0);
+        Ok(folio)
+    }
+
+    /// Allocate a folio without clearing it: its bytes are whatever the frames last held (never
+    /// uninitialised memory: the store starts zeroed). For buffers that are written in full
+    /// before they are read, like a read's destination pages (the kernel does not zero page
+    /// cache pages before reading into them either).
+    pub fn alloc_folio_dirty(&self, order: u32) -> Result<Folio, MapError> {
         if order > 10 {
             return Err(MapError::BadOrder(order));
         }
         let pfn =
             self.inner.alloc.lock().unwrap_or_else(|e| e.into_inner()).alloc(order).ok_or(MapError::OutOfFrames)?;
-        let folio = Folio { mem: self.clone(), pfn, order };
-        let len = folio.size();
-        // SAFETY: the frames were just allocated to this folio (no other reference to them
-        // exists) and the linear map covers them.
-        let bytes = unsafe { backend::slice_at_mut(self.inner.store.linear(folio.phys_off()), len) };
-        bytes.fill(0);
-        Ok(folio)
+        Ok(Folio { mem: self.clone(), pfn, order })
     }
 }
 
@@ -261,6 +265,15 @@ impl FolioVec {
         let mut v = Self::new();
         while v.len < bytes {
             v.push(mem.alloc_folio(order)?);
+        }
+        Ok(v)
+    }
+
+    /// Allocate folios of `order` without clearing them (see [`PhysMem::alloc_folio_dirty`]).
+    pub fn alloc_dirty(mem: &PhysMem, bytes: usize, order: u32) -> Result<Self, MapError> {
+        let mut v = Self::new();
+        while v.len < bytes {
+            v.push(mem.alloc_folio_dirty(order)?);
         }
         Ok(v)
     }
