@@ -314,7 +314,7 @@ pub fn compress_extent_raw(data: &[u8], spec: CompressSpec, opts: &Options) -> R
         let mut out = FolioVec::new();
         let res = Codecs::global().compress_folios(spec, opts, ctx, &args, &mut out)?;
         let bytes = Bytes::from(out.to_vec(0, res.total_out));
-        Ok(CompressedExtent { data: bytes, total_in: res.total_in, counters: diff(ctx.counters(), before) })
+        Ok(CompressedExtent { data: bytes, total_in: res.total_in, counters: ctx.counters().since(&before) })
     })
 }
 
@@ -330,22 +330,6 @@ pub fn compress_inline(data: &[u8], spec: CompressSpec, max_inline: usize, opts:
         return Err(Error::Incompressible("compressed inline data not smaller than max_inline"));
     }
     Ok(ext)
-}
-
-fn diff(a: MapCounters, b: MapCounters) -> MapCounters {
-    MapCounters {
-        map_calls: a.map_calls - b.map_calls,
-        maps: a.maps - b.maps,
-        unmaps: a.unmaps - b.unmaps,
-        forced_remaps: a.forced_remaps - b.forced_remaps,
-        range_calls: a.range_calls - b.range_calls,
-        range_pages: a.range_pages - b.range_pages,
-        bytes_copied: a.bytes_copied - b.bytes_copied,
-        syscalls: a.syscalls - b.syscalls,
-        lifo_violations: a.lifo_violations - b.lifo_violations,
-        max_depth: a.max_depth,
-        vmap_purges: a.vmap_purges - b.vmap_purges,
-    }
 }
 
 impl std::fmt::Debug for CompressedExtent {
@@ -421,7 +405,7 @@ pub fn decompress_extent_full(
         Ok(Decompressed {
             data: Bytes::from(dest.to_vec()),
             stream_bytes: dest.stream_bytes(),
-            counters: diff(ctx.counters(), before),
+            counters: ctx.counters().since(&before),
         })
     })
 }

@@ -29,24 +29,8 @@ impl Shape {
     pub const ALL: [Shape; 4] = [Shape::Zeros, Shape::Text, Shape::Random, Shape::Mixed];
 }
 
-/// A small deterministic PRNG (xorshift64*).
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded generator.
-    pub fn new(seed: u64) -> Self {
-        Self(seed.max(1))
-    }
-    /// Next value.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-}
+/// The deterministic PRNG of the lab corpus (xorshift64*), shared by the tests.
+pub use btrfs_compress::corpus::Rng;
 
 const WORDS: &[&str] = &[
     "the", "of", "and", "to", "in", "is", "was", "that", "for", "on", "are", "with", "extent", "btrfs", "folio",

@@ -122,6 +122,24 @@ impl MapCounters {
         self.max_depth = self.max_depth.max(o.max_depth);
         self.vmap_purges += o.vmap_purges;
     }
+
+    /// What happened since `before` was read (field-wise difference; `max_depth` is kept as the
+    /// current value, a high-water mark).
+    pub fn since(&self, before: &MapCounters) -> MapCounters {
+        MapCounters {
+            map_calls: self.map_calls - before.map_calls,
+            maps: self.maps - before.maps,
+            unmaps: self.unmaps - before.unmaps,
+            forced_remaps: self.forced_remaps - before.forced_remaps,
+            range_calls: self.range_calls - before.range_calls,
+            range_pages: self.range_pages - before.range_pages,
+            bytes_copied: self.bytes_copied - before.bytes_copied,
+            syscalls: self.syscalls - before.syscalls,
+            lifo_violations: self.lifo_violations - before.lifo_violations,
+            max_depth: self.max_depth,
+            vmap_purges: self.vmap_purges - before.vmap_purges,
+        }
+    }
 }
 
 /// What happens when a local mapping is released out of LIFO order.
