@@ -3,6 +3,8 @@
 their expected contents, and the ENCODED_READ dump of a mounted image into fixtures/<kernel>/."""
 import ctypes
 import fcntl
+import glob
+import re
 import hashlib
 import json
 import os
@@ -270,3 +272,44 @@ def dump(img, kernel, options_state, outdir, tool, extra=None):
         if mounted:
             subprocess.run(["umount", mnt])
         shutil.rmtree(work, ignore_errors=True)
+
+
+def mirror():
+    for f in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        for line in open(f):
+            if line.startswith("URIs:") and "debian-security" not in line:
+                return line.split()[1]
+    for f in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
+        if os.path.exists(f):
+            for line in open(f):
+                m = re.match(r"deb\s+(\[[^\]]*\]\s+)?(\S+)\s+\S+", line)
+                if m and "security" not in m.group(2):
+                    return m.group(2)
+    sys.exit("no Debian mirror in the apt configuration")
+
+
+class Apt:
+    """apt-get with a private sources list of `suites` (mirror from this machine's apt
+    configuration) and private lists and cache under `work`; `arch` e.g. "i386"."""
+
+    def __init__(self, work, suites, arch=None):
+        self.work = work
+        os.makedirs(f"{work}/lists/partial", exist_ok=True)
+        os.makedirs(f"{work}/cache/archives/partial", exist_ok=True)
+        key = "/usr/share/keyrings/debian-archive-keyring.gpg"
+        with open(f"{work}/sources.list", "w") as f:
+            a = f"arch={arch} " if arch else ""
+            for suite in suites:
+                f.write(f"deb [{a}signed-by={key}] {mirror()} {suite} main\n")
+        self.opts = ["-o", f"Dir::Etc::sourcelist={work}/sources.list", "-o", "Dir::Etc::sourceparts=-",
+                     "-o", f"Dir::State::Lists={work}/lists", "-o", f"Dir::Cache={work}/cache"]
+        if arch:
+            self.opts += ["-o", f"APT::Architecture={arch}", "-o", f"APT::Architectures={arch}"]
+        subprocess.run(["apt-get", *self.opts, "update", "-qq"], check=True)
+
+    def show(self, pkg):
+        return subprocess.run(["apt-cache", *self.opts, "show", "-a", pkg], capture_output=True, text=True).stdout
+
+    def download(self, pkgs):
+        subprocess.run(["apt-get", *self.opts, "download", "-qq", *pkgs], cwd=self.work, check=True,
+                       stderr=subprocess.DEVNULL)

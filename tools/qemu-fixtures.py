@@ -35,41 +35,6 @@ OPTIONS = ["zlib:1", "zlib:3", "zlib:9", "lzo", "zstd:1", "zstd:3", "zstd:15", "
 UUID = "7a1d8a6c-6b1e-4b83-9f6e-1c9a0f2e5d10"
 
 
-def mirror():
-    for f in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-        for line in open(f):
-            if line.startswith("URIs:") and "debian-security" not in line:
-                return line.split()[1]
-    for f in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
-        if os.path.exists(f):
-            for line in open(f):
-                m = re.match(r"deb\s+(\[[^\]]*\]\s+)?(\S+)\s+\S+", line)
-                if m and "security" not in m.group(2):
-                    return m.group(2)
-    sys.exit("no Debian mirror in the apt configuration")
-
-
-class Apt:
-    def __init__(self, work):
-        self.work = work
-        os.makedirs(f"{work}/lists/partial", exist_ok=True)
-        os.makedirs(f"{work}/cache/archives/partial", exist_ok=True)
-        key = "/usr/share/keyrings/debian-archive-keyring.gpg"
-        with open(f"{work}/sources.list", "w") as f:
-            for suite in ("bookworm", "bookworm-backports", "sid"):
-                f.write(f"deb [signed-by={key}] {mirror()} {suite} main\n")
-        self.opts = ["-o", f"Dir::Etc::sourcelist={work}/sources.list", "-o", "Dir::Etc::sourceparts=-",
-                     "-o", f"Dir::State::Lists={work}/lists", "-o", f"Dir::Cache={work}/cache"]
-        subprocess.run(["apt-get", *self.opts, "update", "-qq"], check=True)
-
-    def show(self, pkg):
-        return subprocess.run(["apt-cache", *self.opts, "show", "-a", pkg], capture_output=True, text=True).stdout
-
-    def download(self, pkgs):
-        subprocess.run(["apt-get", *self.opts, "download", "-qq", *pkgs], cwd=self.work, check=True,
-                       stderr=subprocess.DEVNULL)
-
-
 def kernel_packages(apt, suite):
     """(kernel release, packages to download) for the newest kernel of `suite`."""
     out = apt.show("linux-image-amd64")
@@ -186,7 +151,7 @@ def main():
         sys.exit("needs root (loop mounts)")
     work = tempfile.mkdtemp(prefix="btrfs-qemu-")
     try:
-        apt = Apt(work)
+        apt = fl.Apt(work, ("bookworm", "bookworm-backports", "sid"))
         tar = f"{work}/corpus.tar"
         corpus_tar(tar)
         with open(f"{work}/init", "w") as f:

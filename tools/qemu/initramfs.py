@@ -3,6 +3,7 @@
 """Build a busybox initramfs with the modules a kernel needs to mount btrfs on virtio disks.
 
 Usage: initramfs.py MODULES_ROOT KVER INIT_SCRIPT OUT.cpio.gz [HOST_BINARY...]
+BUSYBOX (environment) selects the busybox binary (default /bin/busybox).
 Each HOST_BINARY is copied with the shared libraries `ldd` lists for it (e.g. /usr/bin/btrfs).
 MODULES_ROOT holds lib/modules/KVER or usr/lib/modules/KVER (an unpacked Debian kernel .deb).
 Dependencies are read from each module's .modinfo "depends=" field (the .debs carry no
@@ -81,7 +82,9 @@ def main():
     try:
         for d in ("bin", "sbin", "proc", "sys", "dev", "mnt", "corpus", "lib", "tmp"):
             os.makedirs(os.path.join(work, d), exist_ok=True)
-        shutil.copy("/bin/busybox", os.path.join(work, "bin", "busybox"))
+        # BUSYBOX names another build (e.g. busybox-static:i386 for a 32-bit guest); its applet
+        # list is the host's, which the same Debian version shares.
+        shutil.copy(os.environ.get("BUSYBOX", "/bin/busybox"), os.path.join(work, "bin", "busybox"))
         for applet in subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True).stdout.split():
             p = os.path.join(work, "bin", applet)
             if not os.path.exists(p):

@@ -192,3 +192,19 @@ pub fn from_dir(dir: &Path, limit: usize) -> std::io::Result<Vec<Piece>> {
     }
     Ok(out)
 }
+
+/// The files `tools/qemu-kmap-trace.py` writes into a real HIGHMEM kernel and reads back: one
+/// per kind (several 128 KiB extents each) and a text file whose last extent ends mid-page.
+/// The kmap trace fixture records their sha256, so the model runs on exactly these bytes.
+pub fn trace_files() -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = Kind::ALL
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            let len = if kind == Kind::Incompressible { 256 << 10 } else { 512 << 10 };
+            (format!("{}-{}k", kind.name(), len >> 10), generate(kind, len, 0xb7f5 + i as u64))
+        })
+        .collect();
+    out.push(("text-100000".into(), generate(Kind::Text, 100_000, 0x7a11)));
+    out
+}

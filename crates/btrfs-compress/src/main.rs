@@ -45,6 +45,24 @@ enum Cmd {
     /// Compress IN with our codecs and store it as FILE on a mounted btrfs as the compressed
     /// extents we made (BTRFS_IOC_ENCODED_WRITE, through `btrfs receive`).
     EncodedWrite(EncodedWriteCmd),
+    /// Write the files of the kernel kmap trace (tools/qemu-kmap-trace.py) into DIR.
+    Corpus(CorpusCmd),
+}
+
+#[derive(Args)]
+struct CorpusCmd {
+    /// Directory to write into (created if missing; existing files are replaced).
+    dir: PathBuf,
+}
+
+fn corpus_cmd(c: CorpusCmd) -> Result<(), Fail> {
+    fs::create_dir_all(&c.dir).map_err(|e| Fail { code: 1, msg: format!("{}: {e}", c.dir.display()) })?;
+    for (name, data) in btrfs_compress::corpus::trace_files() {
+        let p = c.dir.join(&name);
+        fs::write(&p, &data).map_err(|e| Fail { code: 1, msg: format!("{}: {e}", p.display()) })?;
+        println!("{name} {}", data.len());
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -694,6 +712,7 @@ fn main() -> ExitCode {
         Cmd::Extract(c) => extract(c),
         Cmd::Verify(c) => verify(c),
         Cmd::EncodedWrite(c) => encoded_write(c),
+        Cmd::Corpus(c) => corpus_cmd(c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
