@@ -81,6 +81,7 @@ impl LabStrategy {
             LabStrategy::InPlace(Strategy::VmapFolio) => "vmap-folio+inplace",
             LabStrategy::InPlace(Strategy::GlobalKmap) => "kmap-pool+inplace",
             LabStrategy::InPlace(Strategy::Bounce) => "bounce+inplace",
+            LabStrategy::InPlace(_) => "other+inplace",
             LabStrategy::Lzokay(Strategy::KmapLocal) => "kmap-local+lzokay",
             LabStrategy::Lzokay(_) => "direct+lzokay",
         }

@@ -27,6 +27,7 @@
 pub mod corpus;
 pub mod image;
 pub mod lab;
+pub mod replay;
 pub mod send;
 mod svg;
 

@@ -10,14 +10,17 @@
 //! * [`Folio`]s are `2^order` physically contiguous frames with one owner; [`FolioVec`] is a run
 //!   of folios standing for a file range in the page cache or a compressed extent's pages.
 //! * [`MapCtx`] is one thread's mapping context for one [`Strategy`]: direct map, kmap_local per
-//!   page (16 slots, strict LIFO release), range mapping (`kmap_local_range()`), `vmap_folio()`,
+//!   page (15 usable slots, strict LIFO release), `kmap_local_range()` over consecutive slots,
+//!   `vm_map_ram()`, `vmap_folio()`, `folio_map_local()`,
 //!   the global `kmap()` pool, or bounce copies. Codec loops map through a [`Frame`] and never
 //!   change with the strategy; every strategy counts what it does in [`MapCounters`].
 //!
 //! LIFO order is enforced by the borrow checker where it can be ([`Frame`]: a child mapping
 //! borrows its parent) and checked at run time where it cannot (`mem::forget`): a debug build
-//! panics with a clear message, a release build counts the violation. A 17th nested local
-//! mapping is [`MapError::SlotsExhausted`].
+//! panics with a clear message, a release build counts the violation. A 16th nested local
+//! mapping is [`MapError::SlotsExhausted`]. Beside what the emulation does, every context counts
+//! what a kernel would do for the same requests ([`KernelEvents`] under a [`KernelConfig`]):
+//! zones, PTE writes and clears, TLB invalidations, IPIs, locks and allocations.
 //!
 //! ```
 //! use highmem::{Backend, FolioVec, MapCtx, PhysMem, Strategy};
@@ -37,14 +40,17 @@
 //! and the guard types, each block with a safety comment.
 
 mod backend;
+mod events;
 mod phys;
 mod pool;
 mod strategy;
 
+pub use events::{KernelConfig, KernelEvents, Zone, TLB_SINGLE_PAGE_FLUSH_CEILING, VMAP_BLOCK_MAX_PAGES};
 pub use phys::{Backend, Folio, FolioVec, PhysAddr, PhysMem, SUPPORTED_PAGE_SIZES};
 pub use pool::{KmapPool, PoolStats, LAST_PKMAP};
 pub use strategy::{
-    Frame, LifoPolicy, MapCounters, MapCtx, MapMut, MapRef, Strategy, DEFAULT_BOUNCE_BYTES, KM_MAX_IDX, MAX_RANGE_BYTES,
+    Frame, LifoPolicy, MapCounters, MapCtx, MapMut, MapRef, Strategy, DEFAULT_BOUNCE_BYTES, DEFAULT_RANGE_RESERVE, KM_MAX_IDX,
+    MAX_RANGE_BYTES,
 };
 
 use std::fmt;
@@ -53,7 +59,7 @@ use std::fmt;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MapError {
-    /// A 17th nested kmap_local mapping (the kernel BUGs on `KM_MAX_IDX` overflow).
+    /// A 16th nested kmap_local mapping (the kernel BUGs when the index reaches `KM_MAX_IDX`).
     SlotsExhausted,
     /// No free frames of the requested order.
     OutOfFrames,
@@ -80,7 +86,7 @@ impl fmt::Display for MapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MapError::SlotsExhausted => {
-                write!(f, "kmap_local: all {KM_MAX_IDX} per-thread slots are in use")
+                write!(f, "kmap_local: all {} usable per-thread slots are in use", KM_MAX_IDX - 1)
             }
             MapError::OutOfFrames => f.write_str("out of page frames"),
             MapError::BadPageSize(s) => write!(f, "unsupported page size {s} (use 4096, 16384 or 65536)"),

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use crate::events::Zone;
 use crate::backend::{self, HeapStore, Store};
 use crate::MapError;
 
@@ -168,7 +169,7 @@ impl PhysMem {
         }
         let pfn =
             self.inner.alloc.lock().unwrap_or_else(|e| e.into_inner()).alloc(order).ok_or(MapError::OutOfFrames)?;
-        Ok(Folio { mem: self.clone(), pfn, order })
+        Ok(Folio { mem: self.clone(), pfn, order, zone: Zone::Normal })
     }
 }
 
@@ -179,6 +180,7 @@ pub struct Folio {
     mem: PhysMem,
     pfn: usize,
     order: u32,
+    zone: Zone,
 }
 
 impl fmt::Debug for Folio {
@@ -202,6 +204,17 @@ impl Folio {
     /// Folio order (`folio_order()`).
     pub fn order(&self) -> u32 {
         self.order
+    }
+
+    /// The zone the folio was allocated from (`folio_test_highmem()`).
+    pub fn zone(&self) -> Zone {
+        self.zone
+    }
+
+    /// Say which zone the folio stands for (the page cache on a 32-bit HIGHMEM machine comes
+    /// from HighMem; the pages btrfs allocates with GFP_NOFS are lowmem).
+    pub fn set_zone(&mut self, zone: Zone) {
+        self.zone = zone;
     }
 
     /// Number of pages (`folio_nr_pages()`).
@@ -284,6 +297,23 @@ impl FolioVec {
         let mut v = Self::alloc(mem, data.len(), order)?;
         v.write_direct(0, data);
         Ok(v)
+    }
+
+    /// Put every folio in `zone` (see [`Folio::set_zone`]).
+    pub fn set_zone(&mut self, zone: Zone) {
+        for f in &mut self.folios {
+            f.set_zone(zone);
+        }
+    }
+
+    /// Put the first `fraction` of the folios (0.0 to 1.0, rounded down) in HighMem and the rest
+    /// in Normal: a page cache only partly served from HighMem.
+    pub fn set_highmem_fraction(&mut self, fraction: f64) {
+        let n = self.folios.len();
+        let high = ((n as f64) * fraction.clamp(0.0, 1.0)).floor() as usize;
+        for (i, f) in self.folios.iter_mut().enumerate() {
+            f.set_zone(if i < high { Zone::HighMem } else { Zone::Normal });
+        }
     }
 
     /// Append a folio.

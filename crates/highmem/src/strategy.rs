@@ -10,14 +10,19 @@ use std::sync::Arc;
 #[cfg(unix)]
 use crate::backend::VaRegion;
 use crate::backend::{self, Store};
+use crate::events::{KernelConfig, KernelEvents, KernelModel, Undo, Zone, VMAP_BLOCK_MAX_PAGES};
 use crate::pool::KmapPool;
 use crate::{FolioVec, MapError, PhysMem};
 
-/// Depth of the per-task kmap_local stack (`KM_MAX_IDX`).
+/// Size of the per-task kmap_local index stack (`KM_MAX_IDX`). `kmap_local_idx_push()` BUGs
+/// when the index reaches it, so [`KernelConfig::usable_slots`] (15) mappings nest.
 pub const KM_MAX_IDX: usize = 16;
 
-/// Largest contiguous range one local slot can hold (one compressed extent).
+/// Largest request a multi-page strategy maps at once (one compressed extent, 32 pages of 4 KiB).
 pub const MAX_RANGE_BYTES: usize = 128 * 1024;
+
+/// Default slots a `kmap_local_range()` leaves free for interrupt handlers that kmap.
+pub const DEFAULT_RANGE_RESERVE: usize = 2;
 
 /// Default bounce buffer: four 4 KiB pages, like zlib.c's s390 DFLTCC workspace buffer.
 pub const DEFAULT_BOUNCE_BYTES: usize = 16 * 1024;
@@ -30,12 +35,23 @@ pub enum Strategy {
     /// `kmap_local_page()`/`kmap_local_folio()`: one page per call, one slot of the 16-deep
     /// per-task stack, strict LIFO release.
     KmapLocal,
-    /// The proposed `kmap_local_range()`: a run of pages of one folio as one contiguous slice in
-    /// one local slot (LIFO like kmap_local), up to [`MAX_RANGE_BYTES`].
+    /// The proposed `kmap_local_range()` (Ira Weiny, June 2022; never posted) as x86-32 could
+    /// build it: N consecutive fixmap slots, one page (one PTE) each, for a run of consecutive
+    /// pages of the page array; N at most the free slots minus a reserve for interrupt users. A
+    /// longer request is split: the caller gets the first N pages and asks again.
     Range,
-    /// `vmap_folio()`: the whole folio in vmalloc space; any release order; unmapping is lazy
-    /// and purged in batches like `vunmap()`.
+    /// `kmap_local_range()` with the other policy: a request longer than the free slots allow
+    /// falls back to one page (plain kmap_local).
+    RangeFallback,
+    /// `vm_map_ram()` of the page array (up to 32 pages from a per-CPU vmap block on i386;
+    /// longer through a vmap area); PTEs cleared at unmap, the TLB flush deferred.
+    VmMapRam,
+    /// `vmap_folio()` as posted in August 2022 (Matthew Wilcox's RFC): the whole folio through
+    /// `vmap()`; any release order; unmapping is lazy and purged in batches like `vunmap()`.
     VmapFolio,
+    /// `folio_map_local()` as Wilcox proposed (16 Aug 2022): `folio_address()` on 64-bit,
+    /// `kmap_local_page()` for an order-0 folio, `vmap_folio()` for a large one.
+    FolioMapLocal,
     /// The old global `kmap()` pool: one page per call from [`crate::LAST_PKMAP`] shared entries
     /// behind one lock; mappings linger until the pool wraps and flushes.
     GlobalKmap,
@@ -46,11 +62,14 @@ pub enum Strategy {
 
 impl Strategy {
     /// Every strategy, in display order.
-    pub const ALL: [Strategy; 6] = [
+    pub const ALL: [Strategy; 9] = [
         Strategy::Direct,
         Strategy::KmapLocal,
         Strategy::Range,
+        Strategy::RangeFallback,
+        Strategy::VmMapRam,
         Strategy::VmapFolio,
+        Strategy::FolioMapLocal,
         Strategy::GlobalKmap,
         Strategy::Bounce,
     ];
@@ -60,16 +79,28 @@ impl Strategy {
         match self {
             Strategy::Direct => "direct",
             Strategy::KmapLocal => "kmap-local",
-            Strategy::Range => "range",
+            Strategy::Range => "range-split",
+            Strategy::RangeFallback => "range-fallback",
+            Strategy::VmMapRam => "vm-map-ram",
             Strategy::VmapFolio => "vmap-folio",
+            Strategy::FolioMapLocal => "folio-map-local",
             Strategy::GlobalKmap => "kmap-pool",
             Strategy::Bounce => "bounce",
         }
     }
 
-    /// Parse a name given by [`Strategy::name`].
+    /// Parse a name given by [`Strategy::name`] ("range" is accepted for "range-split").
     pub fn from_name(s: &str) -> Option<Self> {
+        if s == "range" {
+            return Some(Strategy::Range);
+        }
         Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    /// Whether the strategy exists on a kernel of `config`: the direct map reaches no highmem
+    /// page.
+    pub fn exists_on(self, config: KernelConfig) -> bool {
+        !(config.has_highmem() && self == Strategy::Direct)
     }
 }
 
@@ -165,9 +196,9 @@ impl Default for LifoPolicy {
 #[derive(Debug)]
 enum Held {
     Direct,
-    Slot { idx: usize, win_len: usize },
-    Vmap { area: Option<(NonNull<u8>, usize)> },
-    Pool { pfn: usize },
+    Slot { idx: usize, n: usize, win_len: usize, undo: Undo },
+    Vmap { area: Option<(NonNull<u8>, usize)>, undo: Undo },
+    Pool { pfn: usize, undo: Undo },
     Bounce { idx: usize },
 }
 
@@ -191,6 +222,9 @@ pub struct MapCtx {
     lazy_pages: Cell<usize>,
     lazy_max_pages: usize,
     counters: Cell<MapCounters>,
+    model: RefCell<KernelModel>,
+    range_reserve: usize,
+    init_on_alloc: bool,
     lifo: LifoPolicy,
     _not_send: PhantomData<*const ()>,
 }
@@ -227,9 +261,12 @@ impl MapCtx {
         let slot_size = MAX_RANGE_BYTES.max(ps);
         #[cfg(unix)]
         let window = if mem.inner.store.is_highmem()
-            && matches!(strategy, Strategy::KmapLocal | Strategy::Range | Strategy::Bounce)
+            && matches!(
+                strategy,
+                Strategy::KmapLocal | Strategy::Range | Strategy::RangeFallback | Strategy::Bounce | Strategy::FolioMapLocal
+            )
         {
-            Some(VaRegion::reserve(KM_MAX_IDX * slot_size).map_err(MapError::Os)?)
+            Some(VaRegion::reserve((KM_MAX_IDX + 1) * slot_size).map_err(MapError::Os)?)
         } else {
             None
         };
@@ -249,6 +286,9 @@ impl MapCtx {
             lazy_pages: Cell::new(0),
             lazy_max_pages: fls * (32 << 20) / ps,
             counters: Cell::new(MapCounters::default()),
+            model: RefCell::new(KernelModel::new(KernelConfig::default())),
+            range_reserve: DEFAULT_RANGE_RESERVE,
+            init_on_alloc: true,
             lifo: LifoPolicy::default(),
             _not_send: PhantomData,
         })
@@ -259,9 +299,56 @@ impl MapCtx {
         self.lifo = p;
     }
 
-    /// Bounce buffer size in bytes (at least one page).
-    pub fn set_bounce_size(&mut self, bytes: usize) {
-        self.bounce_size = bytes.max(self.mem.page_size());
+    /// The kernel whose events this context counts (default: 64-bit). Resets the events.
+    pub fn set_config(&mut self, config: KernelConfig) {
+        *self.model.borrow_mut() = KernelModel::new(config);
+    }
+
+    /// The kernel configuration the events describe.
+    pub fn config(&self) -> KernelConfig {
+        self.model.borrow().config
+    }
+
+    /// Slots `kmap_local_range()` leaves for interrupt users (default
+    /// [`DEFAULT_RANGE_RESERVE`]).
+    pub fn set_range_reserve(&mut self, slots: usize) {
+        self.range_reserve = slots;
+    }
+
+    /// Whether newly allocated pages are zeroed (`init_on_alloc=1`, Debian's default: on).
+    pub fn set_init_on_alloc(&mut self, on: bool) {
+        self.init_on_alloc = on;
+    }
+
+    /// Record that the caller allocated `pages` lowmem pages (btrfs's compressed pages). With
+    /// init_on_alloc the page allocator zeroes each through `clear_highpage()`, i.e. one
+    /// `kmap_local_page()` of a lowmem page: a call and nothing more.
+    pub fn note_page_allocs(&self, pages: u64) {
+        if self.init_on_alloc {
+            let mut m = self.model.borrow_mut();
+            for _ in 0..pages {
+                m.kmap_local(1, 0);
+            }
+        }
+    }
+
+    /// What the kernel would have done so far (see [`KernelEvents`]). Lazily freed vmalloc
+    /// areas are not purged by reading.
+    pub fn events(&self) -> KernelEvents {
+        self.model.borrow().ev
+    }
+
+    /// Pay the deferred vunmap flush now (`vm_unmap_aliases()`), as the kernel eventually will,
+    /// and return the events including it.
+    pub fn events_purged(&self) -> KernelEvents {
+        let mut m = self.model.borrow_mut();
+        m.purge();
+        m.ev
+    }
+
+    /// Reset the events (the kernel state, e.g. the pool's entries, stays).
+    pub fn reset_events(&self) {
+        self.model.borrow_mut().ev = KernelEvents::default();
     }
 
     /// The strategy.
@@ -296,6 +383,7 @@ impl MapCtx {
     pub fn note_forced_remap(&self) {
         if self.strategy != Strategy::Direct {
             self.count(|c| c.forced_remaps += 1);
+            self.model.borrow_mut().ev.forced_remaps += 1;
         }
     }
 
@@ -312,29 +400,78 @@ impl MapCtx {
     }
 
     fn push_slot(&self) -> Result<usize, MapError> {
+        self.push_slots(1)
+    }
+
+    /// Push `n` slots (one mapping of `n` pages); returns the index of the lowest.
+    fn push_slots(&self, n: usize) -> Result<usize, MapError> {
         let mut st = self.stack.borrow_mut();
-        if st.len() >= KM_MAX_IDX {
+        if st.len() + n > self.config().usable_slots() {
             return Err(MapError::SlotsExhausted);
         }
-        st.push(true);
+        let base = st.len();
+        st.extend(std::iter::repeat_n(true, n));
         let depth = st.len() as u64;
         drop(st);
         self.count(|c| c.max_depth = c.max_depth.max(depth));
-        Ok(self.depth() - 1)
+        Ok(base)
+    }
+
+    /// Slots a range may take now: the free ones minus the reserve, at least one.
+    fn range_slots(&self) -> usize {
+        let free = self.config().usable_slots().saturating_sub(self.depth());
+        free.saturating_sub(self.range_reserve).max(1)
+    }
+
+    /// Bytes from `(fi, foff)` on consecutive frames (across folio boundaries while the next
+    /// folio starts where this one ends), at most `max`.
+    fn contiguous_run(pages: &FolioVec, fi: usize, foff: usize, max: usize) -> usize {
+        let mut run = pages.folio(fi).size() - foff;
+        let mut i = fi;
+        while run < max && i + 1 < pages.nr_folios() {
+            let (a, b) = (pages.folio(i), pages.folio(i + 1));
+            if b.phys_off() != a.phys_off() + a.size() {
+                break;
+            }
+            run += b.size();
+            i += 1;
+        }
+        run.min(max)
+    }
+
+    /// HighMem pages among the `npages` pages from `(fi, foff)`.
+    fn highmem_pages(pages: &FolioVec, fi: usize, foff: usize, npages: usize) -> u64 {
+        let ps = pages.folio(fi).mem().page_size();
+        let (mut i, mut off, mut left, mut high) = (fi, foff - foff % ps, npages, 0u64);
+        while left > 0 && i < pages.nr_folios() {
+            let f = pages.folio(i);
+            let here = ((f.size() - off) / ps).min(left);
+            if f.zone() == Zone::HighMem {
+                high += here as u64;
+            }
+            left -= here;
+            i += 1;
+            off = 0;
+        }
+        high
     }
 
     fn pop_slot(&self, idx: usize) {
+        self.pop_slots(idx, 1)
+    }
+
+    fn pop_slots(&self, idx: usize, n: usize) {
         let mut st = self.stack.borrow_mut();
-        let top = st.len().checked_sub(1);
+        let top = st.len().checked_sub(n);
         if top == Some(idx) {
-            st.pop();
+            st.truncate(idx);
             while st.last() == Some(&false) {
                 st.pop();
             }
             return;
         }
-        // Out of order: release the slot but leave the stack shape; count or panic.
-        if let Some(s) = st.get_mut(idx) {
+        // Out of order: release the slots but leave the stack shape; count or panic.
+        for s in st.iter_mut().skip(idx).take(n) {
             *s = false;
         }
         drop(st);
@@ -369,46 +506,96 @@ impl MapCtx {
         let folio_rem = folio.size() - foff;
         let page_rem = ps - foff % ps;
         self.count(|c| c.map_calls += 1);
-        match self.strategy {
-            Strategy::Direct => Ok((store.linear(phys), len.min(folio_rem), Held::Direct)),
+        let config = self.config();
+        let high = folio.zone() == Zone::HighMem && config.has_highmem();
+        let strategy = match self.strategy {
+            // folio_map_local(): folio_address() on 64-bit, kmap_local_page() for an order-0
+            // folio, vmap_folio() for a large one.
+            Strategy::FolioMapLocal if !config.has_highmem() => Strategy::Direct,
+            Strategy::FolioMapLocal if folio.order() == 0 => Strategy::KmapLocal,
+            Strategy::FolioMapLocal => Strategy::VmapFolio,
+            s => s,
+        };
+        match strategy {
+            Strategy::Direct => {
+                if high {
+                    return Err(MapError::Unsupported("the direct map of a highmem page"));
+                }
+                self.model.borrow_mut().ev.api_calls += 1;
+                Ok((store.linear(phys), len.min(folio_rem), Held::Direct))
+            }
             Strategy::KmapLocal => {
                 let n = len.min(page_rem);
                 let (ptr, win_len) = self.map_slot_pages(phys - foff % ps, ps, foff % ps)?;
                 self.count(|c| c.maps += 1);
-                Ok((ptr.0, n, Held::Slot { idx: ptr.1, win_len }))
+                let undo = self.model.borrow_mut().kmap_local(1, u64::from(high));
+                Ok((ptr.0, n, Held::Slot { idx: ptr.1, n: 1, win_len, undo }))
             }
-            Strategy::Range => {
+            Strategy::Range | Strategy::RangeFallback => {
                 let in_page = foff % ps;
-                let n = len.min(folio_rem).min(self.slot_size - in_page);
-                let npages = (in_page + n).div_ceil(ps);
-                let (ptr, win_len) = self.map_slot_pages(phys - in_page, npages * ps, in_page)?;
+                let want = Self::contiguous_run(pages, fi, foff, len.min(MAX_RANGE_BYTES - in_page));
+                let want_pages = (in_page + want).div_ceil(ps);
+                let avail = self.range_slots();
+                let npages = match strategy {
+                    Strategy::Range => want_pages.min(avail),
+                    _ if want_pages <= avail => want_pages,
+                    _ => 1,
+                };
+                let n = want.min(npages * ps - in_page);
+                let idx = self.push_slots(npages)?;
+                let (ptr, win_len) = match self.map_window(idx, phys - in_page, npages * ps, in_page) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.pop_slots(idx, npages);
+                        return Err(e);
+                    }
+                };
+                self.count(|c| {
+                    c.maps += 1;
+                    c.range_calls += u64::from(npages > 1);
+                    c.range_pages += if npages > 1 { npages as u64 } else { 0 };
+                });
+                let hp = Self::highmem_pages(pages, fi, foff, npages);
+                let undo = self.model.borrow_mut().kmap_local(npages as u64, hp);
+                Ok((ptr, n, Held::Slot { idx, n: npages, win_len, undo }))
+            }
+            Strategy::VmMapRam | Strategy::VmapFolio => {
+                let (base, bytes, n) = if strategy == Strategy::VmapFolio {
+                    (folio.phys_off(), folio.size(), len.min(folio_rem))
+                } else {
+                    let in_page = foff % ps;
+                    let run = Self::contiguous_run(pages, fi, foff, len.min(MAX_RANGE_BYTES - in_page));
+                    let np = (in_page + run).div_ceil(ps);
+                    (phys - in_page, np * ps, run)
+                };
+                let start_off = phys - base;
+                let npages = bytes / ps;
+                let addr = match store {
+                    Store::Heap(_) => store.linear(base),
+                    #[cfg(unix)]
+                    Store::Memfd(m) => {
+                        let a = m.map_anywhere(base, bytes).map_err(MapError::Os)?;
+                        self.count(|c| c.syscalls += 1);
+                        a
+                    }
+                };
+                let area = match store {
+                    Store::Heap(_) => None,
+                    #[cfg(unix)]
+                    Store::Memfd(_) => Some((addr, bytes)),
+                };
                 self.count(|c| {
                     c.maps += 1;
                     c.range_calls += 1;
                     c.range_pages += npages as u64;
                 });
-                Ok((ptr.0, n, Held::Slot { idx: ptr.1, win_len }))
-            }
-            Strategy::VmapFolio => {
-                let n = len.min(folio_rem);
-                let base = folio.phys_off();
-                let (addr, area) = match store {
-                    Store::Heap(_) => (store.linear(base), None),
-                    #[cfg(unix)]
-                    Store::Memfd(m) => {
-                        let a = m.map_anywhere(base, folio.size()).map_err(MapError::Os)?;
-                        self.count(|c| c.syscalls += 1);
-                        (a, Some((a, folio.size())))
-                    }
-                };
-                self.count(|c| {
-                    c.maps += 1;
-                    c.range_calls += 1;
-                    c.range_pages += folio.nr_pages() as u64;
-                });
-                // SAFETY: `foff` < folio size, so the result stays inside the mapping of the folio.
-                let ptr = unsafe { NonNull::new_unchecked(addr.as_ptr().add(foff)) };
-                Ok((ptr, n, Held::Vmap { area }))
+                let (fi0, foff0) = if strategy == Strategy::VmapFolio { (fi, 0) } else { (fi, foff) };
+                let hp = Self::highmem_pages(pages, fi0, foff0, npages);
+                let block = strategy == Strategy::VmMapRam && npages <= VMAP_BLOCK_MAX_PAGES;
+                let undo = self.model.borrow_mut().vmap(npages as u64, hp, block);
+                // SAFETY: `start_off` < `bytes`, so the result stays inside the mapping just made.
+                let ptr = unsafe { NonNull::new_unchecked(addr.as_ptr().add(start_off)) };
+                Ok((ptr, n, Held::Vmap { area, undo }))
             }
             Strategy::GlobalKmap => {
                 let pool = self.pool.as_ref().expect("GlobalKmap context has a pool");
@@ -418,10 +605,12 @@ impl MapCtx {
                     c.maps += 1;
                     c.syscalls += op.syscalls;
                 });
+                let undo = self.model.borrow_mut().kmap_pool(pfn, high);
                 // SAFETY: `foff % ps` < page size, inside the one-page mapping.
                 let ptr = unsafe { NonNull::new_unchecked(addr.as_ptr().add(foff % ps)) };
-                Ok((ptr, len.min(page_rem), Held::Pool { pfn }))
+                Ok((ptr, len.min(page_rem), Held::Pool { pfn, undo }))
             }
+            Strategy::FolioMapLocal => unreachable!("resolved above"),
             Strategy::Bounce => {
                 let n = len.min(self.bounce_size);
                 let mut buf = self.take_bounce_buffer();
@@ -452,8 +641,8 @@ impl MapCtx {
         }
     }
 
-    /// Push a slot and map `len` bytes of frames at `phys` into it; returns the address of
-    /// byte `in_off` of the mapping with the slot index, and the window bytes to clear later.
+    /// Push a slot and map one page of frames at `phys` into it; returns the address of byte
+    /// `in_off` of the mapping with the slot index, and the window bytes to clear later.
     fn map_slot_pages(
         &self,
         phys: usize,
@@ -461,24 +650,29 @@ impl MapCtx {
         in_off: usize,
     ) -> Result<((NonNull<u8>, usize), usize), MapError> {
         let idx = self.push_slot()?;
+        match self.map_window(idx, phys, len, in_off) {
+            Ok((p, w)) => Ok(((p, idx), w)),
+            Err(e) => {
+                self.pop_slot(idx);
+                Err(e)
+            }
+        }
+    }
+
+    /// Map `len` bytes of frames at `phys` at slot `idx` of the window (the emulated highmem
+    /// backend; the heap needs no mapping). Returns the address of byte `in_off` and the window
+    /// bytes to clear on release.
+    fn map_window(&self, idx: usize, phys: usize, len: usize, in_off: usize) -> Result<(NonNull<u8>, usize), MapError> {
         let store = &self.mem.inner.store;
         match store {
-            Store::Heap(_) => Ok(((store.linear(phys + in_off), idx), 0)),
+            Store::Heap(_) => Ok((store.linear(phys + in_off), 0)),
             #[cfg(unix)]
             Store::Memfd(m) => {
                 let window = self.window.as_ref().expect("slot strategies reserve a window");
-                match window.map(m, idx * self.slot_size, phys, len) {
-                    Ok(base) => {
-                        self.count(|c| c.syscalls += 1);
-                        // SAFETY: `in_off` < `len`, inside the mapping just made.
-                        let p = unsafe { NonNull::new_unchecked(base.as_ptr().add(in_off)) };
-                        Ok(((p, idx), len))
-                    }
-                    Err(e) => {
-                        self.pop_slot(idx);
-                        Err(MapError::Os(e))
-                    }
-                }
+                let base = window.map(m, idx * self.slot_size, phys, len).map_err(MapError::Os)?;
+                self.count(|c| c.syscalls += 1);
+                // SAFETY: `in_off` < `len`, inside the mapping just made.
+                Ok((unsafe { NonNull::new_unchecked(base.as_ptr().add(in_off)) }, len))
             }
         }
     }
@@ -495,6 +689,9 @@ impl MapCtx {
             let n = (buf.len() - done).min(ps - in_page);
             let page_phys = folio.phys_off() + foff - in_page;
             let ((ptr, idx), win_len) = self.map_slot_pages(page_phys, ps, in_page)?;
+            let high = folio.zone() == Zone::HighMem && self.config().has_highmem();
+            let undo = self.model.borrow_mut().kmap_local(1, u64::from(high));
+            self.model.borrow_mut().ev.bytes_copied += n as u64;
             if to_pages {
                 // SAFETY: `ptr` maps `n` bytes of a frame owned by `pages`, which the caller holds
                 // exclusively (write-back happens from a `MapMut` guard's drop).
@@ -505,7 +702,7 @@ impl MapCtx {
                 let src = unsafe { backend::slice_at(ptr, n) };
                 buf[done..done + n].copy_from_slice(src);
             }
-            self.release(Held::Slot { idx, win_len });
+            self.release(Held::Slot { idx, n: 1, win_len, undo });
             self.count(|c| {
                 c.maps += 1;
                 c.bytes_copied += n as u64;
@@ -519,7 +716,8 @@ impl MapCtx {
     fn release(&self, held: Held) {
         match held {
             Held::Direct => return,
-            Held::Slot { idx, win_len } => {
+            Held::Slot { idx, n, win_len, undo } => {
+                self.model.borrow_mut().undo(undo);
                 #[cfg(unix)]
                 if win_len > 0 {
                     if let Some(w) = &self.window {
@@ -529,9 +727,10 @@ impl MapCtx {
                     }
                 }
                 let _ = win_len;
-                self.pop_slot(idx);
+                self.pop_slots(idx, n);
             }
-            Held::Vmap { area } => {
+            Held::Vmap { area, undo } => {
+                self.model.borrow_mut().undo(undo);
                 if let Some((ptr, len)) = area {
                     self.lazy.borrow_mut().push((ptr, len));
                     let pages = self.lazy_pages.get() + len / self.mem.page_size();
@@ -541,7 +740,8 @@ impl MapCtx {
                     }
                 }
             }
-            Held::Pool { pfn } => {
+            Held::Pool { pfn, undo } => {
+                self.model.borrow_mut().undo(undo);
                 if let Some(p) = &self.pool {
                     p.kunmap(pfn);
                 }

@@ -1,0 +1,164 @@
+//! The model's kmap counts against a real 32-bit HIGHMEM kernel's (fixtures/kmap-trace-*/,
+//! written by tools/qemu-kmap-trace.py: Debian's 6.1 686-pae kernel traced with function_graph).
+//!
+//! Per codec, operation and file, for both init_on_alloc settings: the number of codec calls,
+//! highmem maps (`__kmap_local_pfn_prot`), lowmem maps (`__kmap_local_page_prot` of a lowmem
+//! page) and real unmaps (`flush_tlb_one_kernel` under `kunmap_local_indexed`), replayed by
+//! `btrfs_compress::replay` with the 6.1 loops, kmap_local, and the page cache in HighMem.
+//!
+//! Exact where our bytes are the kernel's and the loop's calls do not depend on them: every
+//! highmem count of compression (one map per input page), lzo and zstd decompression, and the
+//! heuristic. Lowmem counts follow the compressed size (one init_on_alloc clear per output page,
+//! lzo's per-segment maps, one map per compressed input page when reading): exact for lzo (our
+//! bytes are 6.1's) and for zstd (6.1 carries libzstd 1.4.10 and we write 1.5.7's bytes, but on
+//! these files every extent needs the same number of pages); zlib's counts, and its decompress
+//! highmem counts
+//! (inflate's output chunks straddle pages where the stream's input pages end), within 15 % until
+//! the kernel-exact deflate lands.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use btrfs_compress::replay::{self, KernelLoop, Mount, Setup};
+use btrfs_compress::{parse_compress_option, Strategy};
+use highmem::{Backend, KernelConfig, KernelEvents, PhysMem};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+fn manifest() -> Option<(PathBuf, Value)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    let d = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("kmap-trace-"))?;
+    let p = d.path().join("manifest.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).ok()?).ok()?;
+    Some((p, v))
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Counts {
+    calls: u64,
+    highmem: u64,
+    lowmem: u64,
+    real_unmaps: u64,
+}
+
+fn of_model(calls: &[replay::Call], entry: &str) -> Counts {
+    let mut c = Counts::default();
+    for call in calls.iter().filter(|c| c.entry == entry) {
+        let e: &KernelEvents = &call.events;
+        c.calls += 1;
+        c.highmem += e.highmem_maps;
+        c.lowmem += e.lowmem_maps;
+        c.real_unmaps += e.tlb_single_flushes;
+    }
+    c
+}
+
+fn of_kernel(extents: &Value) -> Counts {
+    let mut c = Counts::default();
+    for e in extents.as_array().expect("extents") {
+        c.calls += 1;
+        c.highmem += e["highmem_maps"].as_u64().unwrap();
+        c.lowmem += e["lowmem_maps"].as_u64().unwrap();
+        c.real_unmaps += e["real_unmaps"].as_u64().unwrap();
+    }
+    c
+}
+
+/// A report line whose model counts equal the kernel's.
+fn exact_line(l: &str) -> bool {
+    let k = l.split("kernel ").nth(1).and_then(|r| r.split(" model ").next());
+    let m = l.split(" model ").nth(1).map(|r| r.trim_end_matches("  <-- MISMATCH"));
+    k.is_some() && k == m
+}
+
+fn within(model: u64, kernel: u64, abs: u64, rel: f64) -> bool {
+    let d = model.abs_diff(kernel);
+    d <= abs || (d as f64) <= rel * kernel as f64
+}
+
+#[test]
+fn model_counts_equal_the_traced_highmem_kernel() {
+    let Some((path, m)) = manifest() else {
+        panic!("fixtures/kmap-trace-*/manifest.json is missing (tools/qemu-kmap-trace.py writes it)");
+    };
+    // The files are regenerated here and must be the bytes the kernel wrote.
+    let files: BTreeMap<String, Vec<u8>> = btrfs_compress::corpus::trace_files().into_iter().collect();
+    for (name, meta) in m["files"].as_object().unwrap() {
+        let data = files.get(name).unwrap_or_else(|| panic!("{name} is not a trace file"));
+        let sha: String = Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(sha, meta["sha256"].as_str().unwrap(), "{name}: corpus differs from the traced one");
+    }
+    assert!(m["runs"]["init_on_alloc=1"]["high_total_kb"].as_u64().unwrap() > 1 << 20, "the page cache was in HighMem");
+    let mem = PhysMem::new(Backend::Heap, 4096, 4096).unwrap();
+    let mut checked = 0;
+    let mut report = Vec::new();
+    for (run_name, run) in m["runs"].as_object().unwrap() {
+        let init_on_alloc = run["init_on_alloc"].as_u64().unwrap() == 1;
+        let ex = run["extents"].as_object().unwrap();
+        for opt in m["options"].as_array().unwrap() {
+            let opt = opt.as_str().unwrap();
+            let (kind, alg) = opt.split_once('=').unwrap();
+            let mount = if kind == "compress-force" { Mount::Force } else { Mount::Heuristic };
+            let spec = parse_compress_option(alg).unwrap();
+            let setup = Setup {
+                spec,
+                kloop: KernelLoop::V6_1,
+                config: KernelConfig::X86_32_PAE,
+                strategy: Strategy::KmapLocal,
+                init_on_alloc,
+                range_reserve: 2,
+            };
+            let mut ctx = replay::context(&mem, &setup).unwrap();
+            for (name, data) in &files {
+                let w = replay::write_file(&mut ctx, &setup, data, mount).unwrap();
+                let r = replay::read_file(&mut ctx, &setup, &w).unwrap();
+                let cases: Vec<(&str, &Vec<replay::Call>, String)> = {
+                    let mut v = vec![];
+                    let ce = format!("{}_compress_pages", spec.alg.name());
+                    let de = format!("{}_decompress_bio", spec.alg.name());
+                    v.push(("write", &w, ce));
+                    if mount == Mount::Heuristic {
+                        v.push(("write", &w, "btrfs_compress_heuristic".to_string()));
+                    }
+                    v.push(("read", &r, de));
+                    v
+                };
+                for (op, calls, entry) in cases {
+                    let key = format!("{op}/{opt}/{name}/{entry}");
+                    let kernel = ex.get(&key).map(of_kernel).unwrap_or_default();
+                    let model = of_model(calls, &entry);
+                    let exact_bytes = spec.alg.name() != "zlib" || entry == "btrfs_compress_heuristic";
+                    let per = kernel.calls.max(1);
+                    let ok_calls = model.calls == kernel.calls;
+                    let ok_high = if op == "write" || !spec.alg.name().eq("zlib") {
+                        model.highmem == kernel.highmem
+                    } else {
+                        within(model.highmem, kernel.highmem, 2 * per, 0.15)
+                    };
+                    let ok_low = if exact_bytes {
+                        model.lowmem == kernel.lowmem
+                    } else {
+                        within(model.lowmem, kernel.lowmem, 2 * per, 0.15)
+                    };
+                    let ok_unmaps = model.real_unmaps == model.highmem && kernel.real_unmaps == kernel.highmem;
+                    report.push(format!(
+                        "{run_name} {key}: kernel {kernel:?} model {model:?}{}",
+                        if ok_calls && ok_high && ok_low && ok_unmaps { "" } else { "  <-- MISMATCH" }
+                    ));
+                    checked += 1;
+                }
+            }
+        }
+    }
+    let bad: Vec<&String> = report.iter().filter(|l| l.contains("MISMATCH")).collect();
+    let exact = report.iter().filter(|l| exact_line(l)).count();
+    eprintln!("{exact} of {checked} cases exactly the kernel's counts; the others:");
+    for l in report.iter().filter(|l| !exact_line(l)) {
+        eprintln!("  {l}");
+    }
+    assert!(checked >= 60, "only {checked} cases in {}", path.display());
+    assert!(bad.is_empty(), "{} of {checked} cases differ from the kernel:\n{}", bad.len(), report.join("\n"));
+}

@@ -1,0 +1,388 @@
+//! What the kernel would do for each mapping request: zones, slots, PTE writes, TLB work, IPIs,
+//! locks and allocations, counted as [`KernelEvents`] under a [`KernelConfig`].
+//!
+//! The emulation (heap or memfd backend) decides how the bytes are reached; this module decides
+//! what the same request costs a kernel, from the facts of `mm/highmem.c`, `mm/vmalloc.c` and
+//! `arch/x86/mm/tlb.c` (6.1): a kmap_local of a lowmem page is `page_address()` (a call, nothing
+//! else); of a highmem page one fixmap slot, one PTE write, and on unmap one PTE clear and one
+//! `invlpg`; the `kmap()` pool and `vunmap()` defer their flushes and pay them as an IPI to every
+//! CPU and a full TLB flush.
+
+use std::collections::HashMap;
+
+/// Memory zone of a page frame (`PageHighMem()`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Zone {
+    /// ZONE_NORMAL / DMA: always in the kernel's direct map (`page_address()` works).
+    #[default]
+    Normal,
+    /// ZONE_HIGHMEM: no permanent kernel address; must be mapped to be touched.
+    HighMem,
+}
+
+/// The machine whose kernel the events describe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelConfig {
+    /// x86-32 with CONFIG_HIGHMEM (PAE or not), 4 KiB pages.
+    Highmem32 {
+        /// CONFIG_X86_PAE: `LAST_PKMAP` is 512 instead of 1024.
+        pae: bool,
+        /// CONFIG_DEBUG_KMAP_LOCAL: 16 nested kmap_local mappings instead of 15.
+        debug_kmap_local: bool,
+        /// CPUs an IPI round reaches.
+        cpus: u32,
+    },
+    /// 64-bit: every page in the direct map; kmap_local is `page_address()`.
+    Bit64 {
+        /// CPUs an IPI round reaches.
+        cpus: u32,
+    },
+}
+
+impl Default for KernelConfig {
+    /// 64-bit, 2 CPUs: the configuration under which every mapping is free.
+    fn default() -> Self {
+        KernelConfig::Bit64 { cpus: 2 }
+    }
+}
+
+impl KernelConfig {
+    /// Debian's 686-pae kernel on a 2-CPU machine (the lab's and the trace fixture's config).
+    pub const X86_32_PAE: KernelConfig = KernelConfig::Highmem32 { pae: true, debug_kmap_local: false, cpus: 2 };
+
+    /// Short name used in reports ("32-bit-highmem", "64-bit").
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelConfig::Highmem32 { .. } => "32-bit-highmem",
+            KernelConfig::Bit64 { .. } => "64-bit",
+        }
+    }
+
+    /// Whether the kernel has highmem at all.
+    pub fn has_highmem(self) -> bool {
+        matches!(self, KernelConfig::Highmem32 { .. })
+    }
+
+    /// Nested kmap_local mappings that work: `KM_MAX_IDX` is 16 and `kmap_local_idx_push()`
+    /// BUGs when the index reaches it, so 15; 16 with CONFIG_DEBUG_KMAP_LOCAL (33 slots, step 2).
+    /// On 64-bit nothing is pushed; the emulation still bounds nesting at 15.
+    pub fn usable_slots(self) -> usize {
+        match self {
+            KernelConfig::Highmem32 { debug_kmap_local: true, .. } => 16,
+            _ => 15,
+        }
+    }
+
+    /// `LAST_PKMAP`: 512 with PAE, 1024 without (arch/x86/include/asm/pgtable_32_areas.h).
+    pub fn last_pkmap(self) -> usize {
+        match self {
+            KernelConfig::Highmem32 { pae: false, .. } => 1024,
+            _ => 512,
+        }
+    }
+
+    /// CPUs an IPI round reaches.
+    pub fn cpus(self) -> u32 {
+        match self {
+            KernelConfig::Highmem32 { cpus, .. } | KernelConfig::Bit64 { cpus } => cpus,
+        }
+    }
+
+    /// `lazy_max_pages()`: fls(ncpus) x 32 MiB of 4 KiB pages.
+    pub fn lazy_max_pages(self) -> u64 {
+        let fls = u64::from(u32::BITS - self.cpus().leading_zeros());
+        fls * (32 << 20) / 4096
+    }
+
+    /// Pages of vmalloc space: 128 MiB on x86-32 (`__VMALLOC_RESERVE`), unbounded here on 64-bit.
+    pub fn vmalloc_pages(self) -> Option<u64> {
+        match self {
+            KernelConfig::Highmem32 { .. } => Some((128 << 20) / 4096),
+            KernelConfig::Bit64 { .. } => None,
+        }
+    }
+}
+
+/// `tlb_single_page_flush_ceiling`: a kernel-range flush of more pages is a full flush.
+pub const TLB_SINGLE_PAGE_FLUSH_CEILING: u64 = 33;
+
+/// `vm_map_ram()` maps up to this many pages from per-CPU vmap blocks (BITS_PER_LONG on i386);
+/// more goes through a full `vmap()`-style area.
+pub const VMAP_BLOCK_MAX_PAGES: usize = 32;
+
+/// Events the kernel would have had for the requests made, per [`crate::MapCtx`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelEvents {
+    /// Calls of the mapping API (map calls; unmaps are implied).
+    pub api_calls: u64,
+    /// Pages mapped that were in HighMem (each one a PTE write with kmap_local).
+    pub highmem_maps: u64,
+    /// Pages "mapped" that were lowmem: `page_address()`, a call and nothing more.
+    pub lowmem_maps: u64,
+    /// Page-table entries written.
+    pub pte_writes: u64,
+    /// Page-table entries cleared.
+    pub pte_clears: u64,
+    /// Single-page TLB invalidations (`invlpg`, `flush_tlb_one_kernel()`).
+    pub tlb_single_flushes: u64,
+    /// Full TLB flushes (on every CPU an IPI reaches, plus the local one).
+    pub tlb_full_flushes: u64,
+    /// IPI rounds (`on_each_cpu()`).
+    pub ipi_rounds: u64,
+    /// CPUs interrupted by those rounds (the caller's own flush is not an IPI).
+    pub ipi_cpus: u64,
+    /// Lock acquisitions (`kmap_lock`, the vmap area locks, vmap block locks).
+    pub lock_acquisitions: u64,
+    /// Slab allocations (vm_struct, vmap_area).
+    pub slab_allocs: u64,
+    /// Highest number of vmalloc-space pages in use or lazily freed but not yet purged.
+    pub vmalloc_high_water_pages: u64,
+    /// Highest number of kmap_local slots held at once (in pages).
+    pub slots_high_water: u64,
+    /// LIFO-forced re-maps, as the loop reported them.
+    pub forced_remaps: u64,
+    /// Bytes copied (bounce buffers).
+    pub bytes_copied: u64,
+    /// `kmap()` calls that found the page still in the pool (no PTE write).
+    pub pool_hits: u64,
+}
+
+impl KernelEvents {
+    /// Every field with its name, for cost tables and reports.
+    pub fn fields(&self) -> [(&'static str, u64); 16] {
+        [
+            ("api_calls", self.api_calls),
+            ("highmem_maps", self.highmem_maps),
+            ("lowmem_maps", self.lowmem_maps),
+            ("pte_writes", self.pte_writes),
+            ("pte_clears", self.pte_clears),
+            ("tlb_single_flushes", self.tlb_single_flushes),
+            ("tlb_full_flushes", self.tlb_full_flushes),
+            ("ipi_rounds", self.ipi_rounds),
+            ("ipi_cpus", self.ipi_cpus),
+            ("lock_acquisitions", self.lock_acquisitions),
+            ("slab_allocs", self.slab_allocs),
+            ("vmalloc_high_water_pages", self.vmalloc_high_water_pages),
+            ("slots_high_water", self.slots_high_water),
+            ("forced_remaps", self.forced_remaps),
+            ("bytes_copied", self.bytes_copied),
+            ("pool_hits", self.pool_hits),
+        ]
+    }
+
+    /// Field-wise sum (high-water marks take the maximum).
+    pub fn add(&mut self, o: &KernelEvents) {
+        let hw_v = self.vmalloc_high_water_pages.max(o.vmalloc_high_water_pages);
+        let hw_s = self.slots_high_water.max(o.slots_high_water);
+        self.api_calls += o.api_calls;
+        self.highmem_maps += o.highmem_maps;
+        self.lowmem_maps += o.lowmem_maps;
+        self.pte_writes += o.pte_writes;
+        self.pte_clears += o.pte_clears;
+        self.tlb_single_flushes += o.tlb_single_flushes;
+        self.tlb_full_flushes += o.tlb_full_flushes;
+        self.ipi_rounds += o.ipi_rounds;
+        self.ipi_cpus += o.ipi_cpus;
+        self.lock_acquisitions += o.lock_acquisitions;
+        self.slab_allocs += o.slab_allocs;
+        self.forced_remaps += o.forced_remaps;
+        self.bytes_copied += o.bytes_copied;
+        self.pool_hits += o.pool_hits;
+        self.vmalloc_high_water_pages = hw_v;
+        self.slots_high_water = hw_s;
+    }
+}
+
+/// How a mapping was made, to be undone with the matching events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Undo {
+    /// Nothing to undo (direct map, lowmem page).
+    Nothing,
+    /// kmap_local slots with real PTEs: clear and invlpg each.
+    Fixmap { pages: u64 },
+    /// A vmap/vm_map_ram area: clear PTEs now, flush lazily.
+    Vmalloc { pages: u64, block: bool },
+    /// `kunmap()` of a pool entry: drop a reference under the lock.
+    Pool { pfn: usize },
+}
+
+/// The per-context kernel state the events depend on: slots held, the `kmap()` pool's entries,
+/// lazily freed vmalloc pages.
+#[derive(Debug, Default)]
+pub(crate) struct KernelModel {
+    pub(crate) config: KernelConfig,
+    pub(crate) ev: KernelEvents,
+    slots_held: u64,
+    pool: Option<PoolModel>,
+    vmalloc_live: u64,
+    vmalloc_lazy: u64,
+}
+
+#[derive(Debug)]
+struct PoolModel {
+    /// `pkmap_count` per entry: 0 free, 1 mapped and unused, > 1 in use.
+    count: Vec<u32>,
+    pfn: Vec<Option<usize>>,
+    by_pfn: HashMap<usize, usize>,
+    last: usize,
+}
+
+impl KernelModel {
+    pub(crate) fn new(config: KernelConfig) -> Self {
+        Self { config, ..Self::default() }
+    }
+
+    /// kmap_local of `pages` pages (one call), `high` of them in HighMem. A single lowmem page
+    /// is `page_address()`; a multi-page range needs a slot per page whatever the zone (the pages
+    /// of a page array are not contiguous in the direct map).
+    pub(crate) fn kmap_local(&mut self, pages: u64, high: u64) -> Undo {
+        self.ev.api_calls += 1;
+        self.ev.highmem_maps += high;
+        self.ev.lowmem_maps += pages - high;
+        if !self.config.has_highmem() || (pages == 1 && high == 0) {
+            return Undo::Nothing;
+        }
+        self.ev.pte_writes += pages;
+        self.slots_held += pages;
+        self.ev.slots_high_water = self.ev.slots_high_water.max(self.slots_held);
+        Undo::Fixmap { pages }
+    }
+
+    /// `vm_map_ram()` (`block` = from a per-CPU vmap block) or `vmap()` of `pages` pages.
+    pub(crate) fn vmap(&mut self, pages: u64, high: u64, block: bool) -> Undo {
+        self.ev.api_calls += 1;
+        self.ev.highmem_maps += high;
+        self.ev.lowmem_maps += pages - high;
+        if !self.config.has_highmem() && pages == 1 {
+            // folio_map_local() on 64-bit: folio_address().
+            return Undo::Nothing;
+        }
+        self.ev.pte_writes += pages;
+        if block {
+            // vb_alloc(): the per-CPU block's spinlock.
+            self.ev.lock_acquisitions += 1;
+        } else {
+            // vmap(): a vm_struct and a vmap_area from slab, the global area lock, rb-tree insert.
+            self.ev.slab_allocs += 2;
+            self.ev.lock_acquisitions += 1;
+        }
+        // A guard page follows every vmap area.
+        self.vmalloc_live += pages + u64::from(!block);
+        self.vmalloc_mark();
+        Undo::Vmalloc { pages, block }
+    }
+
+    /// `kmap()` of one page through the global pool (`kmap_high()`).
+    pub(crate) fn kmap_pool(&mut self, pfn: usize, high: bool) -> Undo {
+        self.ev.api_calls += 1;
+        if !high || !self.config.has_highmem() {
+            self.ev.lowmem_maps += 1;
+            return Undo::Nothing;
+        }
+        self.ev.highmem_maps += 1;
+        self.ev.lock_acquisitions += 1;
+        let n = self.config.last_pkmap();
+        let pool = self.pool.get_or_insert_with(|| PoolModel {
+            count: vec![0; n],
+            pfn: vec![None; n],
+            by_pfn: HashMap::new(),
+            last: 0,
+        });
+        if let Some(&e) = pool.by_pfn.get(&pfn) {
+            pool.count[e] += 1;
+            self.ev.pool_hits += 1;
+            return Undo::Pool { pfn };
+        }
+        // map_new_virtual(): scan for a free entry, flushing every unused one on wrap.
+        let mut scanned = 0;
+        loop {
+            pool.last = (pool.last + 1) % n;
+            if pool.last == 0 {
+                // flush_all_zero_pkmaps(): clear every count-1 entry, then one kernel-range flush
+                // of the whole pool: more than the ceiling, so an IPI to all CPUs + full flush.
+                let mut cleared = 0;
+                for e in 0..n {
+                    if pool.count[e] == 1 {
+                        pool.count[e] = 0;
+                        if let Some(p) = pool.pfn[e].take() {
+                            pool.by_pfn.remove(&p);
+                        }
+                        cleared += 1;
+                    }
+                }
+                self.ev.pte_clears += cleared;
+                if cleared > 0 {
+                    self.ev.ipi_rounds += 1;
+                    self.ev.ipi_cpus += u64::from(self.config.cpus().saturating_sub(1));
+                    self.ev.tlb_full_flushes += 1;
+                }
+            }
+            if pool.count[pool.last] == 0 {
+                break;
+            }
+            scanned += 1;
+            if scanned > 2 * n {
+                // Every entry in use: the kernel sleeps; the lab never holds that many.
+                break;
+            }
+        }
+        let e = pool.last;
+        pool.count[e] = 2;
+        pool.pfn[e] = Some(pfn);
+        pool.by_pfn.insert(pfn, e);
+        self.ev.pte_writes += 1;
+        Undo::Pool { pfn }
+    }
+
+    pub(crate) fn undo(&mut self, u: Undo) {
+        match u {
+            Undo::Nothing => {}
+            Undo::Fixmap { pages } => {
+                self.ev.pte_clears += pages;
+                self.ev.tlb_single_flushes += pages;
+                self.slots_held -= pages;
+            }
+            Undo::Vmalloc { pages, block } => {
+                self.ev.pte_clears += pages;
+                self.ev.lock_acquisitions += 1;
+                let span = pages + u64::from(!block);
+                self.vmalloc_live -= span;
+                self.vmalloc_lazy += span;
+                self.vmalloc_mark();
+                let space_left = self.config.vmalloc_pages().map(|v| v.saturating_sub(self.vmalloc_live));
+                if self.vmalloc_lazy > self.config.lazy_max_pages() || space_left.is_some_and(|l| l < span) {
+                    self.purge();
+                }
+            }
+            Undo::Pool { pfn } => {
+                self.ev.lock_acquisitions += 1;
+                if let Some(pool) = &mut self.pool {
+                    if let Some(&e) = pool.by_pfn.get(&pfn) {
+                        pool.count[e] = pool.count[e].saturating_sub(1).max(1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `__purge_vmap_area_lazy()`: one kernel-range flush over the lazily freed span.
+    pub(crate) fn purge(&mut self) {
+        if self.vmalloc_lazy == 0 {
+            return;
+        }
+        if self.vmalloc_lazy > TLB_SINGLE_PAGE_FLUSH_CEILING {
+            self.ev.ipi_rounds += 1;
+            self.ev.ipi_cpus += u64::from(self.config.cpus().saturating_sub(1));
+            self.ev.tlb_full_flushes += 1;
+        } else {
+            self.ev.tlb_single_flushes += self.vmalloc_lazy;
+        }
+        self.ev.lock_acquisitions += 1;
+        self.vmalloc_lazy = 0;
+    }
+
+    fn vmalloc_mark(&mut self) {
+        let used = self.vmalloc_live + self.vmalloc_lazy;
+        self.ev.vmalloc_high_water_pages = self.ev.vmalloc_high_water_pages.max(used);
+    }
+}
