@@ -707,7 +707,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Compress(c) => compress(c),
         Cmd::Decompress(d) => decompress(d),
-        Cmd::Bench(b) => lab::run(b).map_err(|msg| Fail { code: 1, msg }),
+        Cmd::Bench(b) => lab::run(b).map_err(|(code, msg)| Fail { code, msg }),
         Cmd::Inspect(c) => inspect(c),
         Cmd::Extract(c) => extract(c),
         Cmd::Verify(c) => verify(c),

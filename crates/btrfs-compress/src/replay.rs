@@ -152,9 +152,10 @@ pub fn compress_piece(ctx: &mut MapCtx, setup: &Setup, data: &[u8]) -> Result<Ca
     let args = CompressArgs::new(&pages, 0, data.len())?;
     let mut out = FolioVec::new();
     ctx.reset_events();
+    ctx.begin_extent();
     let r = crate::Codecs::global().compress_folios(setup.spec, &opts, ctx, &args, &mut out);
     ctx.note_page_allocs(out.folios().iter().map(|f| f.nr_pages() as u64).sum());
-    let events = ctx.events_purged();
+    let events = ctx.events();
     let extent = match r {
         Ok(res) if crate::compression_saves_sector(res.total_in, res.total_out, crate::SECTORSIZE) => {
             Some(Bytes::from(out.to_vec(0, res.total_out)))
@@ -178,8 +179,9 @@ pub fn decompress_piece(ctx: &mut MapCtx, setup: &Setup, extent: &[u8], len: usi
         dest.pages.set_zone(Zone::HighMem);
     }
     ctx.reset_events();
+    ctx.begin_extent();
     crate::Codecs::global().decompress_bio_opts(setup.spec.alg, &opts, ctx, &cb, &mut dest)?;
-    let events = ctx.events_purged();
+    let events = ctx.events();
     Ok(Call { entry: entry(setup.spec, true), events, len, extent: None })
 }
 
@@ -189,11 +191,12 @@ pub fn heuristic_call(ctx: &mut MapCtx, setup: &Setup, file: &[u8], start: usize
     let end = (start + PIECE).min(file.len());
     let pages = page_cache(&mem, &file[start..end], 0, setup.config)?;
     ctx.reset_events();
+    ctx.begin_extent();
     let verdict = {
         let mut frame = ctx.frame();
         btrfs_compression::heuristic::btrfs_compress_heuristic(&mut frame, &pages, 0, end - start)?
     };
-    let events = ctx.events_purged();
+    let events = ctx.events();
     let call = Call { entry: "btrfs_compress_heuristic", events, len: end - start, extent: None };
     Ok((call, verdict.compress()))
 }

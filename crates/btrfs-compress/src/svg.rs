@@ -1,6 +1,6 @@
-//! Minimal SVG charts for the lab report (grouped bars and lines). Hand-written: the plotting
+//! Minimal SVG charts for the lab report (grouped bars). Hand-written: the plotting
 //! crates lay out text through system fonts (font-kit), which a headless CI machine may lack,
-//! and these two chart kinds need nothing more than rectangles, lines and text.
+//! and this chart needs nothing more than rectangles, lines and text.
 
 use std::fmt::Write;
 
@@ -106,75 +106,6 @@ pub fn bars(title: &str, y_label: &str, categories: &[String], series: &[(String
             esc(name)
         );
     }
-    s.push_str("</svg>\n");
-    s
-}
-
-/// A line chart over numeric x values.
-pub fn lines(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
-    let (w, h) = (720.0, 420.0);
-    let (l, r, t, b) = (70.0, 200.0, 40.0, 60.0);
-    let pw = w - l - r;
-    let ph = h - t - b;
-    let pts = || series.iter().flat_map(|s| s.1.iter().copied());
-    let xmax = pts().map(|p| p.0).fold(1.0, f64::max);
-    let xmin = pts().map(|p| p.0).fold(xmax, f64::min);
-    let ymax = nice_max(pts().map(|p| p.1).fold(0.0, f64::max));
-    let xs = |x: f64| l + if xmax > xmin { pw * (x - xmin) / (xmax - xmin) } else { pw / 2.0 };
-    let ys = |y: f64| t + ph - ph * (y / ymax).min(1.0);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = write!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = write!(s, r#"<text x="{}" y="22" font-size="16" text-anchor="middle">{}</text>"#, l + pw / 2.0, esc(title));
-    for i in 0..=5 {
-        let v = ymax * i as f64 / 5.0;
-        let y = ys(v);
-        let _ = write!(s, r##"<line x1="{l}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/>"##, l + pw);
-        let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, l - 6.0, y + 4.0, fmt_tick(v));
-    }
-    let mut xt: Vec<f64> = pts().map(|p| p.0).collect();
-    xt.sort_by(f64::total_cmp);
-    xt.dedup();
-    for x in xt {
-        let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, xs(x), t + ph + 18.0, fmt_tick(x));
-    }
-    let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, l + pw / 2.0, h - 14.0, esc(x_label));
-    let _ = write!(
-        s,
-        r#"<text transform="translate(16,{}) rotate(-90)" text-anchor="middle">{}</text>"#,
-        t + ph / 2.0,
-        esc(y_label)
-    );
-    for (si, (name, p)) in series.iter().enumerate() {
-        let c = PALETTE[si % PALETTE.len()];
-        let path: Vec<String> = p.iter().map(|&(x, y)| format!("{:.1},{:.1}", xs(x), ys(y))).collect();
-        let _ = write!(s, r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#, path.join(" "));
-        for &(x, y) in p {
-            let _ = write!(
-                s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"><title>{}: {}</title></circle>"#,
-                xs(x),
-                ys(y),
-                esc(name),
-                fmt_tick(y)
-            );
-        }
-        let y = t + 10.0 + 18.0 * si as f64;
-        let _ = write!(
-            s,
-            r#"<rect x="{}" y="{}" width="12" height="12" fill="{c}"/><text x="{}" y="{}">{}</text>"#,
-            w - r + 14.0,
-            y - 10.0,
-            w - r + 32.0,
-            y,
-            esc(name)
-        );
-    }
-    let _ = write!(s, r##"<line x1="{l}" x2="{l}" y1="{t}" y2="{}" stroke="#333"/>"##, t + ph);
-    let _ = write!(s, r##"<line x1="{l}" x2="{}" y1="{}" y2="{}" stroke="#333"/>"##, l + pw, t + ph, t + ph);
     s.push_str("</svg>\n");
     s
 }

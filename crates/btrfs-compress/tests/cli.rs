@@ -229,7 +229,7 @@ fn help_and_version_exit_0() {
 fn bench_quick_prints_json_rows_and_writes_a_report() {
     let d = tempfile::tempdir().unwrap();
     let rep = p(d.path(), "report");
-    let o = run(&["bench", "--quick", "--json", "--codecs", "zstd:1,lzo", "--threads", "2", "--report", &rep]);
+    let o = run(&["bench", "--quick", "--json", "--codecs", "zstd:1,lzo", "--report", &rep]);
     assert!(o.status.success(), "{}", stderr(&o));
     let keys = [
         "codec",
@@ -245,28 +245,74 @@ fn bench_quick_prints_json_rows_and_writes_a_report() {
         "unmaps_per_extent",
         "forced_remaps_per_extent",
         "bytes_copied_per_extent",
+        "loop",
+        "config",
+        "highmem_maps_per_extent",
+        "lowmem_maps_per_extent",
+        "pte_writes_per_extent",
+        "pte_clears_per_extent",
+        "tlb_single_flushes_per_extent",
+        "tlb_full_flushes_per_extent",
+        "ipis_per_extent",
+        "slots_high_water",
+        "library_calls_per_extent",
+        "modeled_ns_per_extent",
+        "mb_s_min",
+        "mb_s_max",
     ];
     let mut rows = 0;
     let mut strategies = std::collections::HashSet::new();
     for line in String::from_utf8(o.stdout).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
-        if v["kind"] == "strategy" {
-            for k in keys {
-                assert!(v.get(k).is_some(), "missing {k} in {line}");
-            }
-            strategies.insert(v["strategy"].as_str().unwrap().to_string());
-            rows += 1;
+        for k in keys {
+            assert!(v.get(k).is_some(), "missing {k} in {line}");
         }
+        strategies.insert(v["strategy"].as_str().unwrap().to_string());
+        // A kmap_local of a highmem page is one PTE write and one invlpg, whatever else.
+        if v["config"] == "32-bit-highmem" && v["strategy"] == "kmap-local" && v["loop"] == "6.1" {
+            assert_eq!(v["pte_writes_per_extent"], v["highmem_maps_per_extent"], "{line}");
+            assert_eq!(v["tlb_single_flushes_per_extent"], v["highmem_maps_per_extent"], "{line}");
+        }
+        if v["config"] == "32-bit-highmem" {
+            assert_ne!(v["strategy"], "direct", "no direct map of highmem: {line}");
+            assert!(v["slots_high_water"].as_u64().unwrap() <= 15, "{line}");
+        }
+        rows += 1;
     }
     assert!(rows > 40, "{rows} rows");
-    for s in ["direct", "kmap-local", "zstd-lifo-remap", "range", "vmap-folio", "kmap-pool", "bounce"] {
-        assert!(strategies.contains(s), "no {s} rows: {strategies:?}");
+    for s in highmem::Strategy::ALL {
+        assert!(strategies.contains(s.name()), "no {s} rows: {strategies:?}");
     }
     let summary = std::fs::read_to_string(d.path().join("report/summary.md")).unwrap();
-    assert!(summary.contains("Mapping operations per 128 KiB extent"));
-    for svg in ["mapping-ops.svg", "scaling.svg", "throughput-compress-heap.svg", "throughput-decompress-highmem.svg"] {
+    assert!(summary.starts_with("# btrfs-compress bench\n\n## Verdict"), "{summary}");
+    assert!(summary.contains("Largest saving of any strategy against kmap_local"));
+    for svg in ["modeled-ns-compress.svg", "api-calls-decompress.svg", "invlpg-compress.svg"] {
         let s = std::fs::read_to_string(d.path().join("report").join(svg)).unwrap();
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"), "{svg}");
+    }
+}
+
+#[test]
+fn bench_refuses_bad_command_lines_before_any_work() {
+    let d = tempfile::tempdir().unwrap();
+    let file = p(d.path(), "file");
+    std::fs::write(&file, b"x").unwrap();
+    let bad_costs = p(d.path(), "costs.json");
+    std::fs::write(&bad_costs, br#"{"events": {"api_calls": {"ns": 1, "source": "x"}}}"#).unwrap();
+    for args in [
+        vec!["bench", "--codecs", "lzo:3"],
+        vec!["bench", "--codecs", "zstd:abc"],
+        vec!["bench", "--loop", "5.4"],
+        vec!["bench", "--strategies", "range,nope"],
+        vec!["bench", "--backends", "disk"],
+        vec!["bench", "--init-on-alloc", "maybe"],
+        vec!["bench", "--no-report", "--report", "x"],
+        vec!["bench", "--report", &format!("{file}/sub")],
+        vec!["bench", "--costs", &bad_costs],
+        vec!["bench", "--range-reserve", "15"],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));
     }
 }
 

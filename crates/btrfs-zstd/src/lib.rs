@@ -99,7 +99,9 @@ fn init_cstream(cctx: &mut CCtx<'static>, level: i32, len: usize) -> Result<()> 
     Ok(())
 }
 
-/// Models `zstd_compress_folios()` (6.15, merged form): each input chunk is mapped with the
+/// Models `zstd_compress_folios()` (6.15 merged form; under HIGHMEM it makes the calls of 6.1's
+/// `zstd_compress_pages()` v6, 6.12 and 7.2 page by page, which the kmap trace fixture checks against
+/// 6.1): each input chunk is mapped with the
 /// context's strategy (`kmap_local_folio()` in the kernel), output pages are written through the
 /// direct map. Returns `Incompressible` (`-E2BIG`) on the early bail, when the output folios run
 /// out, or when the output is not smaller than the input.
@@ -228,7 +230,8 @@ fn end_stream(
     }
 }
 
-/// The zstd loop of Fabio De Francesco's 2022 kmap_local conversion, v1-v4 (never merged):
+/// The zstd loop of Fabio De Francesco's 2022 kmap_local conversion, v1-v4 (11-16 Jun 2022;
+/// v4 was briefly in for-next, never merged):
 /// input mapped first (lower slot), output mapped above it with kmap_local as well. An output
 /// switch only replaces the top slot, but an input switch while the output page is half full must
 /// unmap the output, unmap the input, map the next input and map the same output page again;
@@ -299,6 +302,11 @@ pub fn compress_folios_lifo_remap(
                         break 'input;
                     }
                     if in_pos == cur_len {
+                        // v4 checks the output switch first: the new output page is mapped at
+                        // once, then the input switch must unmap it (LIFO) and map it again
+                        // above the next input page.
+                        drop(above.map_mut(out, out_base, out_size)?);
+                        remap_out = true;
                         tot_in += cur_len;
                         start += cur_len;
                         len -= cur_len;

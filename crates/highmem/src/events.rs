@@ -145,11 +145,14 @@ pub struct KernelEvents {
     pub bytes_copied: u64,
     /// `kmap()` calls that found the page still in the pool (no PTE write).
     pub pool_hits: u64,
+    /// Pages whose vmalloc mapping was freed lazily (their flush waits for a purge, which comes
+    /// once per [`KernelConfig::lazy_max_pages`] of them).
+    pub vunmap_lazy_pages: u64,
 }
 
 impl KernelEvents {
     /// Every field with its name, for cost tables and reports.
-    pub fn fields(&self) -> [(&'static str, u64); 16] {
+    pub fn fields(&self) -> [(&'static str, u64); 17] {
         [
             ("api_calls", self.api_calls),
             ("highmem_maps", self.highmem_maps),
@@ -167,6 +170,7 @@ impl KernelEvents {
             ("forced_remaps", self.forced_remaps),
             ("bytes_copied", self.bytes_copied),
             ("pool_hits", self.pool_hits),
+            ("vunmap_lazy_pages", self.vunmap_lazy_pages),
         ]
     }
 
@@ -188,6 +192,7 @@ impl KernelEvents {
         self.forced_remaps += o.forced_remaps;
         self.bytes_copied += o.bytes_copied;
         self.pool_hits += o.pool_hits;
+        self.vunmap_lazy_pages += o.vunmap_lazy_pages;
         self.vmalloc_high_water_pages = hw_v;
         self.slots_high_water = hw_s;
     }
@@ -203,7 +208,7 @@ pub(crate) enum Undo {
     /// A vmap/vm_map_ram area: clear PTEs now, flush lazily.
     Vmalloc { pages: u64, block: bool },
     /// `kunmap()` of a pool entry: drop a reference under the lock.
-    Pool { pfn: usize },
+    Pool { key: (usize, u64) },
 }
 
 /// The per-context kernel state the events depend on: slots held, the `kmap()` pool's entries,
@@ -216,14 +221,17 @@ pub(crate) struct KernelModel {
     pool: Option<PoolModel>,
     vmalloc_live: u64,
     vmalloc_lazy: u64,
+    generation: u64,
 }
 
 #[derive(Debug)]
 struct PoolModel {
     /// `pkmap_count` per entry: 0 free, 1 mapped and unused, > 1 in use.
     count: Vec<u32>,
-    pfn: Vec<Option<usize>>,
-    by_pfn: HashMap<usize, usize>,
+    pfn: Vec<Option<(usize, u64)>>,
+    /// Entry of each (frame, extent generation): a new extent's pages are other page-cache
+    /// pages in the kernel, even where the emulation reuses the frames.
+    by_pfn: HashMap<(usize, u64), usize>,
     last: usize,
 }
 
@@ -273,7 +281,13 @@ impl KernelModel {
     }
 
     /// `kmap()` of one page through the global pool (`kmap_high()`).
+    /// The next requests belong to a new extent (other pages of the page cache).
+    pub(crate) fn begin_extent(&mut self) {
+        self.generation += 1;
+    }
+
     pub(crate) fn kmap_pool(&mut self, pfn: usize, high: bool) -> Undo {
+        let key = (pfn, self.generation);
         self.ev.api_calls += 1;
         if !high || !self.config.has_highmem() {
             self.ev.lowmem_maps += 1;
@@ -288,10 +302,10 @@ impl KernelModel {
             by_pfn: HashMap::new(),
             last: 0,
         });
-        if let Some(&e) = pool.by_pfn.get(&pfn) {
+        if let Some(&e) = pool.by_pfn.get(&key) {
             pool.count[e] += 1;
             self.ev.pool_hits += 1;
-            return Undo::Pool { pfn };
+            return Undo::Pool { key };
         }
         // map_new_virtual(): scan for a free entry, flushing every unused one on wrap.
         let mut scanned = 0;
@@ -328,10 +342,10 @@ impl KernelModel {
         }
         let e = pool.last;
         pool.count[e] = 2;
-        pool.pfn[e] = Some(pfn);
-        pool.by_pfn.insert(pfn, e);
+        pool.pfn[e] = Some(key);
+        pool.by_pfn.insert(key, e);
         self.ev.pte_writes += 1;
-        Undo::Pool { pfn }
+        Undo::Pool { key }
     }
 
     pub(crate) fn undo(&mut self, u: Undo) {
@@ -346,6 +360,7 @@ impl KernelModel {
                 self.ev.pte_clears += pages;
                 self.ev.lock_acquisitions += 1;
                 let span = pages + u64::from(!block);
+                self.ev.vunmap_lazy_pages += pages;
                 self.vmalloc_live -= span;
                 self.vmalloc_lazy += span;
                 self.vmalloc_mark();
@@ -354,10 +369,10 @@ impl KernelModel {
                     self.purge();
                 }
             }
-            Undo::Pool { pfn } => {
+            Undo::Pool { key } => {
                 self.ev.lock_acquisitions += 1;
                 if let Some(pool) = &mut self.pool {
-                    if let Some(&e) = pool.by_pfn.get(&pfn) {
+                    if let Some(&e) = pool.by_pfn.get(&key) {
                         pool.count[e] = pool.count[e].saturating_sub(1).max(1);
                     }
                 }

@@ -49,8 +49,8 @@ pub use events::{KernelConfig, KernelEvents, Zone, TLB_SINGLE_PAGE_FLUSH_CEILING
 pub use phys::{Backend, Folio, FolioVec, PhysAddr, PhysMem, SUPPORTED_PAGE_SIZES};
 pub use pool::{KmapPool, PoolStats, LAST_PKMAP};
 pub use strategy::{
-    Frame, LifoPolicy, MapCounters, MapCtx, MapMut, MapRef, Strategy, DEFAULT_BOUNCE_BYTES, DEFAULT_RANGE_RESERVE, KM_MAX_IDX,
-    MAX_RANGE_BYTES,
+    Frame, LifoPolicy, MapCounters, MapCtx, MapMut, MapRef, Strategy, DEFAULT_BOUNCE_BYTES, DEFAULT_RANGE_RESERVE,
+    KM_MAX_IDX, MAX_RANGE_BYTES,
 };
 
 use std::fmt;

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use crate::events::Zone;
 use crate::backend::{self, HeapStore, Store};
+use crate::events::Zone;
 use crate::MapError;
 
 /// Which memory backend holds the frames.

@@ -263,9 +263,12 @@ impl MapCtx {
         let window = if mem.inner.store.is_highmem()
             && matches!(
                 strategy,
-                Strategy::KmapLocal | Strategy::Range | Strategy::RangeFallback | Strategy::Bounce | Strategy::FolioMapLocal
-            )
-        {
+                Strategy::KmapLocal
+                    | Strategy::Range
+                    | Strategy::RangeFallback
+                    | Strategy::Bounce
+                    | Strategy::FolioMapLocal
+            ) {
             Some(VaRegion::reserve((KM_MAX_IDX + 1) * slot_size).map_err(MapError::Os)?)
         } else {
             None
@@ -344,6 +347,12 @@ impl MapCtx {
         let mut m = self.model.borrow_mut();
         m.purge();
         m.ev
+    }
+
+    /// The requests that follow belong to a new extent: its page-cache pages are other pages
+    /// than the last extent's (the `kmap()` pool finds no stale hits on reused frames).
+    pub fn begin_extent(&self) {
+        self.model.borrow_mut().begin_extent();
     }
 
     /// Reset the events (the kernel state, e.g. the pool's entries, stays).

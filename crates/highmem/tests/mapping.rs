@@ -2,7 +2,8 @@
 //! enforcement, slot exhaustion, forgotten guards, and the global pool.
 
 use highmem::{
-    Backend, FolioVec, KernelConfig, KmapPool, LifoPolicy, MapCtx, MapError, PhysMem, Strategy, Zone, KM_MAX_IDX, LAST_PKMAP,
+    Backend, FolioVec, KernelConfig, KmapPool, LifoPolicy, MapCtx, MapError, PhysMem, Strategy, Zone, KM_MAX_IDX,
+    LAST_PKMAP,
 };
 use std::sync::Arc;
 

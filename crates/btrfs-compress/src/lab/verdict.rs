@@ -1,0 +1,158 @@
+//! The verdict, computed from the rows: what each strategy would cost a 32-bit HIGHMEM kernel
+//! per extent against kmap_local, how that compares with the codec's own time, how the answer
+//! moves with the cost table, and the 64-bit large-folio case.
+
+use std::fmt::Write;
+
+use super::{events_priced, CostTable, Op, Row};
+
+fn rows_of<'a>(rows: &'a [Row], config: &str, kloop: &str) -> impl Iterator<Item = &'a Row> + 'a {
+    let (config, kloop) = (config.to_string(), kloop.to_string());
+    rows.iter().filter(move |r| r.config == config && r.kloop == kloop && r.backend == "heap" && !r.hypothetical)
+}
+
+fn label(r: &Row) -> String {
+    match r.op {
+        Op::Heuristic => "heuristic (compress=)".into(),
+        _ => format!(
+            "{}{} {}",
+            r.codec,
+            if r.codec == "lzo" { String::new() } else { format!(":{}", r.level) },
+            r.op.name()
+        ),
+    }
+}
+
+/// Best (cheapest modeled) strategy of a group under a scaled cost table.
+fn best<'a>(group: &[&'a Row], costs: &CostTable, scale: Option<(&str, f64)>) -> Option<&'a Row> {
+    group.iter().copied().min_by(|a, b| {
+        costs.ns(&events_priced(&a.events), scale).total_cmp(&costs.ns(&events_priced(&b.events), scale))
+    })
+}
+
+/// The verdict as Markdown-friendly text.
+pub fn verdict(rows: &[Row], costs: &CostTable) -> String {
+    let mut s = String::from("## Verdict (computed from the rows; modeled costs are events x the cost table)\n\n");
+    let mut groups: Vec<(String, Vec<&Row>)> = Vec::new();
+    for r in rows_of(rows, "32-bit-highmem", "6.1") {
+        let k = label(r);
+        match groups.iter_mut().find(|g| g.0 == k) {
+            Some(g) => g.1.push(r),
+            None => groups.push((k, vec![r])),
+        }
+    }
+    if groups.is_empty() {
+        s.push_str("No 32-bit HIGHMEM rows with the 6.1 loops on the heap backend: nothing to conclude.\n");
+        return s;
+    }
+    let _ = writeln!(s, "32-bit HIGHMEM (x86-32 PAE, 4 KiB pages, page cache in HighMem), the 6.1 loops:\n");
+    let mut max_saving = (0.0f64, String::new());
+    for (k, g) in &groups {
+        let Some(base) = g.iter().find(|r| r.strategy == "kmap-local") else { continue };
+        let codec_ns = base.measured_us_per_extent * 1000.0;
+        let _ = writeln!(
+            s,
+            "- {k}: kmap-local {:.1} calls, {:.1} highmem + {:.1} lowmem maps, {:.1} invlpg per extent -> {:.2} µs \
+             modeled ({:.2} % of the codec's {:.0} µs measured here).",
+            base.api_calls_per_extent,
+            base.highmem_maps_per_extent,
+            base.lowmem_maps_per_extent,
+            base.tlb_single_flushes_per_extent,
+            base.modeled_ns_per_extent / 1000.0,
+            100.0 * base.modeled_ns_per_extent / codec_ns,
+            base.measured_us_per_extent
+        );
+        let mut parts = Vec::new();
+        for r in g.iter().filter(|r| r.strategy != "kmap-local") {
+            let d = r.modeled_ns_per_extent - base.modeled_ns_per_extent;
+            parts.push(format!(
+                "{} {:+.2} µs ({:+.2} %; {:.1} calls, {:.2} full flushes)",
+                r.strategy,
+                d / 1000.0,
+                100.0 * d / codec_ns,
+                r.api_calls_per_extent,
+                r.tlb_full_flushes_per_extent
+            ));
+            if -d / codec_ns > max_saving.0 {
+                max_saving = (-d / codec_ns, format!("{} on {k} ({:.2} µs per extent)", r.strategy, -d / 1000.0));
+            }
+        }
+        let _ = writeln!(s, "  against it: {}.", parts.join("; "));
+    }
+    let _ = writeln!(
+        s,
+        "\nLargest saving of any strategy against kmap_local: {}.",
+        if max_saving.1.is_empty() {
+            "none (every other strategy costs more)".to_string()
+        } else {
+            format!("{:.2} % of the codec's time, {}", 100.0 * max_saving.0, max_saving.1)
+        }
+    );
+    // The v4 loop.
+    for v4 in rows_of(rows, "32-bit-highmem", "v4-2022") {
+        if let Some(b) = groups
+            .iter()
+            .flat_map(|g| g.1.iter())
+            .find(|r| r.codec == v4.codec && r.level == v4.level && r.op == v4.op && r.strategy == "kmap-local")
+        {
+            let d = v4.modeled_ns_per_extent - b.modeled_ns_per_extent;
+            let _ = writeln!(
+                s,
+                "- The June 2022 v4 zstd loop ({}:{}): {:.1} forced re-maps per extent, {:+.1} maps, {:+.2} µs modeled \
+                 ({:+.2} % of the codec's time).",
+                v4.codec,
+                v4.level,
+                v4.forced_remaps_per_extent,
+                v4.api_calls_per_extent - b.api_calls_per_extent,
+                d / 1000.0,
+                100.0 * d / (b.measured_us_per_extent * 1000.0)
+            );
+        }
+    }
+    // Sensitivity: which figures, doubled or halved, change the cheapest strategy anywhere.
+    let mut flips = Vec::new();
+    for name in costs.events.keys() {
+        for f in [2.0, 0.5] {
+            for (k, g) in &groups {
+                let a = best(g, costs, None).map(|r| r.strategy.clone());
+                let b = best(g, costs, Some((name, f))).map(|r| r.strategy.clone());
+                if a != b {
+                    flips.push(format!("{name} x{f}: {k} {} -> {}", a.unwrap_or_default(), b.unwrap_or_default()));
+                }
+            }
+        }
+    }
+    let share = |f: f64| {
+        groups
+            .iter()
+            .filter_map(|g| g.1.iter().find(|r| r.strategy == "kmap-local"))
+            .map(|r| costs.ns(&events_priced(&r.events), Some(("*", f))) / (r.measured_us_per_extent * 1000.0))
+            .fold(0.0f64, f64::max)
+    };
+    let _ = writeln!(
+        s,
+        "\nSensitivity: with every figure doubled kmap_local's cost is at most {:.2} % of the codec's time \
+         (halved: {:.2} %). Figures that change the cheapest strategy when doubled or halved alone: {}.",
+        100.0 * share(2.0),
+        100.0 * share(0.5),
+        if flips.is_empty() { "none".to_string() } else { flips.join("; ") }
+    );
+    // 64-bit with large folios.
+    let b64: Vec<&Row> = rows_of(rows, "64-bit", "7.2").collect();
+    let k61: Vec<&Row> = rows_of(rows, "64-bit", "6.1").filter(|r| r.strategy == "kmap-local").collect();
+    for r in b64.iter().filter(|r| r.strategy == "folio-map-local" && r.op != Op::Heuristic) {
+        if let Some(o) = k61.iter().find(|o| o.codec == r.codec && o.level == r.level && o.op == r.op) {
+            let _ = writeln!(
+                s,
+                "- 64-bit, {}: kmap_local is page_address(): {:.1} calls per extent with 6.1's order-0 folios, \
+                 {:.1} with 7.2's large folios and folio_map_local (no PTE, no flush either way); measured {:.0} vs {:.0} MB/s.",
+                label(r),
+                o.api_calls_per_extent,
+                r.api_calls_per_extent,
+                o.mb_s,
+                r.mb_s
+            );
+        }
+    }
+    s
+}
