@@ -266,11 +266,11 @@ fn a_range_pays_per_page_and_the_direct_map_has_no_highmem() {
     let mut pages = FolioVec::from_slice(&mem, &pattern(32 * 4096), 0).unwrap();
     pages.set_zone(Zone::HighMem);
     let mut ctx = highmem_ctx(&mem, Strategy::Range);
-    let mut f = ctx.frame();
-    let m = f.map(&pages, 0, 32 * 4096).unwrap();
-    assert_eq!(m.len(), 13 * 4096);
-    drop(m);
-    drop(f);
+    {
+        let mut f = ctx.frame();
+        let m = f.map(&pages, 0, 32 * 4096).unwrap();
+        assert_eq!(m.len(), 13 * 4096);
+    }
     let e = ctx.events();
     assert_eq!((e.api_calls, e.pte_writes, e.pte_clears, e.tlb_single_flushes), (1, 13, 13, 13));
     assert_eq!(e.slots_high_water, 13);
