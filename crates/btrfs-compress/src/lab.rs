@@ -503,7 +503,7 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         raw_times.push(t_raw);
         ratios.push(t_raw / t);
     }
-    let mut rates: Vec<f64> = times.iter().map(|t| bytes as f64 / t / 1e6).collect();
+    let rates: Vec<f64> = times.iter().map(|t| bytes as f64 / t / 1e6).collect();
     let t = median(&mut times);
     let [calls, maps, unmaps, remaps, rpages, copied, sys] = per(&counters, n);
     // Events over every repetition (the kmap() pool reaches its steady state of wraps); the
@@ -533,7 +533,7 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         op: rs.op,
         hypothetical: rs.hypothetical,
         extents: jobs.len(),
-        mb_s: bytes as f64 / t / 1e6,
+        mb_s: if jobs.is_empty() { f64::NAN } else { bytes as f64 / t / 1e6 },
         mb_s_min: rates.iter().copied().fold(f64::INFINITY, f64::min),
         mb_s_max: rates.iter().copied().fold(0.0, f64::max),
         raw_mb_s: bytes as f64 / median(&mut raw_times) / 1e6,
@@ -558,20 +558,12 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         locks_per_extent: get("lock_acquisitions"),
         slab_allocs_per_extent: get("slab_allocs"),
         slots_high_water: ev.slots_high_water,
-        // (high-water marks are not divided: see events_priced)
         vmalloc_high_water_pages: ev.vmalloc_high_water_pages,
         library_calls_per_extent: None,
         measured_us_per_extent: t / n * 1e6,
         modeled_ns_per_extent: modeled,
         modeled_map_us_per_extent: modeled / 1000.0,
         events,
-    })
-    .map(|mut r| {
-        rates.clear();
-        if r.extents == 0 {
-            r.mb_s = f64::NAN;
-        }
-        r
     })
 }
 
