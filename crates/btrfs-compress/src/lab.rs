@@ -77,6 +77,29 @@ pub struct BenchArgs {
     /// Slots kmap_local_range() leaves for interrupt users.
     #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=14))]
     pub range_reserve: u64,
+    /// Share of page-cache pages in HighMem on the 32-bit config, 0 to 1 (the rest come from
+    /// Normal, as when HighMem runs low); compressed pages are lowmem whatever this says.
+    #[arg(long, default_value_t = 1.0, value_name = "F", value_parser = parse_fraction)]
+    pub highmem_fraction: f64,
+    /// Assumed context switches per ms of codec time (0: off). Each one finds the loop's
+    /// kmap_local slots held: `__kmap_local_sched_out()` clears and invalidates each,
+    /// `__kmap_local_sched_in()` rewrites it. The rate is an assumption, not a measurement.
+    #[arg(long, default_value_t = 0.0, value_name = "R", value_parser = parse_rate)]
+    pub preempt_per_ms: f64,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && (0.0..=1000.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a rate from 0 to 1000 per ms")),
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a number from 0 to 1")),
+    }
 }
 
 /// One cost-table entry.
@@ -200,6 +223,8 @@ pub struct Row {
     pub op: Op,
     /// The row describes no kernel.
     pub hypothetical: bool,
+    /// Share of page-cache pages in HighMem (1 on 32-bit unless --highmem-fraction; 0 on 64-bit).
+    pub highmem_fraction: f64,
     /// Extents in the sample.
     pub extents: usize,
     /// Measured MB/s of the loop (median over repetitions; includes filling the page cache).
@@ -254,8 +279,15 @@ pub struct Row {
     pub slots_high_water: u64,
     /// Highest vmalloc pages in use or awaiting purge.
     pub vmalloc_high_water_pages: u64,
-    /// Library calls per extent are not counted by the loops (always null).
-    pub library_calls_per_extent: Option<f64>,
+    /// Calls into the compression library per extent (deflate, compress_stream, lzo1x; the
+    /// decompress side alike): a strategy that maps more at once hands the library longer
+    /// buffers in fewer calls.
+    pub library_calls_per_extent: f64,
+    /// Mean kmap_local slots holding a PTE while the library works (weighted by the bytes of
+    /// each call).
+    pub slots_held_in_library: f64,
+    /// Context switches per extent at `--preempt-per-ms` over the measured time (0 when off).
+    pub preemptions_per_extent: f64,
     /// Measured µs per extent (median repetition, this machine).
     pub measured_us_per_extent: f64,
     /// Modeled kernel mapping ns per extent: events x the cost table. Not measured.
@@ -316,6 +348,10 @@ pub struct Plan {
     pub init_on_alloc: bool,
     /// Slots kmap_local_range() leaves free.
     pub range_reserve: usize,
+    /// Share of the page cache in HighMem (32-bit config).
+    pub highmem_fraction: f64,
+    /// Assumed context switches per ms of codec time.
+    pub preempt_per_ms: f64,
 }
 
 /// Check the command line and build the plan (errors are command-line errors: exit 64).
@@ -396,6 +432,8 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
         report,
         init_on_alloc: args.init_on_alloc == "on",
         range_reserve: args.range_reserve as usize,
+        highmem_fraction: args.highmem_fraction,
+        preempt_per_ms: args.preempt_per_ms,
     })
 }
 
@@ -455,6 +493,7 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         strategy: rs.strategy,
         init_on_alloc: plan.init_on_alloc,
         range_reserve: plan.range_reserve,
+        highmem_fraction: plan.highmem_fraction,
     };
     let mut ctx = replay::context(&mem, &setup).map_err(err)?;
     let jobs: Vec<(&Bytes, Option<&Bytes>)> = match rs.op {
@@ -518,6 +557,19 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
             _ => {}
         }
     }
+    // Context switches during the codec's work (assumed rate, off by default): each held slot
+    // is cleared and invalidated at sched_out and rewritten at sched_in.
+    let held = if counters.library_bytes > 0 {
+        counters.library_slot_bytes as f64 / counters.library_bytes as f64
+    } else {
+        0.0
+    };
+    let preemptions = plan.preempt_per_ms * t / n * 1e3;
+    for e in events.iter_mut() {
+        if matches!(e.0, "pte_clears" | "tlb_single_flushes" | "pte_writes") {
+            e.1 += preemptions * held;
+        }
+    }
     let get = |k: &str| events.iter().find(|e| e.0 == k).map_or(0.0, |e| e.1);
     let modeled = plan.costs.ns(&events_priced(&events), None);
     Ok(Row {
@@ -532,6 +584,7 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         folio_order: rs.kloop.folio_order(rs.config).max(if rs.hypothetical { 5 } else { 0 }),
         op: rs.op,
         hypothetical: rs.hypothetical,
+        highmem_fraction: if rs.config.has_highmem() { plan.highmem_fraction } else { 0.0 },
         extents: jobs.len(),
         mb_s: if jobs.is_empty() { f64::NAN } else { bytes as f64 / t / 1e6 },
         mb_s_min: rates.iter().copied().fold(f64::INFINITY, f64::min),
@@ -559,7 +612,9 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         slab_allocs_per_extent: get("slab_allocs"),
         slots_high_water: ev.slots_high_water,
         vmalloc_high_water_pages: ev.vmalloc_high_water_pages,
-        library_calls_per_extent: None,
+        library_calls_per_extent: counters.library_calls as f64 / n,
+        slots_held_in_library: held,
+        preemptions_per_extent: preemptions,
         measured_us_per_extent: t / n * 1e6,
         modeled_ns_per_extent: modeled,
         modeled_map_us_per_extent: modeled / 1000.0,

@@ -108,6 +108,10 @@ pub struct Setup {
     pub init_on_alloc: bool,
     /// Slots `kmap_local_range()` keeps for interrupts.
     pub range_reserve: usize,
+    /// Under a HIGHMEM config, the share of page-cache pages that come from HighMem (1.0: all,
+    /// as on the traced 3 GiB machine; less when HighMem runs low and the allocator falls back
+    /// to Normal). Compressed pages are always lowmem.
+    pub highmem_fraction: f64,
 }
 
 const ASYNC_CHUNK: usize = 512 * 1024;
@@ -135,20 +139,27 @@ pub fn context(mem: &PhysMem, setup: &Setup) -> Result<MapCtx> {
     Ok(ctx)
 }
 
-/// Page-cache pages holding `data` (HighMem under a HIGHMEM config).
-pub fn page_cache(mem: &PhysMem, data: &[u8], order: u32, config: KernelConfig) -> Result<FolioVec> {
+/// Page-cache pages holding `data`: under a HIGHMEM config, `setup.highmem_fraction` of them
+/// in HighMem, spread evenly.
+pub fn page_cache(mem: &PhysMem, data: &[u8], order: u32, setup: &Setup) -> Result<FolioVec> {
     let mut v = FolioVec::from_slice(mem, data, order)?;
-    if config.has_highmem() {
-        v.set_zone(Zone::HighMem);
-    }
+    place_page_cache(&mut v, setup);
     Ok(v)
+}
+
+fn place_page_cache(v: &mut FolioVec, setup: &Setup) {
+    if setup.config.has_highmem() {
+        v.set_highmem_fraction(setup.highmem_fraction);
+    } else {
+        v.set_zone(Zone::Normal);
+    }
 }
 
 /// Compress one piece: the codec call's events, and the extent if the kernel keeps it.
 pub fn compress_piece(ctx: &mut MapCtx, setup: &Setup, data: &[u8]) -> Result<Call> {
     let mem = ctx.mem().clone();
     let opts = setup.kloop.options(setup.strategy, setup.config);
-    let pages = page_cache(&mem, data, opts.effective_folio_order(), setup.config)?;
+    let pages = page_cache(&mem, data, opts.effective_folio_order(), setup)?;
     let args = CompressArgs::new(&pages, 0, data.len())?;
     let mut out = FolioVec::new();
     ctx.reset_events();
@@ -175,9 +186,7 @@ pub fn decompress_piece(ctx: &mut MapCtx, setup: &Setup, extent: &[u8], len: usi
     // zeroed (`zero_fill_bio()`), which maps that page once more.
     let bio_len = len.next_multiple_of(mem.page_size());
     let mut dest = DestRange::new(&mem, 0, bio_len, opts.effective_folio_order())?;
-    if setup.config.has_highmem() {
-        dest.pages.set_zone(Zone::HighMem);
-    }
+    place_page_cache(&mut dest.pages, setup);
     ctx.reset_events();
     ctx.begin_extent();
     crate::Codecs::global().decompress_bio_opts(setup.spec.alg, &opts, ctx, &cb, &mut dest)?;
@@ -189,7 +198,7 @@ pub fn decompress_piece(ctx: &mut MapCtx, setup: &Setup, extent: &[u8], len: usi
 pub fn heuristic_call(ctx: &mut MapCtx, setup: &Setup, file: &[u8], start: usize) -> Result<(Call, bool)> {
     let mem = ctx.mem().clone();
     let end = (start + PIECE).min(file.len());
-    let pages = page_cache(&mem, &file[start..end], 0, setup.config)?;
+    let pages = page_cache(&mem, &file[start..end], 0, setup)?;
     ctx.reset_events();
     ctx.begin_extent();
     let verdict = {

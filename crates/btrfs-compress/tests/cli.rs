@@ -268,6 +268,10 @@ fn bench_quick_prints_json_rows_and_writes_a_report() {
             assert!(v.get(k).is_some(), "missing {k} in {line}");
         }
         strategies.insert(v["strategy"].as_str().unwrap().to_string());
+        // Every loop calls its library at least once per extent it handles.
+        if v["op"] != "heuristic" && v["extents"].as_u64().unwrap() > 0 {
+            assert!(v["library_calls_per_extent"].as_f64().unwrap() >= 1.0, "{line}");
+        }
         // A kmap_local of a highmem page is one PTE write and one invlpg, whatever else.
         if v["config"] == "32-bit-highmem" && v["strategy"] == "kmap-local" && v["loop"] == "6.1" {
             assert_eq!(v["pte_writes_per_extent"], v["highmem_maps_per_extent"], "{line}");
@@ -310,6 +314,9 @@ fn bench_refuses_bad_command_lines_before_any_work() {
         vec!["bench", "--report", &format!("{file}/sub")],
         vec!["bench", "--costs", &bad_costs],
         vec!["bench", "--range-reserve", "15"],
+        vec!["bench", "--highmem-fraction", "1.5"],
+        vec!["bench", "--highmem-fraction", "half"],
+        vec!["bench", "--preempt-per-ms", "-1"],
     ] {
         let o = run(&args);
         assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));

@@ -255,6 +255,7 @@ pub fn compress_folios(
             let sector_off = (cur_in - start) % ss;
             let in_len = (end - cur_in).min(ss - sector_off).min(map_end - cur_in);
             let seg = &src[cur_in - map_start..cur_in - map_start + in_len];
+            above.ctx().note_library_call(in_len);
             let out_len = ws.compress_segment(seg)?;
             copy_compressed_data_to_page(
                 &mut above,
@@ -336,6 +337,7 @@ pub fn decompress_bio_sectorsize(
         frame.memcpy_from_pages(&cb.folios, cur_in, &mut ws.cbuf[..seg_len])?;
         cur_in += seg_len;
         let cap = lzo1x_worst_compress(sectorsize);
+        frame.ctx().note_library_call(sectorsize);
         let out_len = decompress_segment(&ws.cbuf[..seg_len], &mut ws.buf[..cap])?;
         let more = btrfs_decompress_buf2page(&mut frame, &ws.buf[..out_len], cur_out, dest)?;
         cur_out += out_len;

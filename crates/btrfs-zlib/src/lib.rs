@@ -124,6 +124,7 @@ pub fn compress_folios(
         // Output is offered one page at a time as in the kernel: zlib's bytes depend on where
         // avail_out runs out during a flush.
         let dst = out.folio_address_mut(out_base + out_pos, page_rest(out_pos, out_size, ps));
+        in_map.ctx().note_library_call(src.len());
         let st = strm.compress(src, dst, FlushCompress::Sync).map_err(lib_err)?;
         let consumed = (strm.total_in() - in0) as usize;
         let produced = (strm.total_out() - out0) as usize;
@@ -157,6 +158,7 @@ pub fn compress_folios(
     loop {
         let out0 = strm.total_out();
         let dst = out.folio_address_mut(out_base + out_pos, page_rest(out_pos, out_size, ps));
+        frame.ctx().note_library_call(dst.len());
         let st = strm.compress(&[], dst, FlushCompress::Finish).map_err(lib_err)?;
         out_pos += (strm.total_out() - out0) as usize;
         if st == Status::StreamEnd {
@@ -242,6 +244,7 @@ pub fn decompress_bio(ws: &mut Workspace, ctx: &mut MapCtx, cb: &CompressedBio, 
         let (st, produced) = {
             let src = &in_map[in_pos..in_size];
             let (i0, o0) = (strm.total_in(), strm.total_out());
+            in_map.ctx().note_library_call(ps);
             let r = strm.decompress(src, &mut ws.buf[..ps], FlushDecompress::None);
             match r {
                 Ok(st) => {
@@ -336,6 +339,7 @@ pub fn decompress_bio_in_place(
         let src = &src[..in_size];
         while (strm.total_out() as usize) < dest.start {
             let want = (dest.start - strm.total_out() as usize).min(ps);
+            above.ctx().note_library_call(want);
             let (st, c, p) = step(&mut strm, &src[in_pos..], &mut ws.buf[..want])?;
             in_pos += c;
             if st == Status::StreamEnd {
@@ -367,6 +371,7 @@ pub fn decompress_bio_in_place(
             let win = m.len();
             let mut pos = 0usize;
             loop {
+                m.ctx().note_library_call(win - pos);
                 let (st, c, p) = step(&mut strm, &src[in_pos..], &mut m[pos..])?;
                 in_pos += c;
                 pos += p;
@@ -417,6 +422,7 @@ pub fn decompress(
     let mut frame = ctx.frame();
     let res = new_inflate(data_in, data_in.len()).and_then(|(mut strm, skip)| {
         let src = data_in.get(skip..).unwrap_or(&[]);
+        frame.ctx().note_library_call(buf_size);
         let st = strm.decompress(src, &mut ws.buf[..buf_size], FlushDecompress::Finish).map_err(stream_err)?;
         Ok((st, strm.total_out() as usize))
     });

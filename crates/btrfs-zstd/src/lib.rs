@@ -141,6 +141,7 @@ pub fn compress_folios(
             let dst = out.folio_address_mut(out_base + out_pos, avail);
             let mut ob = OutBuffer::around(dst);
             let mut ib = InBuffer { src: &in_map[..cur_len], pos: in_pos };
+            in_map.ctx().note_library_call(cur_len - in_pos);
             ws.cctx.compress_stream2(&mut ob, &mut ib, zstd_sys_continue()).map_err(lib_err)?;
             in_pos = ib.pos;
             out_pos += ob.pos();
@@ -275,6 +276,7 @@ pub fn compress_folios_lifo_remap(
             let mut win_pos = 0usize;
             loop {
                 let (consumed, produced) = {
+                    out_map.ctx().note_library_call(cur_len - in_pos);
                     let mut ob = OutBuffer::around_pos(&mut out_map[..], win_pos);
                     let mut ib = InBuffer { src: &src[..cur_len], pos: in_pos };
                     ws.cctx.compress_stream2(&mut ob, &mut ib, zstd_sys_continue()).map_err(lib_err)?;
@@ -467,9 +469,10 @@ pub fn decompress_bio(ws: &mut Workspace, ctx: &mut MapCtx, cb: &CompressedBio, 
     let mut in_pos = 0usize;
     loop {
         let (ret, produced) = {
-            let (src, _) = in_map.split();
+            let (src, above) = in_map.split();
             let mut ob = OutBuffer::around(&mut ws.buf[..ps]);
             let mut ib = InBuffer { src: &src[..in_size], pos: in_pos };
+            above.ctx().note_library_call(ps);
             let r = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, &head[..hn]));
             in_pos = ib.pos;
             (r, ob.pos())
@@ -545,6 +548,7 @@ pub fn decompress_bio_in_place(
             let want = (dest.start - total_out).min(ps);
             let mut ob = OutBuffer::around(&mut ws.buf[..want]);
             let mut ib = InBuffer { src, pos: in_pos };
+            above.ctx().note_library_call(want);
             let ret = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, head))?;
             in_pos = ib.pos;
             total_out += ob.pos();
@@ -574,6 +578,7 @@ pub fn decompress_bio_in_place(
             let mut pos = 0usize;
             loop {
                 let (ret, consumed, produced) = {
+                    m.ctx().note_library_call(win - pos);
                     let mut ob = OutBuffer::around_pos(&mut m[..], pos);
                     let mut ib = InBuffer { src, pos: in_pos };
                     let ret = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, head))?;
@@ -628,6 +633,7 @@ pub fn decompress(
     let res = {
         let mut ob = OutBuffer::around(&mut ws.buf[..sectorsize]);
         let mut ib = InBuffer::around(data_in);
+        frame.ctx().note_library_call(sectorsize);
         let r = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, data_in));
         r.map(|_| ob.pos())
     };

@@ -110,6 +110,7 @@ fn model_counts_equal_the_traced_highmem_kernel() {
                 strategy: Strategy::KmapLocal,
                 init_on_alloc,
                 range_reserve: 2,
+                highmem_fraction: 1.0,
             };
             let mut ctx = replay::context(&mem, &setup).unwrap();
             for (name, data) in &files {

@@ -240,6 +240,11 @@ impl KernelModel {
         Self { config, ..Self::default() }
     }
 
+    /// kmap_local slots holding a PTE now (what `__kmap_local_sched_out()` would clear).
+    pub(crate) fn slots_held(&self) -> u64 {
+        self.slots_held
+    }
+
     /// kmap_local of `pages` pages (one call), `high` of them in HighMem. A single lowmem page
     /// is `page_address()`; a multi-page range needs a slot per page whatever the zone (the pages
     /// of a page array are not contiguous in the direct map).

@@ -50,6 +50,8 @@ pub const SUPPORTED_PAGE_SIZES: [usize; 3] = [4096, 16384, 65536];
 struct Allocator {
     used: Vec<bool>,
     in_use: usize,
+    /// Every frame below this one is in use (a search starts here, not at 0).
+    first_free: usize,
 }
 
 impl Allocator {
@@ -58,12 +60,15 @@ impl Allocator {
         let total = self.used.len();
         // Lowest aligned run first: recently freed, already-touched frames are reused (like the
         // kernel's hot per-CPU page lists) instead of faulting in fresh memory.
-        let mut pfn = 0;
+        let mut pfn = self.first_free.next_multiple_of(n);
         while pfn + n <= total {
             match self.used[pfn..pfn + n].iter().rposition(|&u| u) {
                 None => {
                     self.used[pfn..pfn + n].fill(true);
                     self.in_use += n;
+                    if pfn == self.first_free {
+                        self.first_free = pfn + n;
+                    }
                     return Some(pfn);
                 }
                 Some(busy) => pfn = (pfn + busy + 1).next_multiple_of(n),
@@ -77,6 +82,7 @@ impl Allocator {
         debug_assert!(self.used[pfn..pfn + n].iter().all(|&u| u), "double free of frames");
         self.used[pfn..pfn + n].fill(false);
         self.in_use -= n;
+        self.first_free = self.first_free.min(pfn);
     }
 }
 
@@ -126,7 +132,7 @@ impl PhysMem {
                 store,
                 page_size,
                 nr_frames,
-                alloc: Mutex::new(Allocator { used: vec![false; nr_frames], in_use: 0 }),
+                alloc: Mutex::new(Allocator { used: vec![false; nr_frames], in_use: 0, first_free: 0 }),
                 backend,
             }),
         })
@@ -306,13 +312,14 @@ impl FolioVec {
         }
     }
 
-    /// Put the first `fraction` of the folios (0.0 to 1.0, rounded down) in HighMem and the rest
-    /// in Normal: a page cache only partly served from HighMem.
+    /// Put `fraction` (0.0 to 1.0) of the folios in HighMem and the rest in Normal, spread
+    /// evenly (folio `i` is HighMem when `floor((i + 1) * fraction)` steps up): a page cache
+    /// partly served from Normal because HighMem ran low. 1.0 is all HighMem, 0.0 none.
     pub fn set_highmem_fraction(&mut self, fraction: f64) {
-        let n = self.folios.len();
-        let high = ((n as f64) * fraction.clamp(0.0, 1.0)).floor() as usize;
-        for (i, f) in self.folios.iter_mut().enumerate() {
-            f.set_zone(if i < high { Zone::HighMem } else { Zone::Normal });
+        let f = if fraction.is_nan() { 0.0 } else { fraction.clamp(0.0, 1.0) };
+        for (i, folio) in self.folios.iter_mut().enumerate() {
+            let step = ((i + 1) as f64 * f).floor() > (i as f64 * f).floor();
+            folio.set_zone(if step { Zone::HighMem } else { Zone::Normal });
         }
     }
 

@@ -136,6 +136,17 @@ pub struct MapCounters {
     pub max_depth: u64,
     /// Lazy vunmap purges.
     pub vmap_purges: u64,
+    /// Calls into the compression library (`zlib_deflate()`, `zstd_compress_stream()`,
+    /// `lzo1x_1_compress()`, their decompress sides), reported by the codec loops with
+    /// [`MapCtx::note_library_call`]. A strategy that maps more at once may make fewer.
+    pub library_calls: u64,
+    /// Bytes handed to those calls (input for compress, output room for decompress): the
+    /// weight of each call's share of the codec's time.
+    pub library_bytes: u64,
+    /// Σ over library calls of (kmap_local slots holding a PTE during the call × its bytes):
+    /// divided by `library_bytes`, the slots a context switch during the codec's work finds
+    /// held (`__kmap_local_sched_out()` clears and invalidates each, `sched_in` rewrites it).
+    pub library_slot_bytes: u64,
 }
 
 impl MapCounters {
@@ -152,6 +163,9 @@ impl MapCounters {
         self.lifo_violations += o.lifo_violations;
         self.max_depth = self.max_depth.max(o.max_depth);
         self.vmap_purges += o.vmap_purges;
+        self.library_calls += o.library_calls;
+        self.library_bytes += o.library_bytes;
+        self.library_slot_bytes += o.library_slot_bytes;
     }
 
     /// What happened since `before` was read (field-wise difference; `max_depth` is kept as the
@@ -169,6 +183,9 @@ impl MapCounters {
             lifo_violations: self.lifo_violations - before.lifo_violations,
             max_depth: self.max_depth,
             vmap_purges: self.vmap_purges - before.vmap_purges,
+            library_calls: self.library_calls - before.library_calls,
+            library_bytes: self.library_bytes - before.library_bytes,
+            library_slot_bytes: self.library_slot_bytes - before.library_slot_bytes,
         }
     }
 }
@@ -383,6 +400,19 @@ impl MapCtx {
     /// Local slots in use now.
     pub fn depth(&self) -> usize {
         self.stack.borrow().len()
+    }
+
+    /// Record one call into the compression library (a codec loop's `zlib_deflate()`,
+    /// `zstd_compress_stream()`, `lzo1x_1_compress()` or decompress call): the loops call it once
+    /// per mapped buffer, so a strategy that maps more pages at once makes fewer calls.
+    /// `bytes` is what the call is handed (input to compress, output room to decompress).
+    pub fn note_library_call(&self, bytes: usize) {
+        let held = self.model.borrow().slots_held();
+        self.count(|c| {
+            c.library_calls += 1;
+            c.library_bytes += bytes as u64;
+            c.library_slot_bytes += held * bytes as u64;
+        });
     }
 
     /// Record that the caller re-mapped a page it had to unmap only to keep LIFO order
@@ -922,6 +952,11 @@ pub struct MapRef<'f> {
 }
 
 impl MapRef<'_> {
+    /// The context this mapping belongs to (for its counters).
+    pub fn ctx(&self) -> &MapCtx {
+        self.ctx
+    }
+
     /// The mapped bytes together with the frame above this mapping, for nested mappings that
     /// must be released before this one.
     pub fn split(&mut self) -> (&[u8], Frame<'_>) {
@@ -942,6 +977,11 @@ impl Deref for MapRef<'_> {
 
 impl Drop for MapRef<'_> {
     fn drop(&mut self) {
+        // The direct map has nothing to release: test the tag alone (moving the whole `Held`
+        // out stalls on the store that just wrote it).
+        if matches!(self.held, None | Some(Held::Direct)) {
+            return;
+        }
         if let Some(h) = self.held.take() {
             self.ctx.release(h);
         }
@@ -960,6 +1000,11 @@ pub struct MapMut<'f> {
 }
 
 impl MapMut<'_> {
+    /// The context this mapping belongs to (for its counters).
+    pub fn ctx(&self) -> &MapCtx {
+        self.ctx
+    }
+
     /// The mapped bytes together with the frame above this mapping.
     pub fn split(&mut self) -> (&mut [u8], Frame<'_>) {
         // SAFETY: `ptr` maps `len` bytes for as long as `self` lives, and `&mut self` (holding
@@ -986,6 +1031,9 @@ impl DerefMut for MapMut<'_> {
 
 impl Drop for MapMut<'_> {
     fn drop(&mut self) {
+        if matches!(self.held, None | Some(Held::Direct)) {
+            return;
+        }
         let Some(h) = self.held.take() else { return };
         if let Held::Bounce { idx } = h {
             // Pop the buffer's slot first so the write-back has a free slot, then copy back.

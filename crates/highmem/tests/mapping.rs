@@ -261,6 +261,41 @@ fn kmap_local_of_a_lowmem_page_is_a_call_only() {
 }
 
 #[test]
+fn a_highmem_fraction_spreads_the_page_cache_over_both_zones() {
+    let mem = PhysMem::new(Backend::Heap, 4096, 64).unwrap();
+    let mut pages = FolioVec::from_slice(&mem, &pattern(32 * 4096), 0).unwrap();
+    let mut buf = vec![0u8; 32 * 4096];
+    for (fraction, high) in [(1.0, 32), (0.5, 16), (0.25, 8), (0.0, 0)] {
+        pages.set_highmem_fraction(fraction);
+        let mut ctx = highmem_ctx(&mem, Strategy::KmapLocal);
+        ctx.frame().memcpy_from_pages(&pages, 0, &mut buf).unwrap();
+        let e = ctx.events();
+        assert_eq!((e.highmem_maps, e.lowmem_maps, e.pte_writes), (high, 32 - high, high), "{fraction}");
+    }
+    // Spread, not a prefix: with one half in HighMem, pages alternate.
+    pages.set_highmem_fraction(0.5);
+    let zones: Vec<Zone> = pages.folios().iter().take(4).map(|f| f.zone()).collect();
+    assert_eq!(zones, [Zone::Normal, Zone::HighMem, Zone::Normal, Zone::HighMem]);
+}
+
+#[test]
+fn library_calls_and_the_slots_they_find_held_are_counted() {
+    let mem = PhysMem::new(Backend::Heap, 4096, 64).unwrap();
+    let mut pages = FolioVec::from_slice(&mem, &pattern(4 * 4096), 0).unwrap();
+    pages.set_zone(Zone::HighMem);
+    let mut ctx = highmem_ctx(&mem, Strategy::KmapLocal);
+    {
+        let mut f = ctx.frame();
+        let m = f.map(&pages, 0, 4096).unwrap();
+        m.ctx().note_library_call(4096);
+        drop(m);
+        f.ctx().note_library_call(1000);
+    }
+    let c = ctx.counters();
+    assert_eq!((c.library_calls, c.library_bytes, c.library_slot_bytes), (2, 5096, 4096));
+}
+
+#[test]
 fn a_range_pays_per_page_and_the_direct_map_has_no_highmem() {
     let mem = PhysMem::new(Backend::Heap, 4096, 64).unwrap();
     let mut pages = FolioVec::from_slice(&mem, &pattern(32 * 4096), 0).unwrap();

@@ -18,7 +18,7 @@ pub fn legend(wide: bool) -> String {
          ns = modeled kernel mapping cost (events x cost table; not measured).",
     );
     if wide {
-        s.push_str("\npte/clr = PTE writes/clears, ipi = CPUs interrupted, lock, slab, slot = slots held at most, vmal =\nvmalloc pages at most, remap = LIFO-forced re-maps.");
+        s.push_str("\npte/clr = PTE writes/clears, ipi = CPUs interrupted, lock, slab, slot = slots held at most, vmal =\nvmalloc pages at most, remap = LIFO-forced re-maps, lib = calls into the compression library.");
     }
     s
 }
@@ -44,8 +44,8 @@ pub fn header(wide: bool) -> String {
     );
     if wide {
         s += &format!(
-            " {:>5} {:>5} {:>5} {:>5} {:>5} {:>4} {:>5} {:>5}",
-            "pte", "clr", "ipi", "lock", "slab", "slot", "vmal", "remap"
+            " {:>5} {:>5} {:>5} {:>5} {:>5} {:>4} {:>5} {:>5} {:>5}",
+            "pte", "clr", "ipi", "lock", "slab", "slot", "vmal", "remap", "lib"
         );
     }
     s
@@ -102,7 +102,7 @@ pub fn line(r: &Row, wide: bool) -> String {
     );
     if wide {
         s += &format!(
-            " {:>5} {:>5} {:>5} {:>5} {:>5} {:>4} {:>5} {:>5}",
+            " {:>5} {:>5} {:>5} {:>5} {:>5} {:>4} {:>5} {:>5} {:>5}",
             num(r.pte_writes_per_extent),
             num(r.pte_clears_per_extent),
             num(r.ipis_per_extent),
@@ -110,7 +110,8 @@ pub fn line(r: &Row, wide: bool) -> String {
             num(r.slab_allocs_per_extent),
             r.slots_high_water,
             r.vmalloc_high_water_pages,
-            num(r.forced_remaps_per_extent)
+            num(r.forced_remaps_per_extent),
+            num(r.library_calls_per_extent)
         );
     }
     s

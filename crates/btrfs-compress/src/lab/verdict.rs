@@ -45,19 +45,26 @@ pub fn verdict(rows: &[Row], costs: &CostTable) -> String {
         s.push_str("No 32-bit HIGHMEM rows with the 6.1 loops on the heap backend: nothing to conclude.\n");
         return s;
     }
-    let _ = writeln!(s, "32-bit HIGHMEM (x86-32 PAE, 4 KiB pages, page cache in HighMem), the 6.1 loops:\n");
+    let frac = groups[0].1[0].highmem_fraction;
+    let _ = writeln!(
+        s,
+        "32-bit HIGHMEM (x86-32 PAE, 4 KiB pages, {} of the page cache in HighMem, compressed pages lowmem), \
+         the 6.1 loops:\n",
+        if frac >= 1.0 { "all".to_string() } else { format!("{:.0} %", 100.0 * frac) }
+    );
     let mut max_saving = (0.0f64, String::new());
     for (k, g) in &groups {
         let Some(base) = g.iter().find(|r| r.strategy == "kmap-local") else { continue };
         let codec_ns = base.measured_us_per_extent * 1000.0;
         let _ = writeln!(
             s,
-            "- {k}: kmap-local {:.1} calls, {:.1} highmem + {:.1} lowmem maps, {:.1} invlpg per extent -> {:.2} µs \
-             modeled ({:.2} % of the codec's {:.0} µs measured here).",
+            "- {k}: kmap-local {:.1} calls, {:.1} highmem + {:.1} lowmem maps, {:.1} invlpg, {:.1} library calls \
+             per extent -> {:.2} µs modeled ({:.2} % of the codec's {:.0} µs measured here).",
             base.api_calls_per_extent,
             base.highmem_maps_per_extent,
             base.lowmem_maps_per_extent,
             base.tlb_single_flushes_per_extent,
+            base.library_calls_per_extent,
             base.modeled_ns_per_extent / 1000.0,
             100.0 * base.modeled_ns_per_extent / codec_ns,
             base.measured_us_per_extent
@@ -66,12 +73,13 @@ pub fn verdict(rows: &[Row], costs: &CostTable) -> String {
         for r in g.iter().filter(|r| r.strategy != "kmap-local") {
             let d = r.modeled_ns_per_extent - base.modeled_ns_per_extent;
             parts.push(format!(
-                "{} {:+.2} µs ({:+.2} %; {:.1} calls, {:.2} full flushes)",
+                "{} {:+.2} µs ({:+.2} %; {:.1} calls, {:.2} full flushes, {:.1} library calls)",
                 r.strategy,
                 d / 1000.0,
                 100.0 * d / codec_ns,
                 r.api_calls_per_extent,
-                r.tlb_full_flushes_per_extent
+                r.tlb_full_flushes_per_extent,
+                r.library_calls_per_extent
             ));
             if -d / codec_ns > max_saving.0 {
                 max_saving = (-d / codec_ns, format!("{} on {k} ({:.2} µs per extent)", r.strategy, -d / 1000.0));
@@ -88,6 +96,20 @@ pub fn verdict(rows: &[Row], costs: &CostTable) -> String {
             format!("{:.2} % of the codec's time, {}", 100.0 * max_saving.0, max_saving.1)
         }
     );
+    let preempt: Vec<String> = groups
+        .iter()
+        .flat_map(|g| g.1.iter())
+        .filter(|r| r.preemptions_per_extent > 0.0 && matches!(r.strategy.as_str(), "kmap-local" | "range-split"))
+        .map(|r| format!("{} {} {:.2} slots held", label(r), r.strategy, r.slots_held_in_library))
+        .collect();
+    if !preempt.is_empty() {
+        let _ = writeln!(
+            s,
+            "With the assumed preemption rate, each context switch clears and rewrites the slots held during the \
+             library's work: {}.",
+            preempt.join("; ")
+        );
+    }
     // The v4 loop.
     for v4 in rows_of(rows, "32-bit-highmem", "v4-2022") {
         if let Some(b) = groups
