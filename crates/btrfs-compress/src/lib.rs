@@ -41,6 +41,7 @@ pub use btrfs_compression::{
     CompressedBio, CorruptKind, DestRange, Error, Result, BTRFS_MAX_COMPRESSED, BTRFS_MAX_UNCOMPRESSED, SECTORSIZE,
 };
 pub use btrfs_lzo::LzoBackend;
+pub use btrfs_zlib::{KernelEra, ZlibBackend};
 use bytes::Bytes;
 use highmem::FolioVec;
 pub use highmem::{Backend, KmapPool, MapCounters, MapCtx, PhysMem, Strategy};
@@ -64,6 +65,12 @@ pub struct Options {
     pub zstd_lifo_remap: bool,
     /// lzo: which LZO1X encoder.
     pub lzo_backend: LzoBackend,
+    /// zlib: which deflate (the kernel's, in an era, or zlib-rs).
+    pub zlib_backend: ZlibBackend,
+    /// zlib: feed deflate up to the end of each page-cache folio, as 7.x does
+    /// (`btrfs_calc_input_length()`), instead of up to the end of each page (6.x). With large
+    /// folios this changes where the sync flushes fall, hence the bytes.
+    pub zlib_folio_input: bool,
     /// zstd and zlib: decompress straight into the mapped destination pages instead of through
     /// the workspace buffer and `btrfs_decompress_buf2page()` (not a kernel loop; see
     /// `btrfs_zstd::decompress_bio_in_place`). lzo ignores it.
@@ -80,6 +87,8 @@ impl Default for Options {
             out_order: 0,
             zstd_lifo_remap: false,
             lzo_backend: LzoBackend::Kernel,
+            zlib_backend: ZlibBackend::default(),
+            zlib_folio_input: false,
             decompress_in_place: false,
         }
     }
@@ -154,6 +163,8 @@ impl Codecs {
         match spec.alg {
             CompressType::Zlib => {
                 let mut ws = self.zlib.get();
+                ws.set_backend(opts.zlib_backend);
+                ws.set_folio_input(opts.zlib_folio_input);
                 btrfs_zlib::compress_folios(&mut ws, spec.level, ctx, args, out)
             }
             CompressType::Lzo => {
@@ -301,6 +312,19 @@ pub fn compress_extent(data: &[u8], spec: CompressSpec, opts: &Options) -> Resul
 /// Compress one extent without the caller's "must save a sector" rule (the codec's own
 /// `-E2BIG` rules still apply). Used for inline extents and by benchmarks.
 pub fn compress_extent_raw(data: &[u8], spec: CompressSpec, opts: &Options) -> Result<CompressedExtent> {
+    compress_extent_in_folios(data, spec, opts, None)
+}
+
+/// [`compress_extent_raw`] with the page cache in folios of the given orders, in file order
+/// (a real page cache mixes them: 7.x on 64-bit writes 64 KiB folios where they fit before the
+/// end of the file and single pages after). `None`: all of [`Options::folio_order`]. The folios
+/// must cover `data`.
+pub fn compress_extent_in_folios(
+    data: &[u8],
+    spec: CompressSpec,
+    opts: &Options,
+    orders: Option<&[u32]>,
+) -> Result<CompressedExtent> {
     if data.is_empty() || data.len() > BTRFS_MAX_UNCOMPRESSED {
         return Err(Error::InvalidArgument(format!(
             "extent input of {} bytes (must be 1..={BTRFS_MAX_UNCOMPRESSED})",
@@ -309,7 +333,24 @@ pub fn compress_extent_raw(data: &[u8], spec: CompressSpec, opts: &Options) -> R
     }
     with_ctx(opts, |ctx| {
         let before = ctx.counters();
-        let pages = FolioVec::from_slice(ctx.mem(), data, opts.effective_folio_order())?;
+        let pages = match orders {
+            None => FolioVec::from_slice(ctx.mem(), data, opts.effective_folio_order())?,
+            Some(orders) => {
+                let mut v = FolioVec::new();
+                for &o in orders {
+                    v.push(ctx.mem().alloc_folio(clamp_order(o, opts.page_size))?);
+                }
+                if v.len() < data.len() {
+                    return Err(Error::InvalidArgument(format!(
+                        "folios of {} bytes for {} bytes",
+                        v.len(),
+                        data.len()
+                    )));
+                }
+                v.write_direct(0, data);
+                v
+            }
+        };
         let mut args = CompressArgs::new(&pages, 0, data.len())?;
         args.out_order = opts.effective_out_order();
         let mut out = FolioVec::new();

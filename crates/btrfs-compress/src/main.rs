@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use btrfs_compress::{
     compress_extent, compress_inline, decompress_extent_full, decompress_inline, parse_compress_option, Backend, Error,
-    LzoBackend, Options, Strategy, BTRFS_MAX_COMPRESSED, BTRFS_MAX_UNCOMPRESSED,
+    LzoBackend, Options, Strategy, ZlibBackend, BTRFS_MAX_COMPRESSED, BTRFS_MAX_UNCOMPRESSED,
 };
 use btrfs_compress::{image, lab};
 use clap::{Args, Parser, Subcommand};
@@ -162,6 +162,10 @@ struct CompressCmd {
     /// lzo encoder: lzo1x-1 (kernel-exact) or lzokay.
     #[arg(long, default_value = "lzo1x-1", value_parser = parse_lzo)]
     lzo_backend: LzoBackend,
+    /// zlib deflate: kernel (lib/zlib_deflate, Linux 6.3 and later), kernel-pre-6.3, or zlib-rs
+    /// (faster, valid zlib, not the kernel's bytes).
+    #[arg(long, default_value = "kernel", value_parser = parse_zlib)]
+    zlib_backend: ZlibBackend,
     /// Apply the inline-extent rules (whole file of at most one sector, at most --max-inline
     /// compressed bytes) instead of the regular "save a sector" rule.
     #[arg(long)]
@@ -222,6 +226,10 @@ fn parse_page_size(s: &str) -> Result<usize, String> {
         Ok(n @ (4096 | 16384 | 65536)) => Ok(n),
         _ => Err(format!("page size '{s}' (one of 4096, 16384, 65536)")),
     }
+}
+
+fn parse_zlib(s: &str) -> Result<ZlibBackend, String> {
+    ZlibBackend::from_name(s).ok_or_else(|| format!("unknown zlib backend '{s}' (kernel, kernel-pre-6.3 or zlib-rs)"))
 }
 
 fn parse_lzo(s: &str) -> Result<LzoBackend, String> {
@@ -303,6 +311,7 @@ fn compress(c: CompressCmd) -> Result<(), Fail> {
     let mut o = c.map.options();
     o.zstd_lifo_remap = c.zstd_lifo_remap;
     o.lzo_backend = c.lzo_backend;
+    o.zlib_backend = c.zlib_backend;
     let ext =
         if c.inline { compress_inline(&data, spec, c.max_inline, &o)? } else { compress_extent(&data, spec, &o)? };
     write_atomic(&c.output, &ext.data, c.force, &c.input)?;

@@ -2,10 +2,12 @@
 //!
 //! The on-disk format is one zlib stream (2-byte header, deflate data, adler32). Compression
 //! calls deflate with `Z_SYNC_FLUSH` once per input page piece (at least once per page, as the
-//! kernel does) and then `Z_FINISH`; the deflate implementation is zlib-rs through flate2, so the
-//! bytes are valid zlib but not the kernel's (no userspace deflate reproduces lib/zlib_deflate's
-//! output). Decompression skips a valid 2-byte header and inflates raw like the kernel (the
-//! adler32 trailer is not checked), else inflates with the zlib wrapper.
+//! kernel does) and then `Z_FINISH`. The deflate is chosen by [`ZlibBackend`]: by default
+//! [`kernel_deflate`], our port of the kernel's lib/zlib_deflate, which writes the kernel's
+//! bytes (in the era given); or zlib-rs through flate2, valid zlib but other bytes (every
+//! userspace deflate differs from the kernel's). Decompression skips a valid 2-byte header and
+//! inflates raw like the kernel (the adler32 trailer is not checked), else inflates with the zlib
+//! wrapper; any valid inflater reads both backends' streams.
 #![forbid(unsafe_code)]
 
 use btrfs_compression::workspace::{WorkspaceGuard, WorkspaceManager};
@@ -15,6 +17,7 @@ use btrfs_compression::{
 };
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use highmem::{FolioVec, MapCtx};
+pub use kernel_deflate::KernelEra;
 
 /// Lowest zlib level.
 pub const BTRFS_ZLIB_MIN_LEVEL: i32 = 1;
@@ -27,35 +30,142 @@ const CODEC: &str = "zlib";
 const PRESET_DICT: u8 = 0x20;
 const Z_DEFLATED: u8 = 8;
 
+/// Which deflate writes the extents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ZlibBackend {
+    /// The kernel's lib/zlib_deflate ([`kernel_deflate`]): the kernel's bytes, in the era of
+    /// `flush_pending()` given.
+    Kernel(KernelEra),
+    /// zlib-rs through flate2: fast, valid zlib, not the kernel's bytes.
+    ZlibRs,
+}
+
+impl Default for ZlibBackend {
+    fn default() -> Self {
+        ZlibBackend::Kernel(KernelEra::Since6_3)
+    }
+}
+
+impl ZlibBackend {
+    /// All backends.
+    pub const ALL: [ZlibBackend; 3] =
+        [ZlibBackend::Kernel(KernelEra::Since6_3), ZlibBackend::Kernel(KernelEra::Before6_3), ZlibBackend::ZlibRs];
+
+    /// Name on command lines: `kernel` (6.3 and later), `kernel-pre-6.3`, `zlib-rs`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ZlibBackend::Kernel(KernelEra::Since6_3) => "kernel",
+            ZlibBackend::Kernel(KernelEra::Before6_3) => "kernel-pre-6.3",
+            ZlibBackend::ZlibRs => "zlib-rs",
+        }
+    }
+
+    /// Parse a [`ZlibBackend::name`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == s)
+    }
+
+    /// The kernel backend of the era of kernel `major.minor`.
+    pub fn kernel_of(major: u32, minor: u32) -> Self {
+        ZlibBackend::Kernel(KernelEra::of_kernel(major, minor))
+    }
+}
+
+/// A deflate stream of either backend, driven like `zlib_deflate()`.
+enum Deflater {
+    Kernel(Box<kernel_deflate::Deflate>),
+    ZlibRs(Box<Compress>),
+}
+
+impl Deflater {
+    fn compress(&mut self, src: &[u8], dst: &mut [u8], flush: FlushCompress) -> Result<Status> {
+        match self {
+            Deflater::Kernel(d) => {
+                let f = match flush {
+                    FlushCompress::Sync => kernel_deflate::Flush::SyncFlush,
+                    FlushCompress::Full => kernel_deflate::Flush::FullFlush,
+                    FlushCompress::Finish => kernel_deflate::Flush::Finish,
+                    _ => kernel_deflate::Flush::NoFlush,
+                };
+                Ok(match d.compress(src, dst, f).map_err(lib_err)? {
+                    kernel_deflate::Status::Ok => Status::Ok,
+                    kernel_deflate::Status::StreamEnd => Status::StreamEnd,
+                    kernel_deflate::Status::BufError => Status::BufError,
+                })
+            }
+            Deflater::ZlibRs(c) => c.compress(src, dst, flush).map_err(lib_err),
+        }
+    }
+
+    fn total_in(&self) -> u64 {
+        match self {
+            Deflater::Kernel(d) => d.total_in(),
+            Deflater::ZlibRs(c) => c.total_in(),
+        }
+    }
+
+    fn total_out(&self) -> u64 {
+        match self {
+            Deflater::Kernel(d) => d.total_out(),
+            Deflater::ZlibRs(c) => c.total_out(),
+        }
+    }
+}
+
 /// A zlib workspace (`struct workspace` in zlib.c): deflate and inflate state and the
 /// page-sized buffer inflate writes into.
 pub struct Workspace {
-    deflate: Option<(i32, Compress)>,
+    backend: ZlibBackend,
+    folio_input: bool,
+    deflate: Option<Deflater>,
     buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for Workspace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("zlib::Workspace").field("buf", &self.buf.len()).finish()
+        f.debug_struct("zlib::Workspace").field("backend", &self.backend).field("buf", &self.buf.len()).finish()
     }
 }
 
 impl Workspace {
     /// Models `zlib_alloc_workspace()` with a `buf_size` buffer (the page size).
     pub fn new(buf_size: usize) -> Self {
-        Self { deflate: None, buf: vec![0; buf_size] }
+        Self { backend: ZlibBackend::default(), folio_input: false, deflate: None, buf: vec![0; buf_size] }
     }
 
-    /// `zlib_deflateInit(level)`: a fresh deflate stream for every extent, as the kernel
-    /// initialises one per call. (Reusing zlib-rs state through `deflateReset()` was measured to
-    /// change the output: level 9 on a 128 KiB text extent gave 29006 bytes after a reset and
-    /// 29007 from a fresh stream, so the bytes would depend on the workspace's history.)
-    fn deflate_init(&mut self, level: i32) -> &mut Compress {
+    /// Feed deflate to the end of each input folio (7.x) instead of each page (6.x).
+    pub fn set_folio_input(&mut self, on: bool) {
+        self.folio_input = on;
+    }
+
+    /// Choose the deflate for the next extents.
+    pub fn set_backend(&mut self, backend: ZlibBackend) {
+        self.backend = backend;
+    }
+
+    /// `zlib_deflateInit(level)`: a stream that starts over for every extent, as the kernel
+    /// initialises one per call. The kernel backend reuses its memory through a reset (its
+    /// output does not depend on the workspace's history); zlib-rs gets a fresh stream, since
+    /// its `deflateReset()` was measured to change the output (level 9 on a 128 KiB text
+    /// extent: 29006 bytes after a reset, 29007 from a fresh stream).
+    fn deflate_init(&mut self, level: i32) -> Result<&mut Deflater> {
         let lvl = level.clamp(BTRFS_ZLIB_MIN_LEVEL, BTRFS_ZLIB_MAX_LEVEL);
-        self.deflate = Some((lvl, Compress::new(Compression::new(lvl as u32), true)));
-        &mut self.deflate.as_mut().expect("just set").1
+        match (self.backend, &mut self.deflate) {
+            (ZlibBackend::Kernel(era), Some(Deflater::Kernel(d))) => {
+                d.set_era(era);
+                d.reset(lvl).map_err(lib_err)?;
+            }
+            (ZlibBackend::Kernel(era), slot) => {
+                *slot = Some(Deflater::Kernel(Box::new(kernel_deflate::Deflate::new(lvl, era).map_err(lib_err)?)));
+            }
+            (ZlibBackend::ZlibRs, slot) => {
+                *slot = Some(Deflater::ZlibRs(Box::new(Compress::new(Compression::new(lvl as u32), true))));
+            }
+        }
+        Ok(self.deflate.as_mut().expect("just set"))
     }
 
+    /// Room for the inline decompression output (at least `n` bytes).
     fn ensure_buf(&mut self, n: usize) {
         if self.buf.len() < n {
             self.buf.resize(n, 0);
@@ -91,7 +201,8 @@ pub fn compress_folios(
     let ps = mem.page_size();
     let input = args.input;
     let len = args.len;
-    let strm = ws.deflate_init(level);
+    let folio_input = ws.folio_input;
+    let strm = ws.deflate_init(level)?;
     let mut frame = ctx.frame();
 
     let mut out_size = alloc_compr_folio(&mem, out, args.out_order, args.max_out)?;
@@ -115,9 +226,11 @@ pub fn compress_folios(
                 map_len = in_map.len();
                 map_pos = 0;
             }
-            // Feed up to the end of the current page (the kernel's cur_len).
+            // Feed up to the end of the current page (6.x's cur_len), or of the current folio
+            // (7.x's btrfs_calc_input_length()) when the mapping reaches that far.
             let cur = start + map_pos;
-            avail_in = (map_len - map_pos).min(ps - cur % ps);
+            let chunk_end = if folio_input { input.folio_end(cur) } else { ps - cur % ps + cur };
+            avail_in = (map_len - map_pos).min(chunk_end - cur);
         }
         let src = &in_map[map_pos..map_pos + avail_in];
         let (in0, out0) = (strm.total_in(), strm.total_out());
@@ -125,7 +238,7 @@ pub fn compress_folios(
         // avail_out runs out during a flush.
         let dst = out.folio_address_mut(out_base + out_pos, page_rest(out_pos, out_size, ps));
         in_map.ctx().note_library_call(src.len());
-        let st = strm.compress(src, dst, FlushCompress::Sync).map_err(lib_err)?;
+        let st = strm.compress(src, dst, FlushCompress::Sync)?;
         let consumed = (strm.total_in() - in0) as usize;
         let produced = (strm.total_out() - out0) as usize;
         if st == Status::BufError && consumed == 0 && produced == 0 {
@@ -159,7 +272,7 @@ pub fn compress_folios(
         let out0 = strm.total_out();
         let dst = out.folio_address_mut(out_base + out_pos, page_rest(out_pos, out_size, ps));
         frame.ctx().note_library_call(dst.len());
-        let st = strm.compress(&[], dst, FlushCompress::Finish).map_err(lib_err)?;
+        let st = strm.compress(&[], dst, FlushCompress::Finish)?;
         out_pos += (strm.total_out() - out0) as usize;
         if st == Status::StreamEnd {
             break;

@@ -369,6 +369,12 @@ impl FolioVec {
         Some((idx, off - self.starts[idx]))
     }
 
+    /// The offset just past the folio holding byte `off` (`folio_pos() + folio_size()`), or
+    /// `off` itself past the end.
+    pub fn folio_end(&self, off: usize) -> usize {
+        self.locate(off).map_or(off, |(idx, _)| self.starts[idx] + self.folios[idx].size())
+    }
+
     pub(crate) fn folio(&self, idx: usize) -> &Folio {
         &self.folios[idx]
     }
