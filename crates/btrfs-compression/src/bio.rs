@@ -156,7 +156,7 @@ pub fn btrfs_decompress_buf2page(
 
 /// The common end of the inline `*_decompress()` functions: copy what the stream produced (at
 /// most `destlen` bytes) to `dest` at `dest_off` (`memcpy_to_folio()`); fewer than `destlen`
-/// bytes zero-fills the rest and is `-EIO` (`short`, or [`CorruptKind::ShortOutput`]).
+/// bytes zero-fills the rest and is `-EIO` (`short`, or [`crate::CorruptKind::ShortOutput`]).
 pub fn finish_inline(
     frame: &mut Frame<'_>,
     dest: &mut FolioVec,
