@@ -89,7 +89,7 @@ impl Output {
             self.bi_buf |= (v << self.bi_valid) as u16;
             self.put_short(self.bi_buf);
             self.bi_buf = (v >> (16 - self.bi_valid)) as u16;
-            self.bi_valid += length - 16;
+            self.bi_valid = self.bi_valid + length - 16;
         } else {
             self.bi_buf |= (v << self.bi_valid) as u16;
             self.bi_valid += length;
