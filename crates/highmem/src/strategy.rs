@@ -977,11 +977,6 @@ impl Deref for MapRef<'_> {
 
 impl Drop for MapRef<'_> {
     fn drop(&mut self) {
-        // The direct map has nothing to release: test the tag alone (moving the whole `Held`
-        // out stalls on the store that just wrote it).
-        if matches!(self.held, None | Some(Held::Direct)) {
-            return;
-        }
         if let Some(h) = self.held.take() {
             self.ctx.release(h);
         }
@@ -1031,9 +1026,6 @@ impl DerefMut for MapMut<'_> {
 
 impl Drop for MapMut<'_> {
     fn drop(&mut self) {
-        if matches!(self.held, None | Some(Held::Direct)) {
-            return;
-        }
         let Some(h) = self.held.take() else { return };
         if let Held::Bounce { idx } = h {
             // Pop the buffer's slot first so the write-back has a free slot, then copy back.
