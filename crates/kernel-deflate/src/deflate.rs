@@ -45,6 +45,16 @@ enum Phase {
     Finish,
 }
 
+/// What [`State::next_position`] found.
+enum Position {
+    /// A string to match at `strstart`.
+    Ready,
+    /// Out of input without a flush: return for more.
+    NeedMore,
+    /// Everything consumed: end the block.
+    InputDone,
+}
+
 /// `block_state`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BlockState {
@@ -371,22 +381,34 @@ impl State {
         self.flush_pending(strm);
     }
 
+    /// The top of both compressors' loop: keep `MIN_LOOKAHEAD` bytes ahead (`fill_window()`),
+    /// then insert the string at `strstart` into its chain, `hash_head` becoming the chain's
+    /// previous head (left as it was when fewer than `MIN_MATCH` bytes remain, as in the C).
+    fn next_position(&mut self, strm: &mut Stream<'_>, flush: Flush, hash_head: &mut usize) -> Position {
+        if self.lookahead < MIN_LOOKAHEAD {
+            self.fill_window(strm);
+            if self.lookahead < MIN_LOOKAHEAD && flush == Flush::NoFlush {
+                return Position::NeedMore;
+            }
+            if self.lookahead == 0 {
+                return Position::InputDone;
+            }
+        }
+        if self.lookahead >= MIN_MATCH {
+            *hash_head = self.insert_string(self.strstart);
+        }
+        Position::Ready
+    }
+
     /// Models `deflate_fast()` (levels 1-3): no lazy matching; the strings of a match are
     /// inserted only if it is at most `max_lazy_match` (`max_insert_length`) long.
     fn deflate_fast(&mut self, strm: &mut Stream<'_>, flush: Flush) -> BlockState {
         let mut hash_head = NIL;
         loop {
-            if self.lookahead < MIN_LOOKAHEAD {
-                self.fill_window(strm);
-                if self.lookahead < MIN_LOOKAHEAD && flush == Flush::NoFlush {
-                    return BlockState::NeedMore;
-                }
-                if self.lookahead == 0 {
-                    break;
-                }
-            }
-            if self.lookahead >= MIN_MATCH {
-                hash_head = self.insert_string(self.strstart);
+            match self.next_position(strm, flush, &mut hash_head) {
+                Position::Ready => {}
+                Position::NeedMore => return BlockState::NeedMore,
+                Position::InputDone => break,
             }
             if hash_head != NIL && self.strstart.wrapping_sub(hash_head) <= MAX_DIST {
                 self.match_length = self.longest_match(hash_head);
@@ -446,17 +468,10 @@ impl State {
     fn deflate_slow(&mut self, strm: &mut Stream<'_>, flush: Flush) -> BlockState {
         let mut hash_head = NIL;
         loop {
-            if self.lookahead < MIN_LOOKAHEAD {
-                self.fill_window(strm);
-                if self.lookahead < MIN_LOOKAHEAD && flush == Flush::NoFlush {
-                    return BlockState::NeedMore;
-                }
-                if self.lookahead == 0 {
-                    break;
-                }
-            }
-            if self.lookahead >= MIN_MATCH {
-                hash_head = self.insert_string(self.strstart);
+            match self.next_position(strm, flush, &mut hash_head) {
+                Position::Ready => {}
+                Position::NeedMore => return BlockState::NeedMore,
+                Position::InputDone => break,
             }
             self.prev_length = self.match_length;
             self.prev_match = self.match_start;

@@ -378,39 +378,19 @@ impl Trees {
 
     /// Models `scan_tree()`: bit-length code frequencies of a tree's lengths.
     fn scan_tree(&mut self, tree: &mut [CtData], max_code: usize) {
-        let mut prevlen: i32 = -1;
-        let mut nextlen = tree[0].len() as i32;
-        let mut count = 0;
-        let (mut max_count, mut min_count) = if nextlen == 0 { (138, 3) } else { (7, 4) };
         tree[max_code + 1].dl = 0xffff; // guard
-        for n in 0..=max_code {
-            let curlen = nextlen;
-            nextlen = tree[n + 1].len() as i32;
-            count += 1;
-            if count < max_count && curlen == nextlen {
-                continue;
-            } else if count < min_count {
-                self.bl_tree[curlen as usize].fc += count as u16;
-            } else if curlen != 0 {
-                if curlen != prevlen {
-                    self.bl_tree[curlen as usize].fc += 1;
+        let bl = &mut self.bl_tree;
+        length_runs(tree, max_code, |run| match run {
+            LenRun::Plain { len, count } => bl[len].fc += count as u16,
+            LenRun::Repeat { len, with_first, .. } => {
+                if with_first {
+                    bl[len].fc += 1;
                 }
-                self.bl_tree[REP_3_6].fc += 1;
-            } else if count <= 10 {
-                self.bl_tree[REPZ_3_10].fc += 1;
-            } else {
-                self.bl_tree[REPZ_11_138].fc += 1;
+                bl[REP_3_6].fc += 1;
             }
-            count = 0;
-            prevlen = curlen;
-            (max_count, min_count) = if nextlen == 0 {
-                (138, 3)
-            } else if curlen == nextlen {
-                (6, 3)
-            } else {
-                (7, 4)
-            };
-        }
+            LenRun::Zeros { count } if count <= 10 => bl[REPZ_3_10].fc += 1,
+            LenRun::Zeros { .. } => bl[REPZ_11_138].fc += 1,
+        });
     }
 
     /// Models `build_bl_tree()`: returns the index in `bl_order` of the last code to send.
@@ -436,6 +416,50 @@ impl Trees {
     }
 }
 
+/// One step of the run-length coding of a tree's code lengths, as `scan_tree()` counts it and
+/// `send_tree()` sends it.
+enum LenRun {
+    /// `count` codes of `len`, each sent as itself.
+    Plain { len: usize, count: usize },
+    /// `count` codes of a non-zero `len` (3 to 6 after the first, which is sent first when it
+    /// differs from the previous length): code 16.
+    Repeat { len: usize, with_first: bool, count: usize },
+    /// `count` zero lengths: code 17 (3 to 10) or 18 (11 to 138).
+    Zeros { count: usize },
+}
+
+/// The run walk shared by `scan_tree()` and `send_tree()` (the C duplicates it): lengths of
+/// `tree[0..=max_code]`, with the guard at `max_code + 1` set by the caller.
+fn length_runs(tree: &[CtData], max_code: usize, mut f: impl FnMut(LenRun)) {
+    let mut prevlen: i32 = -1;
+    let mut nextlen = tree[0].len() as i32;
+    let mut count = 0usize;
+    let (mut max_count, mut min_count) = if nextlen == 0 { (138, 3) } else { (7, 4) };
+    for n in 0..=max_code {
+        let curlen = nextlen;
+        nextlen = tree[n + 1].len() as i32;
+        count += 1;
+        if count < max_count && curlen == nextlen {
+            continue;
+        } else if count < min_count {
+            f(LenRun::Plain { len: curlen as usize, count });
+        } else if curlen != 0 {
+            f(LenRun::Repeat { len: curlen as usize, with_first: curlen != prevlen, count });
+        } else {
+            f(LenRun::Zeros { count });
+        }
+        count = 0;
+        prevlen = curlen;
+        (max_count, min_count) = if nextlen == 0 {
+            (138, 3)
+        } else if curlen == nextlen {
+            (6, 3)
+        } else {
+            (7, 4)
+        };
+    }
+}
+
 /// Models `gen_codes()`: canonical codes from the bit lengths, bit-reversed for sending.
 fn gen_codes(tree: &mut [CtData], max_code: usize, bl_count: &[u16; MAX_BITS + 1]) {
     let mut next_code = [0u16; MAX_BITS + 1];
@@ -455,52 +479,33 @@ fn gen_codes(tree: &mut [CtData], max_code: usize, bl_count: &[u16; MAX_BITS + 1
 }
 
 impl State {
-    /// Models `send_tree()`: a tree's lengths in compressed form, with the bit-length codes.
+    /// Models `send_tree()`: a tree's lengths in compressed form, with the bit-length codes
+    /// (the guard `scan_tree()` set is still in place).
     fn send_tree(&mut self, which: Tree, max_code: usize) {
         let tree = if which == Tree::Lit { &self.trees.dyn_ltree } else { &self.trees.dyn_dtree };
         let bl = &self.trees.bl_tree;
         let out = &mut self.out;
         let send_code =
             |out: &mut crate::defutil::Output, c: usize| out.send_bits(bl[c].code() as u32, bl[c].len() as u32);
-        let mut prevlen: i32 = -1;
-        let mut nextlen = tree[0].len() as i32;
-        let mut count = 0;
-        let (mut max_count, mut min_count) = if nextlen == 0 { (138, 3) } else { (7, 4) };
-        for n in 0..=max_code {
-            let curlen = nextlen;
-            nextlen = tree[n + 1].len() as i32;
-            count += 1;
-            if count < max_count && curlen == nextlen {
-                continue;
-            } else if count < min_count {
-                while count > 0 {
-                    send_code(out, curlen as usize);
-                    count -= 1;
-                }
-            } else if curlen != 0 {
-                if curlen != prevlen {
-                    send_code(out, curlen as usize);
+        length_runs(tree, max_code, |run| match run {
+            LenRun::Plain { len, count } => (0..count).for_each(|_| send_code(out, len)),
+            LenRun::Repeat { len, with_first, mut count } => {
+                if with_first {
+                    send_code(out, len);
                     count -= 1;
                 }
                 send_code(out, REP_3_6);
                 out.send_bits(count as u32 - 3, 2);
-            } else if count <= 10 {
+            }
+            LenRun::Zeros { count } if count <= 10 => {
                 send_code(out, REPZ_3_10);
                 out.send_bits(count as u32 - 3, 3);
-            } else {
+            }
+            LenRun::Zeros { count } => {
                 send_code(out, REPZ_11_138);
                 out.send_bits(count as u32 - 11, 7);
             }
-            count = 0;
-            prevlen = curlen;
-            (max_count, min_count) = if nextlen == 0 {
-                (138, 3)
-            } else if curlen == nextlen {
-                (6, 3)
-            } else {
-                (7, 4)
-            };
-        }
+        });
     }
 
     /// Models `send_all_trees()`.
