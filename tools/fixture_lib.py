@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Shared parts of the fixture generators: the deterministic corpus, the special scenarios with
 their expected contents, and the ENCODED_READ dump of a mounted image into fixtures/<kernel>/."""
+import contextlib
 import ctypes
 import fcntl
 import glob
@@ -103,9 +104,41 @@ def run(*cmd):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def skip(why):
-    print(f"SKIPPED: live-kernel extents: {why}")
+def skip(why, what="live-kernel extents"):
+    print(f"SKIPPED: {what}: {why}")
     sys.exit(0)
+
+
+@contextlib.contextmanager
+def scratch_btrfs(size, what, prefix="btrfs-live-", mkfs_args=()):
+    """A fresh btrfs image of SIZE bytes loop-mounted by the running kernel, for a tool named WHAT.
+
+    Prints SKIPPED and exits 0 without root, loop devices, mkfs.btrfs or zstd, or when the kernel
+    refuses the mount. Yields (work, img, mnt); afterwards nothing stays mounted and the work
+    directory is gone."""
+    if os.geteuid() != 0:
+        skip("not root", what)
+    for tool in ("mkfs.btrfs", "zstd"):
+        if shutil.which(tool) is None:
+            skip(f"{tool} not installed", what)
+    if not os.path.exists("/dev/loop-control"):
+        skip("no loop devices", what)
+    work = tempfile.mkdtemp(prefix=prefix)
+    img, mnt = os.path.join(work, "img"), os.path.join(work, "mnt")
+    os.mkdir(mnt)
+    try:
+        with open(img, "wb") as f:
+            f.truncate(size)
+        run("mkfs.btrfs", "-q", "-f", *mkfs_args, img)
+        try:
+            run("mount", "-o", "loop", img, mnt)
+        except subprocess.CalledProcessError as e:
+            skip(f"mount refused: {e.stderr.decode().strip()}", what)
+        yield work, img, mnt
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["umount", mnt])
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def encoded_read_all(path, size):

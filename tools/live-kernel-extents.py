@@ -14,10 +14,8 @@ Usage: tools/live-kernel-extents.py [OUTDIR]
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 import fixture_lib as fl  # noqa: E402
@@ -26,35 +24,19 @@ OPTIONS = ["zlib:1", "zlib:3", "zlib:9", "lzo", "zstd:1", "zstd:3", "zstd:15", "
 
 
 def main():
-    if os.geteuid() != 0:
-        fl.skip("not root")
-    for tool in ("mkfs.btrfs", "zstd"):
-        if shutil.which(tool) is None:
-            fl.skip(f"{tool} not installed")
-    if not os.path.exists("/dev/loop-control"):
-        fl.skip("no loop devices")
     outdir = sys.argv[1] if len(sys.argv) > 1 else f"fixtures/live-{platform.release()}"
-    work = tempfile.mkdtemp(prefix="btrfs-live-")
-    img, mnt, corpus = (os.path.join(work, n) for n in ("img", "mnt", "corpus"))
-    os.mkdir(mnt)
-    os.mkdir(corpus)
     files = fl.corpus()
-    for name, data in files.items():
-        open(os.path.join(corpus, name), "wb").write(data)
-    for name, init, _final, patch, _steps in fl.special_files():
-        open(os.path.join(corpus, f"{name}.init"), "wb").write(init)
-        open(os.path.join(corpus, f"{name}.patch"), "wb").write(patch)
     state = {}
-    mounted = False
-    try:
-        with open(img, "wb") as f:
-            f.truncate(256 << 20)
-        fl.run("mkfs.btrfs", "-q", "-f", "-L", "btrfs-compress", "-U", "7a1d8a6c-6b1e-4b83-9f6e-1c9a0f2e5d10", img)
-        try:
-            fl.run("mount", "-o", "loop", img, mnt)
-        except subprocess.CalledProcessError as e:
-            fl.skip(f"mount refused: {e.stderr.decode().strip()}")
-        mounted = True
+    with fl.scratch_btrfs(256 << 20, "live-kernel extents",
+                          mkfs_args=("-L", "btrfs-compress", "-U", "7a1d8a6c-6b1e-4b83-9f6e-1c9a0f2e5d10")) as (
+            work, img, mnt):
+        corpus = os.path.join(work, "corpus")
+        os.mkdir(corpus)
+        for name, data in files.items():
+            open(os.path.join(corpus, name), "wb").write(data)
+        for name, init, _final, patch, _steps in fl.special_files():
+            open(os.path.join(corpus, f"{name}.init"), "wb").write(init)
+            open(os.path.join(corpus, f"{name}.patch"), "wb").write(patch)
 
         def remount(opt):
             fl.run("sync")
@@ -93,13 +75,8 @@ def main():
                 f.write(gen())
         fl.run("sync")
         fl.run("umount", mnt)
-        mounted = False
         n = fl.dump(img, platform.release(), state, outdir, "tools/live-kernel-extents.py")
         print(f"wrote {n} extents to {outdir}")
-    finally:
-        if mounted:
-            subprocess.run(["umount", mnt])
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

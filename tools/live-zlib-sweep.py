@@ -18,9 +18,7 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 import fixture_lib as fl  # noqa: E402
@@ -46,29 +44,10 @@ def sweep_corpus():
 
 
 def main():
-    if os.geteuid() != 0:
-        fl.skip("not root")
-    for tool in ("mkfs.btrfs", "zstd"):
-        if shutil.which(tool) is None:
-            fl.skip(f"{tool} not installed")
-    if not os.path.exists("/dev/loop-control"):
-        fl.skip("no loop devices")
     kernel = platform.release()
     outdir = sys.argv[1] if len(sys.argv) > 1 else f"fixtures/zlib-sweep-{kernel}"
-    work = tempfile.mkdtemp(prefix="btrfs-zsweep-")
-    img, mnt = os.path.join(work, "img"), os.path.join(work, "mnt")
-    os.mkdir(mnt)
     files = sweep_corpus()
-    mounted = False
-    try:
-        with open(img, "wb") as f:
-            f.truncate(512 << 20)
-        fl.run("mkfs.btrfs", "-q", "-f", img)
-        try:
-            fl.run("mount", "-o", "loop", img, mnt)
-        except subprocess.CalledProcessError as e:
-            fl.skip(f"mount refused: {e.stderr.decode().strip()}")
-        mounted = True
+    with fl.scratch_btrfs(512 << 20, "live zlib sweep", prefix="btrfs-zsweep-") as (_work, _img, mnt):
         for level in range(1, 10):
             fl.run("sync")
             fl.run("mount", "-o", f"remount,compress-force=zlib:{level}", mnt)
@@ -86,27 +65,23 @@ def main():
                     raw = e.pop("raw")
                     extents.append({"option": f"zlib:{level}", "file": name, "index": i, "encoded_len": len(raw),
                                     "sha256": hashlib.sha256(raw).hexdigest(), **e})
-        staged = outdir + ".tmp"
-        shutil.rmtree(staged, ignore_errors=True)
-        os.makedirs(os.path.join(staged, "plain"))
-        for name, data in files.items():
-            p = os.path.join(staged, "plain", name)
-            with open(p, "wb") as f:
-                f.write(data)
-            fl.run("zstd", "-q", "-19", "--rm", p)
-        manifest = {"kernel": kernel, "tool": "tools/live-zlib-sweep.py",
-                    "files": {n: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()},
-                    "extents": extents}
-        with open(os.path.join(staged, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=1)
-        shutil.rmtree(outdir, ignore_errors=True)
-        os.rename(staged, outdir)
-        zl = sum(1 for e in extents if e["compression"] == "zlib")
-        print(f"wrote {len(extents)} extents ({zl} zlib) to {outdir}")
-    finally:
-        if mounted:
-            subprocess.run(["umount", mnt])
-        shutil.rmtree(work, ignore_errors=True)
+    staged = outdir + ".tmp"
+    shutil.rmtree(staged, ignore_errors=True)
+    os.makedirs(os.path.join(staged, "plain"))
+    for name, data in files.items():
+        p = os.path.join(staged, "plain", name)
+        with open(p, "wb") as f:
+            f.write(data)
+        fl.run("zstd", "-q", "-19", "--rm", p)
+    manifest = {"kernel": kernel, "tool": "tools/live-zlib-sweep.py",
+                "files": {n: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()},
+                "extents": extents}
+    with open(os.path.join(staged, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    shutil.rmtree(outdir, ignore_errors=True)
+    os.rename(staged, outdir)
+    zl = sum(1 for e in extents if e["compression"] == "zlib")
+    print(f"wrote {len(extents)} extents ({zl} zlib) to {outdir}")
 
 
 if __name__ == "__main__":
