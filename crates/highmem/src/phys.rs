@@ -252,15 +252,17 @@ impl Folio {
     /// Costs nothing and is not counted: the kernel uses it for compressed folios, which are
     /// never allocated from highmem.
     pub fn folio_address(&self) -> &[u8] {
-        // SAFETY: the linear map covers the folio; `&self` excludes `&mut` access through
-        // `folio_address_mut` or a write mapping for the returned lifetime.
-        unsafe { backend::slice_at(self.mem.inner.store.linear(self.phys_off()), self.size()) }
+        backend::folio_bytes(self)
     }
 
     /// Mutable [`Folio::folio_address`].
     pub fn folio_address_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as above; `&mut self` makes this the only reference to the folio's bytes.
-        unsafe { backend::slice_at_mut(self.mem.inner.store.linear(self.phys_off()), self.size()) }
+        backend::folio_bytes_mut(self)
+    }
+
+    /// The store holding the frames.
+    pub(crate) fn store(&self) -> &Store {
+        &self.mem.inner.store
     }
 }
 

@@ -1,13 +1,12 @@
 //! The old global `kmap()` pool (models `kmap_high()`/`kunmap_high()` in mm/highmem.c).
 
 use std::collections::HashMap;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use crate::backend::Store;
 #[cfg(unix)]
 use crate::backend::VaRegion;
+use crate::backend::{Span, Store};
 use crate::{MapError, PhysMem};
 
 /// Number of pool entries (`LAST_PKMAP` on x86-32 without PAE).
@@ -144,8 +143,8 @@ impl KmapPool {
             #[cfg(unix)]
             if let Some(region) = &self.region {
                 let ps = self.mem.page_size();
-                // SAFETY: the entry's count was 1, so no kmap() user holds its address.
-                unsafe { region.clear(i * ps, ps) };
+                // The entry's count was 1: no kmap() user holds its span.
+                region.clear(i * ps, ps);
                 op.syscalls += 1;
             }
         }
@@ -153,7 +152,7 @@ impl KmapPool {
 
     /// Models `kmap_high()`: map the frame `pfn` (or find its lingering mapping) and take a
     /// reference. May sleep when all entries are in use.
-    pub(crate) fn kmap(&self, pfn: usize) -> Result<(NonNull<u8>, PoolOp), MapError> {
+    pub(crate) fn kmap(&self, pfn: usize) -> Result<(Span, PoolOp), MapError> {
         let mut op = PoolOp::default();
         let ps = self.mem.page_size();
         let mut st = self.lock();
@@ -161,7 +160,7 @@ impl KmapPool {
             if let Some(&e) = st.by_pfn.get(&pfn) {
                 st.count[e] += 1;
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok((self.entry_addr(e, pfn), op));
+                return Ok((self.entry_span(e, pfn), op));
             }
             // map_new_virtual(): scan for a free entry, flushing when the scan wraps.
             let mut found = None;
@@ -190,18 +189,19 @@ impl KmapPool {
             st.by_pfn.insert(pfn, e);
             op.installed = true;
             self.installs.fetch_add(1, Ordering::Relaxed);
-            return Ok((self.entry_addr(e, pfn), op));
+            return Ok((self.entry_span(e, pfn), op));
         }
     }
 
-    fn entry_addr(&self, e: usize, pfn: usize) -> NonNull<u8> {
+    /// The page of entry `e` (mapping frame `pfn`).
+    fn entry_span(&self, e: usize, pfn: usize) -> Span {
         let ps = self.mem.page_size();
         #[cfg(unix)]
         if let Some(region) = &self.region {
-            return region.addr(e * ps);
+            return region.span(e * ps, ps);
         }
         let _ = e;
-        self.mem.inner.store.linear(pfn * ps)
+        self.mem.inner.store.span(pfn * ps, ps)
     }
 
     /// Models `kunmap_high()`: drop a reference; the mapping lingers.

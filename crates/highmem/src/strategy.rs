@@ -4,12 +4,11 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::ptr::NonNull;
 use std::sync::Arc;
 
 #[cfg(unix)]
 use crate::backend::VaRegion;
-use crate::backend::{self, Store};
+use crate::backend::{Span, Store};
 use crate::events::{KernelConfig, KernelEvents, KernelModel, Undo, Zone, VMAP_BLOCK_MAX_PAGES};
 use crate::pool::KmapPool;
 use crate::{FolioVec, MapError, PhysMem};
@@ -214,7 +213,7 @@ impl Default for LifoPolicy {
 enum Held {
     Direct,
     Slot { idx: usize, n: usize, win_len: usize, undo: Undo },
-    Vmap { area: Option<(NonNull<u8>, usize)>, undo: Undo },
+    Vmap { area: Option<Span>, undo: Undo },
     Pool { pfn: usize, undo: Undo },
     Bounce { idx: usize },
 }
@@ -235,7 +234,7 @@ pub struct MapCtx {
     slot_size: usize,
     bounce: RefCell<Vec<Option<Vec<u8>>>>,
     bounce_size: usize,
-    lazy: RefCell<Vec<(NonNull<u8>, usize)>>,
+    lazy: RefCell<Vec<Span>>,
     lazy_pages: Cell<usize>,
     lazy_max_pages: usize,
     counters: Cell<MapCounters>,
@@ -534,9 +533,9 @@ impl MapCtx {
         Ok((fi, foff, len))
     }
 
-    /// Map (part of) `[off, off+len)` of `pages`; returns the address, the mapped length and what
-    /// to give back. The mapped length is what the strategy can present contiguously.
-    fn map_raw(&self, pages: &FolioVec, off: usize, len: usize) -> Result<(NonNull<u8>, usize, Held), MapError> {
+    /// Map (part of) `[off, off+len)` of `pages`; returns the span of the mapped bytes (what the
+    /// strategy can present contiguously) and what to give back.
+    fn map_raw(&self, pages: &FolioVec, off: usize, len: usize) -> Result<(Span, Held), MapError> {
         let (fi, foff, len) = self.locate(pages, off, len)?;
         let folio = pages.folio(fi);
         let ps = self.mem.page_size();
@@ -561,14 +560,14 @@ impl MapCtx {
                     return Err(MapError::Unsupported("the direct map of a highmem page"));
                 }
                 self.model.borrow_mut().ev.api_calls += 1;
-                Ok((store.linear(phys), len.min(folio_rem), Held::Direct))
+                Ok((store.span(phys, len.min(folio_rem)), Held::Direct))
             }
             Strategy::KmapLocal => {
                 let n = len.min(page_rem);
-                let (ptr, win_len) = self.map_slot_pages(phys - foff % ps, ps, foff % ps)?;
+                let ((span, idx), win_len) = self.map_slot_pages(phys - foff % ps, ps, foff % ps)?;
                 self.count(|c| c.maps += 1);
                 let undo = self.model.borrow_mut().kmap_local(1, u64::from(high));
-                Ok((ptr.0, n, Held::Slot { idx: ptr.1, n: 1, win_len, undo }))
+                Ok((span.sub(0, n), Held::Slot { idx, n: 1, win_len, undo }))
             }
             Strategy::Range | Strategy::RangeFallback => {
                 let in_page = foff % ps;
@@ -582,7 +581,7 @@ impl MapCtx {
                 };
                 let n = want.min(npages * ps - in_page);
                 let idx = self.push_slots(npages)?;
-                let (ptr, win_len) = match self.map_window(idx, phys - in_page, npages * ps, in_page) {
+                let (span, win_len) = match self.map_window(idx, phys - in_page, npages * ps, in_page) {
                     Ok(r) => r,
                     Err(e) => {
                         self.pop_slots(idx, npages);
@@ -596,7 +595,7 @@ impl MapCtx {
                 });
                 let hp = Self::highmem_pages(pages, fi, foff, npages);
                 let undo = self.model.borrow_mut().kmap_local(npages as u64, hp);
-                Ok((ptr, n, Held::Slot { idx, n: npages, win_len, undo }))
+                Ok((span.sub(0, n), Held::Slot { idx, n: npages, win_len, undo }))
             }
             Strategy::VmMapRam | Strategy::VmapFolio => {
                 let (base, bytes, n) = if strategy == Strategy::VmapFolio {
@@ -609,19 +608,14 @@ impl MapCtx {
                 };
                 let start_off = phys - base;
                 let npages = bytes / ps;
-                let addr = match store {
-                    Store::Heap(_) => store.linear(base),
+                let (whole, area) = match store {
+                    Store::Heap(_) => (store.span(base, bytes), None),
                     #[cfg(unix)]
                     Store::Memfd(m) => {
                         let a = m.map_anywhere(base, bytes).map_err(MapError::Os)?;
                         self.count(|c| c.syscalls += 1);
-                        a
+                        (a.sub(0, bytes), Some(a))
                     }
-                };
-                let area = match store {
-                    Store::Heap(_) => None,
-                    #[cfg(unix)]
-                    Store::Memfd(_) => Some((addr, bytes)),
                 };
                 self.count(|c| {
                     c.maps += 1;
@@ -632,22 +626,18 @@ impl MapCtx {
                 let hp = Self::highmem_pages(pages, fi0, foff0, npages);
                 let block = strategy == Strategy::VmMapRam && npages <= VMAP_BLOCK_MAX_PAGES;
                 let undo = self.model.borrow_mut().vmap(npages as u64, hp, block);
-                // SAFETY: `start_off` < `bytes`, so the result stays inside the mapping just made.
-                let ptr = unsafe { NonNull::new_unchecked(addr.as_ptr().add(start_off)) };
-                Ok((ptr, n, Held::Vmap { area, undo }))
+                Ok((whole.sub(start_off, n), Held::Vmap { area, undo }))
             }
             Strategy::GlobalKmap => {
                 let pool = self.pool.as_ref().expect("GlobalKmap context has a pool");
                 let pfn = (phys - foff % ps) / ps;
-                let (addr, op) = pool.kmap(pfn)?;
+                let (page, op) = pool.kmap(pfn)?;
                 self.count(|c| {
                     c.maps += 1;
                     c.syscalls += op.syscalls;
                 });
                 let undo = self.model.borrow_mut().kmap_pool(pfn, high);
-                // SAFETY: `foff % ps` < page size, inside the one-page mapping.
-                let ptr = unsafe { NonNull::new_unchecked(addr.as_ptr().add(foff % ps)) };
-                Ok((ptr, len.min(page_rem), Held::Pool { pfn, undo }))
+                Ok((page.sub(foff % ps, len.min(page_rem)), Held::Pool { pfn, undo }))
             }
             Strategy::FolioMapLocal => unreachable!("resolved above"),
             Strategy::Bounce => {
@@ -662,10 +652,11 @@ impl MapCtx {
                         return Err(e);
                     }
                 };
-                let ptr = NonNull::new(buf.as_mut_ptr()).expect("bounce buffer is allocated");
-                // The vector's heap block does not move when the vector is stored.
+                // The vector's heap block does not move when the vector is stored, and it stays
+                // at its depth (not resized) while the guard lives.
+                let span = Span::of_buffer(&mut buf[..n]);
                 self.bounce.borrow_mut()[idx] = Some(buf);
-                Ok((ptr, n, Held::Bounce { idx }))
+                Ok((span, Held::Bounce { idx }))
             }
         }
     }
@@ -680,14 +671,9 @@ impl MapCtx {
         }
     }
 
-    /// Push a slot and map one page of frames at `phys` into it; returns the address of byte
+    /// Push a slot and map one page of frames at `phys` into it; returns the span from byte
     /// `in_off` of the mapping with the slot index, and the window bytes to clear later.
-    fn map_slot_pages(
-        &self,
-        phys: usize,
-        len: usize,
-        in_off: usize,
-    ) -> Result<((NonNull<u8>, usize), usize), MapError> {
+    fn map_slot_pages(&self, phys: usize, len: usize, in_off: usize) -> Result<((Span, usize), usize), MapError> {
         let idx = self.push_slot()?;
         match self.map_window(idx, phys, len, in_off) {
             Ok((p, w)) => Ok(((p, idx), w)),
@@ -699,19 +685,18 @@ impl MapCtx {
     }
 
     /// Map `len` bytes of frames at `phys` at slot `idx` of the window (the emulated highmem
-    /// backend; the heap needs no mapping). Returns the address of byte `in_off` and the window
-    /// bytes to clear on release.
-    fn map_window(&self, idx: usize, phys: usize, len: usize, in_off: usize) -> Result<(NonNull<u8>, usize), MapError> {
+    /// backend; the heap needs no mapping). Returns the span from byte `in_off` to the end and
+    /// the window bytes to clear on release.
+    fn map_window(&self, idx: usize, phys: usize, len: usize, in_off: usize) -> Result<(Span, usize), MapError> {
         let store = &self.mem.inner.store;
         match store {
-            Store::Heap(_) => Ok((store.linear(phys + in_off), 0)),
+            Store::Heap(_) => Ok((store.span(phys + in_off, len - in_off), 0)),
             #[cfg(unix)]
             Store::Memfd(m) => {
                 let window = self.window.as_ref().expect("slot strategies reserve a window");
                 let base = window.map(m, idx * self.slot_size, phys, len).map_err(MapError::Os)?;
                 self.count(|c| c.syscalls += 1);
-                // SAFETY: `in_off` < `len`, inside the mapping just made.
-                Ok((unsafe { NonNull::new_unchecked(base.as_ptr().add(in_off)) }, len))
+                Ok((base.sub(in_off, len - in_off), len))
             }
         }
     }
@@ -727,19 +712,16 @@ impl MapCtx {
             let in_page = foff % ps;
             let n = (buf.len() - done).min(ps - in_page);
             let page_phys = folio.phys_off() + foff - in_page;
-            let ((ptr, idx), win_len) = self.map_slot_pages(page_phys, ps, in_page)?;
+            let ((span, idx), win_len) = self.map_slot_pages(page_phys, ps, in_page)?;
+            let mut span = span.sub(0, n);
             let high = folio.zone() == Zone::HighMem && self.config().has_highmem();
             let undo = self.model.borrow_mut().kmap_local(1, u64::from(high));
             self.model.borrow_mut().ev.bytes_copied += n as u64;
             if to_pages {
-                // SAFETY: `ptr` maps `n` bytes of a frame owned by `pages`, which the caller holds
-                // exclusively (write-back happens from a `MapMut` guard's drop).
-                let dst = unsafe { backend::slice_at_mut(ptr, n) };
-                dst.copy_from_slice(&buf[done..done + n]);
+                // The caller holds `pages` exclusively (write-back happens from a `MapMut` drop).
+                span.bytes_mut().copy_from_slice(&buf[done..done + n]);
             } else {
-                // SAFETY: `ptr` maps `n` bytes of a frame of `pages`, borrowed for this call.
-                let src = unsafe { backend::slice_at(ptr, n) };
-                buf[done..done + n].copy_from_slice(src);
+                buf[done..done + n].copy_from_slice(span.bytes());
             }
             self.release(Held::Slot { idx, n: 1, win_len, undo });
             self.count(|c| {
@@ -760,8 +742,8 @@ impl MapCtx {
                 #[cfg(unix)]
                 if win_len > 0 {
                     if let Some(w) = &self.window {
-                        // SAFETY: the guard that referenced this slot is being dropped.
-                        unsafe { w.clear(idx * self.slot_size, win_len) };
+                        // The guard that viewed this slot is being dropped.
+                        w.clear(idx * self.slot_size, win_len);
                         self.count(|c| c.syscalls += 1);
                     }
                 }
@@ -770,9 +752,9 @@ impl MapCtx {
             }
             Held::Vmap { area, undo } => {
                 self.model.borrow_mut().undo(undo);
-                if let Some((ptr, len)) = area {
-                    self.lazy.borrow_mut().push((ptr, len));
-                    let pages = self.lazy_pages.get() + len / self.mem.page_size();
+                if let Some(area) = area {
+                    let pages = self.lazy_pages.get() + area.len() / self.mem.page_size();
+                    self.lazy.borrow_mut().push(area);
                     self.lazy_pages.set(pages);
                     if pages > self.lazy_max_pages {
                         self.purge_lazy();
@@ -801,14 +783,14 @@ impl MapCtx {
         if areas.is_empty() {
             return;
         }
+        let n = areas.len() as u64;
         #[cfg(unix)]
         if let Store::Memfd(m) = &self.mem.inner.store {
-            for (ptr, len) in &areas {
-                // SAFETY: the area came from `map_anywhere` and its guard was dropped.
-                unsafe { m.unmap_anywhere(*ptr, *len) };
+            // Each area's guard is gone.
+            for area in areas {
+                m.unmap_anywhere(area);
             }
         }
-        let n = areas.len() as u64;
         self.lazy_pages.set(0);
         self.count(|c| {
             c.syscalls += n;
@@ -886,15 +868,15 @@ impl<'c> Frame<'c> {
     /// than `len`: it is what the strategy presents contiguously (a page for kmap_local, the
     /// rest of the folio for the direct map and vmap, up to 128 KiB of the folio for range).
     pub fn map<'f>(&'f mut self, pages: &'f FolioVec, off: usize, len: usize) -> Result<MapRef<'f>, MapError> {
-        let (ptr, len, held) = self.ctx.map_raw(pages, off, len)?;
-        Ok(MapRef { ctx: self.ctx, ptr, len, held: Some(held), _p: PhantomData })
+        let (span, held) = self.ctx.map_raw(pages, off, len)?;
+        Ok(MapRef { ctx: self.ctx, span, held: Some(held), _p: PhantomData })
     }
 
     /// Map bytes of `pages` for writing; see [`Frame::map`]. With the bounce strategy the data
     /// is copied back to the pages when the mapping is released.
     pub fn map_mut<'f>(&'f mut self, pages: &'f mut FolioVec, off: usize, len: usize) -> Result<MapMut<'f>, MapError> {
-        let (ptr, len, held) = self.ctx.map_raw(pages, off, len)?;
-        Ok(MapMut { ctx: self.ctx, ptr, len, held: Some(held), pages, off, _p: PhantomData })
+        let (span, held) = self.ctx.map_raw(pages, off, len)?;
+        Ok(MapMut { ctx: self.ctx, span, held: Some(held), pages, off, _p: PhantomData })
     }
 
     /// Copy `src` into `pages` at `off`, one mapping at a time (models `memcpy_to_page()`).
@@ -945,8 +927,7 @@ impl<'c> Frame<'c> {
 /// A read mapping. Dropping it releases the mapping (`kunmap_local()`, `kunmap()`, `vunmap()`).
 pub struct MapRef<'f> {
     ctx: &'f MapCtx,
-    ptr: NonNull<u8>,
-    len: usize,
+    span: Span,
     held: Option<Held>,
     _p: PhantomData<&'f [u8]>,
 }
@@ -960,18 +941,14 @@ impl MapRef<'_> {
     /// The mapped bytes together with the frame above this mapping, for nested mappings that
     /// must be released before this one.
     pub fn split(&mut self) -> (&[u8], Frame<'_>) {
-        // SAFETY: `ptr` maps `len` bytes for as long as `self` lives; the frames are only read
-        // through shared references while the folios are borrowed shared.
-        let s = unsafe { backend::slice_at(self.ptr, self.len) };
-        (s, Frame { ctx: self.ctx })
+        (self.span.bytes(), Frame { ctx: self.ctx })
     }
 }
 
 impl Deref for MapRef<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: as in `split`.
-        unsafe { backend::slice_at(self.ptr, self.len) }
+        self.span.bytes()
     }
 }
 
@@ -986,8 +963,7 @@ impl Drop for MapRef<'_> {
 /// A write mapping; see [`MapRef`].
 pub struct MapMut<'f> {
     ctx: &'f MapCtx,
-    ptr: NonNull<u8>,
-    len: usize,
+    span: Span,
     held: Option<Held>,
     pages: &'f mut FolioVec,
     off: usize,
@@ -1002,25 +978,20 @@ impl MapMut<'_> {
 
     /// The mapped bytes together with the frame above this mapping.
     pub fn split(&mut self) -> (&mut [u8], Frame<'_>) {
-        // SAFETY: `ptr` maps `len` bytes for as long as `self` lives, and `&mut self` (holding
-        // `&mut FolioVec`) makes this the only reference to them.
-        let s = unsafe { backend::slice_at_mut(self.ptr, self.len) };
-        (s, Frame { ctx: self.ctx })
+        (self.span.bytes_mut(), Frame { ctx: self.ctx })
     }
 }
 
 impl Deref for MapMut<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: as in `split`, shared for the borrow of `self`.
-        unsafe { backend::slice_at(self.ptr, self.len) }
+        self.span.bytes()
     }
 }
 
 impl DerefMut for MapMut<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `split`.
-        unsafe { backend::slice_at_mut(self.ptr, self.len) }
+        self.span.bytes_mut()
     }
 }
 
@@ -1032,7 +1003,7 @@ impl Drop for MapMut<'_> {
             let buf = self.ctx.bounce.borrow_mut()[idx].take();
             self.ctx.release(Held::Bounce { idx });
             if let Some(mut buf) = buf {
-                let r = self.ctx.copy_pages(self.pages, self.off, &mut buf[..self.len], true);
+                let r = self.ctx.copy_pages(self.pages, self.off, &mut buf[..self.span.len()], true);
                 debug_assert!(r.is_ok(), "bounce write-back failed: {r:?}");
                 self.ctx.bounce.borrow_mut()[idx] = Some(buf);
             }

@@ -1,6 +1,8 @@
 //! Emulated highmem backend: frames in a memfd, mapped on demand with real `mmap` calls.
 
 use core::ptr::NonNull;
+
+use super::Span;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -75,7 +77,8 @@ impl MemfdStore {
 
     /// Map `len` bytes of frames at physical offset `phys` at an address the kernel chooses
     /// (models `vmap()`). One system call.
-    pub(crate) fn map_anywhere(&self, phys: usize, len: usize) -> io::Result<NonNull<u8>> {
+    pub(crate) fn map_anywhere(&self, phys: usize, len: usize) -> io::Result<Span> {
+        assert!(phys.checked_add(len).is_some_and(|e| e <= self.len), "frames out of range");
         let off = libc::off_t::try_from(phys).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset"))?;
         // SAFETY: a new shared mapping of our memfd at a kernel-chosen address; it replaces
         // nothing. The range lies inside the file (callers pass folio extents).
@@ -92,17 +95,15 @@ impl MemfdStore {
         if p == libc::MAP_FAILED {
             return Err(last_os_error("mmap (vmap)"));
         }
-        NonNull::new(p.cast::<u8>()).ok_or_else(|| last_os_error("mmap"))
+        NonNull::new(p.cast::<u8>()).map(|p| Span::new(p, len)).ok_or_else(|| last_os_error("mmap"))
     }
 
-    /// Remove a mapping made by [`Self::map_anywhere`] (models the purge of a lazy `vunmap`).
-    ///
-    /// # Safety
-    /// `ptr`/`len` must be exactly a mapping returned by `map_anywhere` that no reference
-    /// points into any more.
-    pub(crate) unsafe fn unmap_anywhere(&self, ptr: NonNull<u8>, len: usize) {
-        // SAFETY: the caller guarantees this is our own mapping with no live references.
-        let rc = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+    /// Remove a mapping made by [`Self::map_anywhere`], given its span (models the purge of a
+    /// lazy `vunmap`). By the crate's invariant ([`Span`]) no view into it is used any more.
+    pub(crate) fn unmap_anywhere(&self, area: Span) {
+        // SAFETY: `area` is a whole mapping made by `map_anywhere` (the vmap strategies keep its
+        // span for this call only) and nothing views it any more.
+        let rc = unsafe { libc::munmap(area.ptr.as_ptr().cast(), area.len) };
         debug_assert_eq!(rc, 0, "munmap of a vmap area failed");
     }
 }
@@ -157,16 +158,15 @@ impl VaRegion {
         Ok(Self { base, len })
     }
 
-    /// Address of byte `off` of the region.
-    pub(crate) fn addr(&self, off: usize) -> NonNull<u8> {
-        assert!(off < self.len, "window offset out of range");
-        // SAFETY: `off` is inside the reservation, checked above.
-        unsafe { NonNull::new_unchecked(self.base.as_ptr().add(off)) }
+    /// The span of `len` bytes at `off` of the region (whatever is mapped there now).
+    pub(crate) fn span(&self, off: usize, len: usize) -> Span {
+        assert!(off.checked_add(len).is_some_and(|e| e <= self.len), "window offset out of range");
+        Span::new(self.base, self.len).sub(off, len)
     }
 
     /// Map `len` bytes of `store` at physical offset `phys` at `off` inside the region. One
-    /// system call. Returns the address of the mapping.
-    pub(crate) fn map(&self, store: &MemfdStore, off: usize, phys: usize, len: usize) -> io::Result<NonNull<u8>> {
+    /// system call. Returns the span of the mapping.
+    pub(crate) fn map(&self, store: &MemfdStore, off: usize, phys: usize, len: usize) -> io::Result<Span> {
         assert!(off.checked_add(len).is_some_and(|e| e <= self.len), "window slot out of range");
         assert!(phys.checked_add(len).is_some_and(|e| e <= store.len), "frame out of range");
         let foff = libc::off_t::try_from(phys).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset"))?;
@@ -186,18 +186,16 @@ impl VaRegion {
         if p == libc::MAP_FAILED {
             return Err(last_os_error("mmap(MAP_FIXED) into kmap window"));
         }
-        NonNull::new(p.cast::<u8>()).ok_or_else(|| last_os_error("mmap"))
+        NonNull::new(p.cast::<u8>()).map(|p| Span::new(p, len)).ok_or_else(|| last_os_error("mmap"))
     }
 
     /// Remove whatever is mapped at `off..off+len` of the region (the `kunmap` PTE clear plus
-    /// TLB invalidation). One system call.
-    ///
-    /// # Safety
-    /// No reference may point into `off..off+len` of the region any more.
-    pub(crate) unsafe fn clear(&self, off: usize, len: usize) {
+    /// TLB invalidation). One system call. Called for a slot or pool entry whose guard is gone
+    /// (by the crate's invariant, [`Span`], no view into it is used any more).
+    pub(crate) fn clear(&self, off: usize, len: usize) {
         assert!(off.checked_add(len).is_some_and(|e| e <= self.len), "window slot out of range");
-        // SAFETY: inside our reservation (checked above); the caller guarantees no reference
-        // points into the range.
+        // SAFETY: inside our reservation (checked above); the slot or entry has no guard, so
+        // nothing views the range.
         let p = unsafe {
             libc::mmap(
                 self.base.as_ptr().add(off).cast(),
