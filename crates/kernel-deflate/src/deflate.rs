@@ -20,8 +20,15 @@ const HASH_SHIFT: usize = HASH_BITS.div_ceil(MIN_MATCH);
 const MAX_DIST: usize = W_SIZE - MIN_LOOKAHEAD;
 const WINDOW_SIZE: usize = 2 * W_SIZE;
 const TOO_FAR: usize = 4096;
+/// Bytes past the window that `longest_match()` may read (never written, never matter).
+const WINDOW_SLACK: usize = 8;
 const NIL: usize = 0;
 const Z_DEFLATED: u16 = 8;
+
+/// Eight window bytes at `at`, little-endian (for comparing matches a word at a time).
+fn u64_at(w: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(w[at..at + 8].try_into().expect("eight bytes"))
+}
 
 /// `configuration_table[]`: good, lazy, nice, chain, and whether the level uses
 /// `deflate_slow()`.
@@ -114,7 +121,7 @@ impl State {
             adler: 1,
             out: Output::new(lit_bufsize * 4),
             trees: Trees::new(lit_bufsize),
-            window: vec![0; WINDOW_SIZE],
+            window: vec![0; WINDOW_SIZE + WINDOW_SLACK],
             prev: vec![0; W_SIZE],
             head: vec![0; HASH_SIZE],
             ins_h: 0,
@@ -313,11 +320,18 @@ impl State {
                 && w[m] == w[scan]
                 && w[m + 1] == w[scan + 1]
             {
-                // Bytes 2 are equal by the hash; compare from byte 3 up to MAX_MATCH.
+                // Bytes 2 are equal by the hash; compare from byte 3 up to MAX_MATCH, eight at a
+                // time (the window has eight bytes of slack past its end for this).
                 let mut len = 3;
-                while len < MAX_MATCH && w[scan + len] == w[m + len] {
-                    len += 1;
+                while len < MAX_MATCH {
+                    let x = u64_at(w, scan + len) ^ u64_at(w, m + len);
+                    if x != 0 {
+                        len += (x.trailing_zeros() / 8) as usize;
+                        break;
+                    }
+                    len += 8;
                 }
+                let len = len.min(MAX_MATCH);
                 debug_assert!(scan + len <= strend);
                 if len > best_len {
                     self.match_start = cur_match;
