@@ -153,3 +153,48 @@ pub fn image_metadata(data: &[u8]) {
     }
     b[65536..65540].copy_from_slice(&saved_csum);
 }
+
+/// The kernel deflate on arbitrary data, level, era, input chunking and output room: the
+/// stream must inflate (flate2, Adler-32 checked) to the data, whatever the sizes the caller
+/// offers, and the state machine must finish without an error.
+pub fn kernel_deflate(data: &[u8]) {
+    use kernel_deflate::{Deflate, Flush, KernelEra, Status};
+    use std::io::Read;
+    if data.len() < 4 {
+        return;
+    }
+    let level = 1 + i32::from(data[0] % 9);
+    let era = if data[1] & 1 == 0 { KernelEra::Before6_3 } else { KernelEra::Since6_3 };
+    let chunk = 1 + (usize::from(data[1] >> 1) << 9); // 1 B to 64 KiB of input per call
+    let room = 1 + usize::from(data[2]) * 16; // 1 to 4081 B of output per call
+    let flush = if data[3] & 1 == 0 { Flush::SyncFlush } else { Flush::NoFlush };
+    let body = &data[4..data.len().min(4 + 262_144)];
+    let mut d = Deflate::new(level, era).expect("valid level");
+    let mut out = vec![0u8; body.len() + body.len() / 8 + 1024];
+    let mut calls = 0usize;
+    while (d.total_in() as usize) < body.len() {
+        let (i, o) = (d.total_in() as usize, d.total_out() as usize);
+        if o + room > out.len() {
+            out.resize(out.len() * 2 + room, 0);
+        }
+        let st = d.compress(&body[i..(i + chunk).min(body.len())], &mut out[o..o + room], flush).expect("deflate");
+        assert!(st != Status::StreamEnd, "stream ended before Z_FINISH");
+        calls += 1;
+        assert!(calls < 10_000_000, "no progress");
+    }
+    loop {
+        let o = d.total_out() as usize;
+        if o + room > out.len() {
+            out.resize(out.len() * 2 + room, 0);
+        }
+        if d.compress(&[], &mut out[o..o + room], Flush::Finish).expect("finish") == Status::StreamEnd {
+            break;
+        }
+        calls += 1;
+        assert!(calls < 10_000_000, "Z_FINISH makes no progress");
+    }
+    out.truncate(d.total_out() as usize);
+    let mut back = Vec::new();
+    flate2::read::ZlibDecoder::new(&out[..]).read_to_end(&mut back).expect("our stream inflates");
+    assert!(back == body, "level {level} {era:?} chunk {chunk} room {room}: round trip differs");
+}

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use diff_tests::fuzzing::{decompress_any, image_metadata, lzo_framing, roundtrip};
+use diff_tests::fuzzing::{decompress_any, image_metadata, kernel_deflate, lzo_framing, roundtrip};
 use diff_tests::{repo_root, Rng};
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -81,4 +81,9 @@ fn roundtrip_corpus_and_mutations() {
 #[test]
 fn image_metadata_corpus_and_mutations() {
     run("image_metadata", image_metadata, 300);
+}
+
+#[test]
+fn kernel_deflate_corpus_and_mutations() {
+    run("kernel_deflate", kernel_deflate, 300);
 }
