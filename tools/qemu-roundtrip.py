@@ -49,7 +49,7 @@ def main():
     files = corpus()
     for name, data in files.items():
         open(os.path.join(work, name), "wb").write(data)
-    apt = qf.Apt(work)
+    apt = fl.Apt(work, tuple(suites))
     for suite in suites:
         kver, pkgs = qf.kernel_packages(apt, suite)
         major_minor = tuple(int(x) for x in kver.split(".")[:2])

@@ -482,26 +482,28 @@ fn per(c: &MapCounters, n: f64) -> [f64; 7] {
     [c.map_calls, c.maps, c.unmaps, c.forced_remaps, c.range_pages, c.bytes_copied, c.syscalls].map(|v| v as f64 / n)
 }
 
-/// Run one row.
-fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>], reps: usize) -> Result<Row, String> {
-    let err = |e: crate::Error| format!("{} {} {}: {e}", rs.spec, rs.strategy, rs.backend);
-    let mem = PhysMem::new(rs.backend, 4096, 4096).map_err(|e| err(e.into()))?;
-    let setup = Setup {
-        spec: rs.spec,
-        kloop: rs.kloop,
-        config: rs.config,
-        strategy: rs.strategy,
-        init_on_alloc: plan.init_on_alloc,
-        range_reserve: plan.range_reserve,
-        highmem_fraction: plan.highmem_fraction,
-    };
-    let mut ctx = replay::context(&mem, &setup).map_err(err)?;
-    let jobs: Vec<(&Bytes, Option<&Bytes>)> = match rs.op {
-        Op::Decompress => sample.iter().zip(extents).filter_map(|(d, e)| e.as_ref().map(|e| (d, Some(e)))).collect(),
-        _ => sample.iter().map(|d| (d, None)).collect(),
-    };
-    let n = jobs.len().max(1) as f64;
-    let bytes: usize = jobs.iter().map(|j| j.0.len()).sum();
+/// What the repetitions of one row measured.
+struct Measured {
+    times: Vec<f64>,
+    raw_times: Vec<f64>,
+    ratios: Vec<f64>,
+    /// Kernel events over all repetitions.
+    ev: KernelEvents,
+    /// Emulation counters of the first repetition.
+    counters: MapCounters,
+    stored: usize,
+    plain: usize,
+}
+
+/// Run the row's jobs `reps` times, each repetition timing the library baseline and then the
+/// replayed kernel calls.
+fn measure(
+    rs: &RowSpec,
+    ctx: &mut highmem::MapCtx,
+    setup: &Setup,
+    jobs: &[(&Bytes, Option<&Bytes>)],
+    reps: usize,
+) -> crate::Result<Measured> {
     let (mut times, mut raw_times, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut ev = KernelEvents::default();
     let mut counters = MapCounters::default();
@@ -509,19 +511,18 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
     let mut raw = Raw::new();
     for rep in 0..reps {
         let t0 = Instant::now();
-        for (d, e) in &jobs {
+        for (d, e) in jobs {
             raw.run(rs.spec, rs.op, d, *e);
         }
         let t_raw = t0.elapsed().as_secs_f64();
         let c0 = ctx.counters();
         let t0 = Instant::now();
-        for (d, e) in &jobs {
+        for (d, e) in jobs {
             let call = match (rs.op, e) {
-                (Op::Compress, _) => replay::compress_piece(&mut ctx, &setup, d),
-                (Op::Decompress, Some(e)) => replay::decompress_piece(&mut ctx, &setup, e, d.len()),
-                _ => replay::heuristic_call(&mut ctx, &setup, d, 0).map(|r| r.0),
-            }
-            .map_err(err)?;
+                (Op::Compress, _) => replay::compress_piece(ctx, setup, d),
+                (Op::Decompress, Some(e)) => replay::decompress_piece(ctx, setup, e, d.len()),
+                _ => replay::heuristic_call(ctx, setup, d, 0).map(|r| r.0),
+            }?;
             ev.add(&call.events);
             if rep == 0 {
                 match (&call.extent, rs.op) {
@@ -542,12 +543,21 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         raw_times.push(t_raw);
         ratios.push(t_raw / t);
     }
-    let rates: Vec<f64> = times.iter().map(|t| bytes as f64 / t / 1e6).collect();
-    let t = median(&mut times);
-    let [calls, maps, unmaps, remaps, rpages, copied, sys] = per(&counters, n);
-    // Events over every repetition (the kmap() pool reaches its steady state of wraps); the
-    // lazy vunmap purge, due once per lazy_max_pages freed pages, is charged pro rata.
-    let nx = n * reps as f64;
+    Ok(Measured { times, raw_times, ratios, ev, counters, stored, plain })
+}
+
+/// Kernel events per extent: over every repetition (the kmap() pool reaches its steady state
+/// of wraps), the lazy vunmap purge charged pro rata (once per lazy_max_pages freed pages), and
+/// the context switches at the assumed rate over `secs_per_extent`. Also the mean slots held
+/// during library work and the context switches per extent.
+fn per_extent_events(
+    rs: &RowSpec,
+    plan: &Plan,
+    ev: &KernelEvents,
+    counters: &MapCounters,
+    nx: f64,
+    secs_per_extent: f64,
+) -> (Vec<(&'static str, f64)>, f64, f64) {
     let mut events: Vec<(&'static str, f64)> = ev.fields().iter().map(|(k, v)| (*k, *v as f64 / nx)).collect();
     let purges = ev.vunmap_lazy_pages as f64 / nx / rs.config.lazy_max_pages() as f64;
     for e in events.iter_mut() {
@@ -564,12 +574,41 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
     } else {
         0.0
     };
-    let preemptions = plan.preempt_per_ms * t / n * 1e3;
+    let preemptions = plan.preempt_per_ms * secs_per_extent * 1e3;
     for e in events.iter_mut() {
         if matches!(e.0, "pte_clears" | "tlb_single_flushes" | "pte_writes") {
             e.1 += preemptions * held;
         }
     }
+    (events, held, preemptions)
+}
+
+/// Run one row.
+fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>], reps: usize) -> Result<Row, String> {
+    let err = |e: crate::Error| format!("{} {} {}: {e}", rs.spec, rs.strategy, rs.backend);
+    let mem = PhysMem::new(rs.backend, 4096, 4096).map_err(|e| err(e.into()))?;
+    let setup = Setup {
+        spec: rs.spec,
+        kloop: rs.kloop,
+        config: rs.config,
+        strategy: rs.strategy,
+        init_on_alloc: plan.init_on_alloc,
+        range_reserve: plan.range_reserve,
+        highmem_fraction: plan.highmem_fraction,
+    };
+    let mut ctx = replay::context(&mem, &setup).map_err(err)?;
+    let jobs: Vec<(&Bytes, Option<&Bytes>)> = match rs.op {
+        Op::Decompress => sample.iter().zip(extents).filter_map(|(d, e)| e.as_ref().map(|e| (d, Some(e)))).collect(),
+        _ => sample.iter().map(|d| (d, None)).collect(),
+    };
+    let n = jobs.len().max(1) as f64;
+    let bytes: usize = jobs.iter().map(|j| j.0.len()).sum();
+    let Measured { mut times, mut raw_times, mut ratios, ev, counters, stored, plain } =
+        measure(rs, &mut ctx, &setup, &jobs, reps).map_err(err)?;
+    let rates: Vec<f64> = times.iter().map(|t| bytes as f64 / t / 1e6).collect();
+    let t = median(&mut times);
+    let [calls, maps, unmaps, remaps, rpages, copied, sys] = per(&counters, n);
+    let (events, held, preemptions) = per_extent_events(rs, plan, &ev, &counters, n * reps as f64, t / n);
     let get = |k: &str| events.iter().find(|e| e.0 == k).map_or(0.0, |e| e.1);
     let modeled = plan.costs.ns(&events_priced(&events), None);
     Ok(Row {

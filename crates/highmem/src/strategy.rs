@@ -569,65 +569,8 @@ impl MapCtx {
                 let undo = self.model.borrow_mut().kmap_local(1, u64::from(high));
                 Ok((span.sub(0, n), Held::Slot { idx, n: 1, win_len, undo }))
             }
-            Strategy::Range | Strategy::RangeFallback => {
-                let in_page = foff % ps;
-                let want = Self::contiguous_run(pages, fi, foff, len.min(MAX_RANGE_BYTES - in_page));
-                let want_pages = (in_page + want).div_ceil(ps);
-                let avail = self.range_slots();
-                let npages = match strategy {
-                    Strategy::Range => want_pages.min(avail),
-                    _ if want_pages <= avail => want_pages,
-                    _ => 1,
-                };
-                let n = want.min(npages * ps - in_page);
-                let idx = self.push_slots(npages)?;
-                let (span, win_len) = match self.map_window(idx, phys - in_page, npages * ps, in_page) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        self.pop_slots(idx, npages);
-                        return Err(e);
-                    }
-                };
-                self.count(|c| {
-                    c.maps += 1;
-                    c.range_calls += u64::from(npages > 1);
-                    c.range_pages += if npages > 1 { npages as u64 } else { 0 };
-                });
-                let hp = Self::highmem_pages(pages, fi, foff, npages);
-                let undo = self.model.borrow_mut().kmap_local(npages as u64, hp);
-                Ok((span.sub(0, n), Held::Slot { idx, n: npages, win_len, undo }))
-            }
-            Strategy::VmMapRam | Strategy::VmapFolio => {
-                let (base, bytes, n) = if strategy == Strategy::VmapFolio {
-                    (folio.phys_off(), folio.size(), len.min(folio_rem))
-                } else {
-                    let in_page = foff % ps;
-                    let run = Self::contiguous_run(pages, fi, foff, len.min(MAX_RANGE_BYTES - in_page));
-                    let np = (in_page + run).div_ceil(ps);
-                    (phys - in_page, np * ps, run)
-                };
-                let start_off = phys - base;
-                let npages = bytes / ps;
-                let (whole, area) = match store {
-                    Store::Heap(_) => (store.span(base, bytes), None),
-                    #[cfg(unix)]
-                    Store::Memfd(m) => {
-                        let a = m.map_anywhere(base, bytes).map_err(MapError::Os)?;
-                        self.count(|c| c.syscalls += 1);
-                        (a.sub(0, bytes), Some(a))
-                    }
-                };
-                self.count(|c| {
-                    c.maps += 1;
-                    c.range_calls += 1;
-                    c.range_pages += npages as u64;
-                });
-                let (fi0, foff0) = if strategy == Strategy::VmapFolio { (fi, 0) } else { (fi, foff) };
-                let hp = Self::highmem_pages(pages, fi0, foff0, npages);
-                let block = strategy == Strategy::VmMapRam && npages <= VMAP_BLOCK_MAX_PAGES;
-                let undo = self.model.borrow_mut().vmap(npages as u64, hp, block);
-                Ok((whole.sub(start_off, n), Held::Vmap { area, undo }))
-            }
+            Strategy::Range | Strategy::RangeFallback => self.map_range(pages, fi, foff, len, strategy),
+            Strategy::VmMapRam | Strategy::VmapFolio => self.map_vmap(pages, fi, foff, len, strategy),
             Strategy::GlobalKmap => {
                 let pool = self.pool.as_ref().expect("GlobalKmap context has a pool");
                 let pfn = (phys - foff % ps) / ps;
@@ -659,6 +602,93 @@ impl MapCtx {
                 Ok((span, Held::Bounce { idx }))
             }
         }
+    }
+
+    /// `kmap_local_range()`: up to the free slots (less the reserve) of consecutive pages of
+    /// `pages` from `foff` of folio `fi`, split ([`Strategy::Range`]) or page by page when the
+    /// request is longer ([`Strategy::RangeFallback`]).
+    fn map_range(
+        &self,
+        pages: &FolioVec,
+        fi: usize,
+        foff: usize,
+        len: usize,
+        strategy: Strategy,
+    ) -> Result<(Span, Held), MapError> {
+        let ps = self.mem.page_size();
+        let phys = pages.folio(fi).phys_off() + foff;
+        let in_page = foff % ps;
+        let want = Self::contiguous_run(pages, fi, foff, len.min(MAX_RANGE_BYTES - in_page));
+        let want_pages = (in_page + want).div_ceil(ps);
+        let avail = self.range_slots();
+        let npages = match strategy {
+            Strategy::Range => want_pages.min(avail),
+            _ if want_pages <= avail => want_pages,
+            _ => 1,
+        };
+        let n = want.min(npages * ps - in_page);
+        let idx = self.push_slots(npages)?;
+        let (span, win_len) = match self.map_window(idx, phys - in_page, npages * ps, in_page) {
+            Ok(r) => r,
+            Err(e) => {
+                self.pop_slots(idx, npages);
+                return Err(e);
+            }
+        };
+        self.count(|c| {
+            c.maps += 1;
+            c.range_calls += u64::from(npages > 1);
+            c.range_pages += if npages > 1 { npages as u64 } else { 0 };
+        });
+        let hp = Self::highmem_pages(pages, fi, foff, npages);
+        let undo = self.model.borrow_mut().kmap_local(npages as u64, hp);
+        Ok((span.sub(0, n), Held::Slot { idx, n: npages, win_len, undo }))
+    }
+
+    /// `vm_map_ram()` of the pages from `foff` of folio `fi` ([`Strategy::VmMapRam`]), or
+    /// `vmap_folio()` of the whole folio ([`Strategy::VmapFolio`]).
+    fn map_vmap(
+        &self,
+        pages: &FolioVec,
+        fi: usize,
+        foff: usize,
+        len: usize,
+        strategy: Strategy,
+    ) -> Result<(Span, Held), MapError> {
+        let ps = self.mem.page_size();
+        let folio = pages.folio(fi);
+        let store = &self.mem.inner.store;
+        let phys = folio.phys_off() + foff;
+        let folio_rem = folio.size() - foff;
+        let (base, bytes, n) = if strategy == Strategy::VmapFolio {
+            (folio.phys_off(), folio.size(), len.min(folio_rem))
+        } else {
+            let in_page = foff % ps;
+            let run = Self::contiguous_run(pages, fi, foff, len.min(MAX_RANGE_BYTES - in_page));
+            let np = (in_page + run).div_ceil(ps);
+            (phys - in_page, np * ps, run)
+        };
+        let start_off = phys - base;
+        let npages = bytes / ps;
+        let (whole, area) = match store {
+            Store::Heap(_) => (store.span(base, bytes), None),
+            #[cfg(unix)]
+            Store::Memfd(m) => {
+                let a = m.map_anywhere(base, bytes).map_err(MapError::Os)?;
+                self.count(|c| c.syscalls += 1);
+                (a.sub(0, bytes), Some(a))
+            }
+        };
+        self.count(|c| {
+            c.maps += 1;
+            c.range_calls += 1;
+            c.range_pages += npages as u64;
+        });
+        let (fi0, foff0) = if strategy == Strategy::VmapFolio { (fi, 0) } else { (fi, foff) };
+        let hp = Self::highmem_pages(pages, fi0, foff0, npages);
+        let block = strategy == Strategy::VmMapRam && npages <= VMAP_BLOCK_MAX_PAGES;
+        let undo = self.model.borrow_mut().vmap(npages as u64, hp, block);
+        Ok((whole.sub(start_off, n), Held::Vmap { area, undo }))
     }
 
     /// The bounce buffer of the next slot (allocated once per depth, then reused).

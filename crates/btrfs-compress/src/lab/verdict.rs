@@ -52,8 +52,21 @@ pub fn verdict(rows: &[Row], costs: &CostTable) -> String {
          the 6.1 loops:\n",
         if frac >= 1.0 { "all".to_string() } else { format!("{:.0} %", 100.0 * frac) }
     );
+    strategies(&mut s, &groups);
+    preemption(&mut s, &groups);
+    v4_loop(&mut s, rows, &groups);
+    sensitivity(&mut s, &groups, costs);
+    large_folios(&mut s, rows);
+    s
+}
+
+type Groups<'a> = [(String, Vec<&'a Row>)];
+
+/// Per codec and op: kmap_local's events and cost, each other strategy against it, and the
+/// largest saving.
+fn strategies(s: &mut String, groups: &Groups<'_>) {
     let mut max_saving = (0.0f64, String::new());
-    for (k, g) in &groups {
+    for (k, g) in groups {
         let Some(base) = g.iter().find(|r| r.strategy == "kmap-local") else { continue };
         let codec_ns = base.measured_us_per_extent * 1000.0;
         let _ = writeln!(
@@ -96,6 +109,10 @@ pub fn verdict(rows: &[Row], costs: &CostTable) -> String {
             format!("{:.2} % of the codec's time, {}", 100.0 * max_saving.0, max_saving.1)
         }
     );
+}
+
+/// Under an assumed preemption rate: the slots each context switch finds held.
+fn preemption(s: &mut String, groups: &Groups<'_>) {
     let preempt: Vec<String> = groups
         .iter()
         .flat_map(|g| g.1.iter())
@@ -110,6 +127,10 @@ pub fn verdict(rows: &[Row], costs: &CostTable) -> String {
             preempt.join("; ")
         );
     }
+}
+
+/// What the June 2022 v4 zstd loop cost against the merged loop.
+fn v4_loop(s: &mut String, rows: &[Row], groups: &Groups<'_>) {
     // The v4 loop.
     for v4 in rows_of(rows, "32-bit-highmem", "v4-2022") {
         if let Some(b) = groups
@@ -131,11 +152,15 @@ pub fn verdict(rows: &[Row], costs: &CostTable) -> String {
             );
         }
     }
+}
+
+/// Which cost figures, doubled or halved, change the cheapest strategy anywhere.
+fn sensitivity(s: &mut String, groups: &Groups<'_>, costs: &CostTable) {
     // Sensitivity: which figures, doubled or halved, change the cheapest strategy anywhere.
     let mut flips = Vec::new();
     for name in costs.events.keys() {
         for f in [2.0, 0.5] {
-            for (k, g) in &groups {
+            for (k, g) in groups {
                 let a = best(g, costs, None).map(|r| r.strategy.clone());
                 let b = best(g, costs, Some((name, f))).map(|r| r.strategy.clone());
                 if a != b {
@@ -159,6 +184,10 @@ pub fn verdict(rows: &[Row], costs: &CostTable) -> String {
         100.0 * share(0.5),
         if flips.is_empty() { "none".to_string() } else { flips.join("; ") }
     );
+}
+
+/// 64-bit: kmap_local is page_address(); what 7.2's large folios change.
+fn large_folios(s: &mut String, rows: &[Row]) {
     // 64-bit with large folios.
     let b64: Vec<&Row> = rows_of(rows, "64-bit", "7.2").collect();
     let k61: Vec<&Row> = rows_of(rows, "64-bit", "6.1").filter(|r| r.strategy == "kmap-local").collect();
@@ -176,5 +205,4 @@ pub fn verdict(rows: &[Row], costs: &CostTable) -> String {
             );
         }
     }
-    s
 }
