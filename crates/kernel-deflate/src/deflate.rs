@@ -25,6 +25,11 @@ const WINDOW_SLACK: usize = 8;
 const NIL: usize = 0;
 const Z_DEFLATED: u16 = 8;
 
+/// Two window bytes at `at`.
+fn u16_at(w: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([w[at], w[at + 1]])
+}
+
 /// Eight window bytes at `at`, little-endian (for comparing matches a word at a time).
 fn u64_at(w: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w[at..at + 8].try_into().expect("eight bytes"))
@@ -85,8 +90,8 @@ pub(crate) struct State {
     pub(crate) out: Output,
     pub(crate) trees: Trees,
     pub(crate) window: Vec<u8>,
-    prev: Vec<u16>,
-    head: Vec<u16>,
+    prev: Box<[u16; W_SIZE]>,
+    head: Box<[u16; HASH_SIZE]>,
     ins_h: usize,
     pub(crate) block_start: i64,
     match_length: usize,
@@ -122,8 +127,8 @@ impl State {
             out: Output::new(lit_bufsize * 4),
             trees: Trees::new(lit_bufsize),
             window: vec![0; WINDOW_SIZE + WINDOW_SLACK],
-            prev: vec![0; W_SIZE],
-            head: vec![0; HASH_SIZE],
+            prev: Box::new([0; W_SIZE]),
+            head: Box::new([0; HASH_SIZE]),
             ins_h: 0,
             block_start: 0,
             match_length: 0,
@@ -305,8 +310,10 @@ impl State {
         let limit = if self.strstart > MAX_DIST { self.strstart - MAX_DIST } else { NIL };
         let w = &self.window;
         let strend = scan + MAX_MATCH;
-        let mut scan_end1 = w[scan + best_len - 1];
-        let mut scan_end = w[scan + best_len];
+        // The C compares bytes best_len - 1 and best_len, then 0 and 1: the same test on two
+        // pairs at once.
+        let scan_start = u16_at(w, scan);
+        let mut scan_end = u16_at(w, scan + best_len - 1);
         if self.prev_length >= self.good_match {
             chain_length >>= 2;
         }
@@ -315,11 +322,7 @@ impl State {
         }
         loop {
             let m = cur_match;
-            if w[m + best_len] == scan_end
-                && w[m + best_len - 1] == scan_end1
-                && w[m] == w[scan]
-                && w[m + 1] == w[scan + 1]
-            {
+            if u16_at(w, m + best_len - 1) == scan_end && u16_at(w, m) == scan_start {
                 // Bytes 2 are equal by the hash; compare from byte 3 up to MAX_MATCH, eight at a
                 // time (the window has eight bytes of slack past its end for this).
                 let mut len = 3;
@@ -339,8 +342,7 @@ impl State {
                     if len >= nice_match {
                         break;
                     }
-                    scan_end1 = w[scan + best_len - 1];
-                    scan_end = w[scan + best_len];
+                    scan_end = u16_at(w, scan + best_len - 1);
                 }
             }
             cur_match = self.prev[cur_match & W_MASK] as usize;

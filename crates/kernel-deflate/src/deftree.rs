@@ -166,6 +166,8 @@ pub(crate) struct Trees {
     heap_len: usize,
     heap_max: usize,
     depth: [u8; HEAP_SIZE],
+    /// `(freq << 8) | depth` of each node: the order `smaller()` compares, in one word.
+    key: [u32; HEAP_SIZE],
     pub(crate) l_buf: Vec<u8>,
     pub(crate) d_buf: Vec<u16>,
     pub(crate) last_lit: usize,
@@ -188,6 +190,7 @@ impl Trees {
             heap_len: 0,
             heap_max: 0,
             depth: [0; HEAP_SIZE],
+            key: [0; HEAP_SIZE],
             l_buf: vec![0; lit_bufsize],
             d_buf: vec![0; lit_bufsize],
             last_lit: 0,
@@ -222,20 +225,28 @@ impl Trees {
         self.init_block();
     }
 
-    /// `smaller()`: frequency, then depth, as the tie-break.
-    fn smaller(&self, tree: &[CtData], n: usize, m: usize) -> bool {
-        tree[n].freq() < tree[m].freq() || (tree[n].freq() == tree[m].freq() && self.depth[n] <= self.depth[m])
+    /// Set a node's frequency and depth (and its heap key).
+    fn set_node(&mut self, tree: &mut [CtData], n: usize, freq: u16, depth: u8) {
+        tree[n].fc = freq;
+        self.depth[n] = depth;
+        self.key[n] = u32::from(freq) << 8 | u32::from(depth);
+    }
+
+    /// `smaller()`: frequency, then depth as the tie-break (`<=`): the lexicographic order of
+    /// `(freq, depth)`, which is the order of the keys.
+    fn smaller(&self, n: usize, m: usize) -> bool {
+        self.key[n] <= self.key[m]
     }
 
     /// Models `pqdownheap()`.
-    fn pqdownheap(&mut self, tree: &[CtData], mut k: usize) {
+    fn pqdownheap(&mut self, mut k: usize) {
         let v = self.heap[k];
         let mut j = k << 1;
         while j <= self.heap_len {
-            if j < self.heap_len && self.smaller(tree, self.heap[j + 1], self.heap[j]) {
+            if j < self.heap_len && self.smaller(self.heap[j + 1], self.heap[j]) {
                 j += 1;
             }
-            if self.smaller(tree, v, self.heap[j]) {
+            if self.smaller(v, self.heap[j]) {
                 break;
             }
             self.heap[k] = self.heap[j];
@@ -315,14 +326,15 @@ impl Trees {
         let mut max_code: isize = -1;
         self.heap_len = 0;
         self.heap_max = HEAP_SIZE;
-        for (n, e) in tree.iter_mut().enumerate().take(elems) {
-            if e.freq() != 0 {
+        for n in 0..elems {
+            let f = tree[n].freq();
+            if f != 0 {
                 self.heap_len += 1;
                 self.heap[self.heap_len] = n;
                 max_code = n as isize;
-                self.depth[n] = 0;
+                self.set_node(tree, n, f, 0);
             } else {
-                e.dl = 0;
+                tree[n].dl = 0;
             }
         }
         // At least two codes of non-zero frequency.
@@ -335,8 +347,7 @@ impl Trees {
             };
             self.heap_len += 1;
             self.heap[self.heap_len] = node;
-            tree[node].fc = 1;
-            self.depth[node] = 0;
+            self.set_node(tree, node, 1, 0);
             self.opt_len = self.opt_len.wrapping_sub(1);
             if let Some(st) = stree {
                 self.static_len = self.static_len.wrapping_sub(st[node].len() as u64);
@@ -344,7 +355,7 @@ impl Trees {
         }
         let max_code = max_code as usize;
         for n in (1..=self.heap_len / 2).rev() {
-            self.pqdownheap(tree, n);
+            self.pqdownheap(n);
         }
         let mut node = elems;
         loop {
@@ -352,19 +363,19 @@ impl Trees {
             let n = self.heap[SMALLEST];
             self.heap[SMALLEST] = self.heap[self.heap_len];
             self.heap_len -= 1;
-            self.pqdownheap(tree, SMALLEST);
+            self.pqdownheap(SMALLEST);
             let m = self.heap[SMALLEST];
             self.heap_max -= 1;
             self.heap[self.heap_max] = n;
             self.heap_max -= 1;
             self.heap[self.heap_max] = m;
-            tree[node].fc = tree[n].freq().wrapping_add(tree[m].freq());
-            self.depth[node] = self.depth[n].max(self.depth[m]) + 1;
+            let (f, d) = (tree[n].freq().wrapping_add(tree[m].freq()), self.depth[n].max(self.depth[m]) + 1);
+            self.set_node(tree, node, f, d);
             tree[n].dl = node as u16;
             tree[m].dl = node as u16;
             self.heap[SMALLEST] = node;
             node += 1;
-            self.pqdownheap(tree, SMALLEST);
+            self.pqdownheap(SMALLEST);
             if self.heap_len < 2 {
                 break;
             }

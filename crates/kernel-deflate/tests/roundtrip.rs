@@ -3,7 +3,7 @@
 //! compressed before. (diff-tests checks random data through the btrfs loop against the system
 //! zlib as well.)
 
-use kernel_deflate::{compress_to_vec, Deflate, Flush, KernelEra, Status};
+use kernel_deflate::{adler32, compress_to_vec, Deflate, Flush, KernelEra, Status};
 
 /// A deterministic mix of text-like, binary and run data.
 fn sample(n: usize, seed: u64) -> Vec<u8> {
@@ -120,4 +120,25 @@ fn a_sync_flush_ends_with_the_empty_stored_block_and_finish_without_room_is_resu
     out.truncate(d.total_out() as usize);
     assert_eq!(inflate(&out).as_deref(), Some(&data[..]));
     assert_eq!(d.compress(&[], &mut [], Flush::Finish).unwrap(), Status::BufError);
+}
+
+#[test]
+fn adler32_equals_the_byte_by_byte_definition() {
+    for (len, seed) in [(0usize, 1u64), (1, 2), (15, 3), (16, 4), (5551, 5), (5552, 6), (5553, 7), (100_000, 8)] {
+        let data = sample(len, seed);
+        let (mut a, mut b) = (1u32, 0u32);
+        for &x in &data {
+            a = (a + u32::from(x)) % 65521;
+            b = (b + a) % 65521;
+        }
+        assert_eq!(adler32(1, &data), (b << 16) | a, "len {len}");
+    }
+    assert_eq!(adler32(1, &[0xff; 100_000]), {
+        let (mut a, mut b) = (1u32, 0u32);
+        for _ in 0..100_000 {
+            a = (a + 255) % 65521;
+            b = (b + a) % 65521;
+        }
+        (b << 16) | a
+    });
 }
