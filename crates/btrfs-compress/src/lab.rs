@@ -86,6 +86,10 @@ pub struct BenchArgs {
     /// `__kmap_local_sched_in()` rewrites it. The rate is an assumption, not a measurement.
     #[arg(long, default_value_t = 0.0, value_name = "R", value_parser = parse_rate)]
     pub preempt_per_ms: f64,
+    /// zlib rows: kernel (lib/zlib_deflate of each loop's era: the kernel's bytes and calls) or
+    /// zlib-rs (faster, other bytes, so other output pages and inflate calls).
+    #[arg(long, default_value = "kernel", value_name = "kernel|zlib-rs", value_parser = ["kernel", "zlib-rs"])]
+    pub zlib_backend: String,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -209,6 +213,8 @@ pub struct Row {
     pub kloop: &'static str,
     /// zlib, lzo or zstd.
     pub codec: String,
+    /// zlib rows: kernel (lib/zlib_deflate) or zlib-rs; empty for the other codecs.
+    pub zlib_backend: &'static str,
     /// Level (0 for lzo).
     pub level: i32,
     /// Strategy name.
@@ -352,6 +358,8 @@ pub struct Plan {
     pub highmem_fraction: f64,
     /// Assumed context switches per ms of codec time.
     pub preempt_per_ms: f64,
+    /// zlib-rs instead of the kernel's deflate for zlib rows.
+    pub zlib_rs: bool,
 }
 
 /// Check the command line and build the plan (errors are command-line errors: exit 64).
@@ -434,6 +442,7 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
         range_reserve: args.range_reserve as usize,
         highmem_fraction: args.highmem_fraction,
         preempt_per_ms: args.preempt_per_ms,
+        zlib_rs: args.zlib_backend == "zlib-rs",
     })
 }
 
@@ -449,12 +458,14 @@ fn median(v: &mut [f64]) -> f64 {
 /// The one-call library baseline.
 struct Raw {
     zstd: btrfs_zstd::Reference,
+    zlib: crate::ZlibBackend,
     out: Vec<u8>,
 }
 
 impl Raw {
-    fn new() -> Self {
-        Self { zstd: btrfs_zstd::Reference::default(), out: vec![0; 1 << 18] }
+    /// The baseline with the same zlib deflate as the loop (one call, no page flushes).
+    fn new(zlib: crate::ZlibBackend) -> Self {
+        Self { zstd: btrfs_zstd::Reference::default(), zlib, out: vec![0; 1 << 18] }
     }
 
     fn run(&mut self, spec: CompressSpec, op: Op, plain: &[u8], extent: Option<&Bytes>) {
@@ -462,7 +473,7 @@ impl Raw {
         let _ = match (op, spec.alg, extent) {
             (Op::Compress | Op::Heuristic, CompressType::Zstd, _) => self.zstd.compress(spec.level, plain, out),
             (Op::Compress | Op::Heuristic, CompressType::Zlib, _) => {
-                btrfs_zlib::reference_compress(spec.level, plain, out)
+                btrfs_zlib::reference_compress_with(self.zlib, spec.level, plain, out)
             }
             (Op::Compress | Op::Heuristic, CompressType::Lzo, _) => btrfs_lzo::reference_compress(plain, out),
             (Op::Decompress, CompressType::Zstd, Some(e)) => self.zstd.decompress(e, out),
@@ -474,8 +485,18 @@ impl Raw {
 }
 
 /// Our extent of each sample piece (none where the kernel rules store it plain).
-fn extents_of(spec: CompressSpec, sample: &[Bytes]) -> Vec<Option<Bytes>> {
-    sample.iter().map(|d| crate::compress_extent(d, spec, &Options::default()).ok().map(|e| e.data)).collect()
+fn extents_of(spec: CompressSpec, sample: &[Bytes], zlib_rs: bool) -> Vec<Option<Bytes>> {
+    let o = Options { zlib_backend: zlib_backend(zlib_rs), ..Options::default() };
+    sample.iter().map(|d| crate::compress_extent(d, spec, &o).ok().map(|e| e.data)).collect()
+}
+
+/// The deflate of the zlib rows' baseline and extents.
+fn zlib_backend(zlib_rs: bool) -> crate::ZlibBackend {
+    if zlib_rs {
+        crate::ZlibBackend::ZlibRs
+    } else {
+        crate::ZlibBackend::default()
+    }
 }
 
 fn per(c: &MapCounters, n: f64) -> [f64; 7] {
@@ -508,7 +529,7 @@ fn measure(
     let mut ev = KernelEvents::default();
     let mut counters = MapCounters::default();
     let (mut stored, mut plain) = (0usize, 0usize);
-    let mut raw = Raw::new();
+    let mut raw = Raw::new(setup.options().zlib_backend);
     for rep in 0..reps {
         let t0 = Instant::now();
         for (d, e) in jobs {
@@ -595,6 +616,7 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         init_on_alloc: plan.init_on_alloc,
         range_reserve: plan.range_reserve,
         highmem_fraction: plan.highmem_fraction,
+        zlib_backend: plan.zlib_rs.then_some(crate::ZlibBackend::ZlibRs),
     };
     let mut ctx = replay::context(&mem, &setup).map_err(err)?;
     let jobs: Vec<(&Bytes, Option<&Bytes>)> = match rs.op {
@@ -617,6 +639,11 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         kloop: rs.kloop.name(),
         codec: if rs.op == Op::Heuristic { "heuristic".into() } else { rs.spec.alg.name().into() },
         level: if rs.op == Op::Heuristic { 0 } else { rs.spec.level },
+        zlib_backend: match (rs.spec.alg, plan.zlib_rs) {
+            (CompressType::Zlib, true) => "zlib-rs",
+            (CompressType::Zlib, false) => "kernel",
+            _ => "",
+        },
         strategy: rs.strategy.name().into(),
         backend: rs.backend.name().into(),
         page_size: 4096,
@@ -681,7 +708,7 @@ pub fn run(args: BenchArgs) -> Result<(), (u8, String)> {
     let sample: Vec<Bytes> = (0..n).map(|i| pieces[i * pieces.len() / n].data.clone()).collect();
     let mut extents: BTreeMap<String, Vec<Option<Bytes>>> = BTreeMap::new();
     for s in &plan.specs {
-        extents.insert(s.to_string(), extents_of(*s, &sample));
+        extents.insert(s.to_string(), extents_of(*s, &sample, plan.zlib_rs));
     }
     let pb = ProgressBar::new(plan.rows.len() as u64);
     pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} rows {msg}").expect("template"));

@@ -119,6 +119,20 @@ pub struct Setup {
     /// as on the traced 3 GiB machine; less when HighMem runs low and the allocator falls back
     /// to Normal). Compressed pages are always lowmem.
     pub highmem_fraction: f64,
+    /// The deflate of zlib rows: `None` is the kernel's of the loop's era, `Some` another one
+    /// (zlib-rs writes other bytes, so its calls and pages are not the kernel's).
+    pub zlib_backend: Option<crate::ZlibBackend>,
+}
+
+impl Setup {
+    /// The library options that run this setup's loop.
+    pub fn options(&self) -> Options {
+        let mut o = self.kloop.options(self.strategy, self.config);
+        if let Some(b) = self.zlib_backend {
+            o.zlib_backend = b;
+        }
+        o
+    }
 }
 
 const ASYNC_CHUNK: usize = 512 * 1024;
@@ -165,7 +179,7 @@ fn place_page_cache(v: &mut FolioVec, setup: &Setup) {
 /// Compress one piece: the codec call's events, and the extent if the kernel keeps it.
 pub fn compress_piece(ctx: &mut MapCtx, setup: &Setup, data: &[u8]) -> Result<Call> {
     let mem = ctx.mem().clone();
-    let opts = setup.kloop.options(setup.strategy, setup.config);
+    let opts = setup.options();
     let pages = page_cache(&mem, data, opts.effective_folio_order(), setup)?;
     let args = CompressArgs::new(&pages, 0, data.len())?;
     let mut out = FolioVec::new();
@@ -187,7 +201,7 @@ pub fn compress_piece(ctx: &mut MapCtx, setup: &Setup, data: &[u8]) -> Result<Ca
 /// Decompress one extent of `len` bytes: the codec call's events.
 pub fn decompress_piece(ctx: &mut MapCtx, setup: &Setup, extent: &[u8], len: usize) -> Result<Call> {
     let mem = ctx.mem().clone();
-    let opts = setup.kloop.options(setup.strategy, setup.config);
+    let opts = setup.options();
     let cb = CompressedBio::from_slice_order(&mem, extent, 0)?;
     // The read bio covers whole pages: past the end of the data the rest of the last page is
     // zeroed (`zero_fill_bio()`), which maps that page once more.

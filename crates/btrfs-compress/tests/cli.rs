@@ -256,6 +256,7 @@ fn bench_quick_prints_json_rows_and_writes_a_report() {
         "ipis_per_extent",
         "slots_high_water",
         "library_calls_per_extent",
+        "zlib_backend",
         "modeled_ns_per_extent",
         "mb_s_min",
         "mb_s_max",
@@ -317,6 +318,7 @@ fn bench_refuses_bad_command_lines_before_any_work() {
         vec!["bench", "--highmem-fraction", "1.5"],
         vec!["bench", "--highmem-fraction", "half"],
         vec!["bench", "--preempt-per-ms", "-1"],
+        vec!["bench", "--zlib-backend", "zlib-ng"],
     ] {
         let o = run(&args);
         assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));

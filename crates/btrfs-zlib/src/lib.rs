@@ -551,11 +551,17 @@ pub fn decompress(
     finish_inline(&mut frame, dest, dest_off, destlen, &ws.buf[..total_out.min(buf_size)], CODEC, short)
 }
 
-/// The baseline of the benchmarks (not a kernel function): one deflate call with `Z_FINISH` on
-/// a contiguous buffer, fresh stream each time like [`compress_folios`].
+/// The baseline of the benchmarks (not a kernel function): one zlib-rs deflate call with
+/// `Z_FINISH` on a contiguous buffer, fresh stream each time like [`compress_folios`].
 pub fn reference_compress(level: i32, src: &[u8], dst: &mut [u8]) -> Result<usize> {
-    let mut c = Compress::new(Compression::new(level.clamp(1, 9) as u32), true);
-    match c.compress(src, dst, FlushCompress::Finish).map_err(lib_err)? {
+    reference_compress_with(ZlibBackend::ZlibRs, level, src, dst)
+}
+
+/// [`reference_compress`] with the given deflate.
+pub fn reference_compress_with(backend: ZlibBackend, level: i32, src: &[u8], dst: &mut [u8]) -> Result<usize> {
+    let mut ws = Workspace { backend, folio_input: false, deflate: None, buf: Vec::new() };
+    let c = ws.deflate_init(level)?;
+    match c.compress(src, dst, FlushCompress::Finish)? {
         Status::StreamEnd => Ok(c.total_out() as usize),
         _ => Err(Error::Incompressible("reference output buffer too small")),
     }

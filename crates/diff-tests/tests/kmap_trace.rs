@@ -103,6 +103,7 @@ fn model_counts_equal_the_traced_highmem_kernel() {
                 init_on_alloc,
                 range_reserve: 2,
                 highmem_fraction: 1.0,
+                zlib_backend: None,
             };
             let mut ctx = replay::context(&mem, &setup).unwrap();
             for (name, data) in &files {
