@@ -75,15 +75,17 @@ pub fn page_loop_decompress(alg: CompressType, opts: &Options, bios: &mut [(Comp
     .expect("decompress");
 }
 
-/// The library on the contiguous buffer: one call per extent.
+/// The library on the contiguous buffer: one call per extent (zlib with the same deflate as
+/// the page loop's default, the kernel's).
 pub struct OneCall {
     zstd: btrfs_zstd::Reference,
+    zlib: btrfs_compress::ZlibBackend,
     out: Vec<u8>,
 }
 
 impl Default for OneCall {
     fn default() -> Self {
-        Self { zstd: btrfs_zstd::Reference::default(), out: vec![0; 1 << 18] }
+        Self { zstd: btrfs_zstd::Reference::default(), zlib: Options::default().zlib_backend, out: vec![0; 1 << 18] }
     }
 }
 
@@ -92,7 +94,7 @@ impl OneCall {
     pub fn compress(&mut self, spec: CompressSpec, data: &[u8]) -> usize {
         match spec.alg {
             CompressType::Zstd => self.zstd.compress(spec.level, data, &mut self.out),
-            CompressType::Zlib => btrfs_zlib::reference_compress(spec.level, data, &mut self.out),
+            CompressType::Zlib => btrfs_zlib::reference_compress_with(self.zlib, spec.level, data, &mut self.out),
             CompressType::Lzo => btrfs_lzo::reference_compress(data, &mut self.out),
             CompressType::None => Ok(0),
         }
@@ -104,7 +106,9 @@ impl OneCall {
     /// is byte-identical to one call, so it is one call.
     pub fn compress_same_format(&mut self, spec: CompressSpec, data: &[u8]) -> usize {
         match spec.alg {
-            CompressType::Zlib => btrfs_zlib::reference_compress_page_flushes(spec.level, data, &mut self.out, 4096),
+            CompressType::Zlib => {
+                btrfs_zlib::reference_compress_page_flushes(self.zlib, spec.level, data, &mut self.out, 4096)
+            }
             CompressType::Lzo => btrfs_lzo::reference_compress_segments(data, &mut self.out, 4096),
             _ => return self.compress(spec, data),
         }

@@ -578,8 +578,15 @@ pub fn reference_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
 /// (`Z_SYNC_FLUSH` after every `page_size` bytes, then `Z_FINISH`) but no pages or mappings.
 /// The difference to [`reference_compress`] is the cost of the flush pattern; the difference
 /// to [`compress_folios`] on the direct map is the cost of the page loop itself.
-pub fn reference_compress_page_flushes(level: i32, src: &[u8], dst: &mut [u8], page_size: usize) -> Result<usize> {
-    let mut c = Compress::new(Compression::new(level.clamp(1, 9) as u32), true);
+pub fn reference_compress_page_flushes(
+    backend: ZlibBackend,
+    level: i32,
+    src: &[u8],
+    dst: &mut [u8],
+    page_size: usize,
+) -> Result<usize> {
+    let mut ws = Workspace { backend, folio_input: false, deflate: None, buf: Vec::new() };
+    let c = ws.deflate_init(level)?;
     for chunk in src.chunks(page_size.max(1)) {
         let mut fed = 0;
         while fed < chunk.len() {
@@ -588,13 +595,13 @@ pub fn reference_compress_page_flushes(level: i32, src: &[u8], dst: &mut [u8], p
             if out.is_empty() {
                 return Err(Error::Incompressible("reference output buffer too small"));
             }
-            c.compress(&chunk[fed..], out, FlushCompress::Sync).map_err(lib_err)?;
+            c.compress(&chunk[fed..], out, FlushCompress::Sync)?;
             fed += (c.total_in() - i0) as usize;
         }
     }
     loop {
         let o0 = c.total_out() as usize;
-        if c.compress(&[], &mut dst[o0..], FlushCompress::Finish).map_err(lib_err)? == Status::StreamEnd {
+        if c.compress(&[], &mut dst[o0..], FlushCompress::Finish)? == Status::StreamEnd {
             return Ok(c.total_out() as usize);
         }
         if c.total_out() as usize == o0 {
