@@ -47,6 +47,9 @@ enum Cmd {
     EncodedWrite(EncodedWriteCmd),
     /// Write the files of the kernel kmap trace (tools/qemu-kmap-trace.py) into DIR.
     Corpus(CorpusCmd),
+    /// What each compression mount option would store for files, as the kernel would write
+    /// them (compsize's report per option), without a btrfs filesystem.
+    Estimate(btrfs_compress::estimate::EstimateArgs),
 }
 
 #[derive(Args)]
@@ -722,6 +725,7 @@ fn main() -> ExitCode {
         Cmd::Verify(c) => verify(c),
         Cmd::EncodedWrite(c) => encoded_write(c),
         Cmd::Corpus(c) => corpus_cmd(c),
+        Cmd::Estimate(e) => btrfs_compress::estimate::run(e).map_err(|(code, msg)| Fail { code, msg }),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

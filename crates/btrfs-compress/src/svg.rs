@@ -109,3 +109,47 @@ pub fn bars(title: &str, y_label: &str, categories: &[String], series: &[(String
     s.push_str("</svg>\n");
     s
 }
+
+/// A scatter plot: one labelled point per entry `(label, x, y)`, axes from zero.
+pub fn scatter(title: &str, x_label: &str, y_label: &str, points: &[(String, f64, f64)]) -> String {
+    let (w, h) = (960.0, 480.0);
+    let (l, r, t, b) = (90.0, 40.0, 40.0, 60.0);
+    let (pw, ph) = (w - l - r, h - t - b);
+    let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+    let xmax = nice_max(points.iter().map(|p| finite(p.1)).fold(0.0, f64::max));
+    let ymax = nice_max(points.iter().map(|p| finite(p.2)).fold(0.0, f64::max));
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = write!(s, r#"<text x="{}" y="22" font-size="16" text-anchor="middle">{}</text>"#, l + pw / 2.0, esc(title));
+    for i in 0..=5 {
+        let (fx, fy) = (xmax * i as f64 / 5.0, ymax * i as f64 / 5.0);
+        let x = l + pw * i as f64 / 5.0;
+        let y = t + ph - ph * i as f64 / 5.0;
+        let _ = write!(s, r##"<line x1="{l}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/>"##, l + pw);
+        let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, l - 6.0, y + 4.0, fmt_tick(fy));
+        let _ = write!(s, r#"<text x="{x}" y="{}" text-anchor="middle">{}</text>"#, t + ph + 16.0, fmt_tick(fx));
+    }
+    let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, l + pw / 2.0, h - 14.0, esc(x_label));
+    let _ = write!(
+        s,
+        r#"<text transform="translate(16,{}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        t + ph / 2.0,
+        esc(y_label)
+    );
+    for (i, (label, x, y)) in points.iter().enumerate() {
+        let cx = l + pw * finite(*x) / xmax;
+        let cy = t + ph - ph * finite(*y) / ymax;
+        let c = PALETTE[i % PALETTE.len()];
+        let _ =
+            write!(s, r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="5" fill="{c}"><title>{}</title></circle>"#, esc(label));
+        let _ = write!(s, r#"<text x="{:.1}" y="{:.1}">{}</text>"#, cx + 8.0, cy - 6.0, esc(label));
+    }
+    let _ = write!(s, r##"<line x1="{l}" x2="{l}" y1="{t}" y2="{}" stroke="#333"/>"##, t + ph);
+    let _ = write!(s, r##"<line x1="{l}" x2="{}" y1="{}" y2="{}" stroke="#333"/>"##, l + pw, t + ph, t + ph);
+    s.push_str("</svg>\n");
+    s
+}

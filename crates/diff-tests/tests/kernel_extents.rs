@@ -59,7 +59,7 @@ fn ours(f: &diff_tests::Fixture, e: &FixtureExtent, o: &Options) -> Option<Vec<u
     let seven = f.manifest["kernel"].as_str().is_some_and(|k| k.starts_with('7'));
     let o = &Options { zlib_backend: kernel_zlib(f), zlib_folio_input: seven, ..*o };
     let orders = (seven && spec.alg == btrfs_compress::CompressType::Zlib)
-        .then(|| folio_layout_7x(e.file_offset, e.len, f.plain[&e.file].len()));
+        .then(|| btrfs_compress::page_cache_folios_7x(e.file_offset, e.len, f.plain[&e.file].len()));
     let exact = &f.plain[&e.file][e.file_offset..e.file_offset + e.len];
     let rounded = if e.inline { 4096 } else { e.unencoded_len.max(e.len) };
     let mut inputs = vec![exact.to_vec()];
@@ -81,25 +81,6 @@ fn ours(f: &diff_tests::Fixture, e: &FixtureExtent, o: &Options) -> Option<Vec<u
         first.get_or_insert(padded);
     }
     first
-}
-
-/// The page-cache folios 7.x on amd64 held the fixture files in, as the zlib extents show: at
-/// each offset the largest naturally aligned folio of at most 64 KiB that ends before the end of
-/// the file, single pages after. (Only zlib's bytes depend on the folios: 7.x feeds deflate up to
-/// the end of each folio.) Orders of the folios covering `[off, off + len)` sector-rounded.
-fn folio_layout_7x(off: usize, len: usize, file_size: usize) -> Vec<u32> {
-    let end = off + len.next_multiple_of(4096);
-    let mut p = off;
-    let mut orders = Vec::new();
-    while p < end {
-        let mut order = 4u32;
-        while order > 0 && (p % (4096 << order) != 0 || p + (4096 << order) > file_size) {
-            order -= 1;
-        }
-        orders.push(order);
-        p += 4096 << order;
-    }
-    orders
 }
 
 /// The kernel deflate of the fixture's kernel era (`flush_pending()` changed in 6.3).

@@ -1,0 +1,712 @@
+//! `btrfs-compress estimate`: what each compression mount option would store for a set of
+//! files, as the kernel would write them (copied once, then synced), with no btrfs filesystem.
+//!
+//! The write path modeled (fs/btrfs/inode.c `compress_file_range()` and its callers):
+//! - a file of at most one sector is a candidate for an inline extent: compressed inline when the
+//!   codec succeeds and its bytes are at most `max_inline` (lzo may then store more than the
+//!   data), else plain inline when the file is at most `max_inline`, else one plain sector;
+//! - otherwise writeback hands the file to compression in 512 KiB async chunks, each cut into
+//!   128 KiB pieces from its start; a piece is kept compressed when it saves at least a sector
+//!   (and the codec did not bail out), and a piece that is not kept ends compression for the rest
+//!   of its chunk, which is written plain;
+//! - under `compress=` (no force) the heuristic decides first for the delalloc range and then for
+//!   each piece, and a compression attempt that fails sets the inode's NOCOMPRESS flag: the
+//!   file's later chunks are written plain;
+//! - disk usage is counted as compsize counts it: compressed extents by their sector-rounded
+//!   compressed size, plain ranges by their sector-rounded size, inline extents by their data.
+//!
+//! Kernel eras: from 7.0 the compressor is handed the sector-rounded tail of a file (zeros past
+//! the end), and zlib is fed a page-cache folio at a time (64 KiB folios where they fit before
+//! the end of the file); zlib's bytes follow the era of `flush_pending()` (6.3).
+//!
+//! Where the model departs from a real kernel: async chunks run in parallel workers, so a
+//! NOCOMPRESS flag set by one chunk may come after a later chunk was already compressed (the model
+//! is sequential); writeback may split a large file's delalloc range elsewhere than 128 MiB; plain
+//! ranges are counted as one extent per chunk (the allocator may split them).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::replay::{self, KernelLoop, Setup};
+use crate::{
+    compress_extent_in_folios, compression_saves_sector, decompress_extent, decompress_inline, parse_compress_option,
+    CompressSpec, CompressType, Error, Options, Strategy, ZlibBackend,
+};
+use highmem::KernelConfig;
+
+const ASYNC_CHUNK: usize = 512 * 1024;
+const PIECE: usize = crate::BTRFS_MAX_UNCOMPRESSED;
+/// `BTRFS_MAX_EXTENT_SIZE`: the largest plain extent (and delalloc range) writeback makes.
+const MAX_EXTENT: u64 = 128 << 20;
+
+/// Options of `btrfs-compress estimate`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EstimateArgs {
+    /// Mount options to compare, comma-separated [default: zstd:1,zstd:3,zstd:9,lzo,zlib:3].
+    #[arg(short = 'a', long = "alg", value_name = "LIST")]
+    pub algs: Option<String>,
+    /// compress-force= (every piece goes to the codec) instead of compress= (the heuristic
+    /// decides, and a failed attempt marks the file NOCOMPRESS).
+    #[arg(long)]
+    pub force: bool,
+    /// Kernel whose rules to follow, MAJOR.MINOR [default: the running kernel's].
+    #[arg(long, value_name = "VERSION")]
+    pub kernel: Option<String>,
+    /// The max_inline mount option (bytes).
+    #[arg(long, default_value_t = 2048, value_name = "N")]
+    pub max_inline: usize,
+    /// Sector size of the filesystem (4096 on x86).
+    #[arg(long, default_value_t = 4096, value_name = "N", value_parser = parse_sectorsize)]
+    pub sectorsize: usize,
+    /// Print one JSON object per option on standard output instead of the tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write an SVG plot of disk bytes against compression speed, one point per option.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// The closing line names the option that saves most among those at least this fast
+    /// (compression MB/s per core).
+    #[arg(long, default_value_t = 0.0, value_name = "N")]
+    pub min_mb_s: f64,
+    /// Worker threads [default: all cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+    /// Files and directories to estimate (directories recursively; regular files only, a file
+    /// reached by several hard links once).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+fn parse_sectorsize(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n.is_power_of_two() && (4096..=65536).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a sector size (4096 to 65536, a power of two)")),
+    }
+}
+
+/// A mount option: `compress=ALG[:LEVEL]` or `compress-force=ALG[:LEVEL]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MountOption {
+    /// Codec and level.
+    pub spec: CompressSpec,
+    /// compress-force.
+    pub force: bool,
+}
+
+impl std::fmt::Display for MountOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", if self.force { "compress-force" } else { "compress" }, self.spec)
+    }
+}
+
+/// The kernel's rules the estimate follows.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    /// Kernel major.minor.
+    pub kernel: (u32, u32),
+    /// max_inline.
+    pub max_inline: usize,
+    /// Sector size.
+    pub sectorsize: usize,
+}
+
+impl Rules {
+    fn seven(&self) -> bool {
+        self.kernel.0 >= 7
+    }
+
+    fn options(&self) -> Options {
+        Options {
+            zlib_backend: ZlibBackend::kernel_of(self.kernel.0, self.kernel.1),
+            zlib_folio_input: self.seven(),
+            ..Options::default()
+        }
+    }
+}
+
+/// compsize's counters (`struct workspace` of compsize.c): per compression type the disk
+/// bytes, the uncompressed bytes (ram_bytes) and the referenced bytes, and the counts.
+#[derive(Clone, Debug, Default)]
+pub struct Usage {
+    /// Regular files.
+    pub files: u64,
+    /// Regular (not inline) extents.
+    pub regular_extents: u64,
+    /// References to them.
+    pub refs: u64,
+    /// Inline extents.
+    pub inline: u64,
+    /// Disk bytes by on-disk compression code (0 none, 1 zlib, 2 lzo, 3 zstd).
+    pub disk: [u64; 4],
+    /// Uncompressed bytes by type.
+    pub uncompressed: [u64; 4],
+    /// Referenced bytes by type.
+    pub referenced: [u64; 4],
+}
+
+impl Usage {
+    fn add(&mut self, o: &Usage) {
+        self.files += o.files;
+        self.regular_extents += o.regular_extents;
+        self.refs += o.refs;
+        self.inline += o.inline;
+        for t in 0..4 {
+            self.disk[t] += o.disk[t];
+            self.uncompressed[t] += o.uncompressed[t];
+            self.referenced[t] += o.referenced[t];
+        }
+    }
+
+    fn regular(&mut self, t: CompressType, disk: u64, ram: u64) {
+        let i = usize::from(t.code());
+        self.disk[i] += disk;
+        self.uncompressed[i] += ram;
+        self.referenced[i] += ram;
+        self.regular_extents += 1;
+        self.refs += 1;
+    }
+
+    /// Part of a plain delalloc range: its bytes, and an extent where one starts (one per
+    /// `BTRFS_MAX_EXTENT_SIZE`).
+    fn plain(&mut self, bytes: u64, starts_extent: bool) {
+        self.disk[0] += bytes;
+        self.uncompressed[0] += bytes;
+        self.referenced[0] += bytes;
+        if starts_extent {
+            self.regular_extents += 1;
+            self.refs += 1;
+        }
+    }
+
+    fn inline_extent(&mut self, t: CompressType, data: u64, ram: u64) {
+        let i = usize::from(t.code());
+        self.disk[i] += data;
+        self.uncompressed[i] += ram;
+        self.referenced[i] += ram;
+        self.inline += 1;
+    }
+
+    /// Total disk bytes.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk.iter().sum()
+    }
+
+    /// Total uncompressed bytes.
+    pub fn uncompressed_bytes(&self) -> u64 {
+        self.uncompressed.iter().sum()
+    }
+
+    /// Total referenced bytes.
+    pub fn referenced_bytes(&self) -> u64 {
+        self.referenced.iter().sum()
+    }
+
+    /// The report compsize prints (its wording and columns; `bytes` is its `-b`).
+    pub fn compsize_report(&self, bytes: bool) -> String {
+        let mut s = String::new();
+        if self.files > 1 {
+            let _ = writeln!(
+                s,
+                "Processed {} files, {} regular extents ({} refs), {} inline.",
+                self.files, self.regular_extents, self.refs, self.inline
+            );
+        }
+        let row = |s: &mut String, t: &str, d: u64, u: u64, r: u64| {
+            let perc = (d * 100).checked_div(u).unwrap_or(0);
+            let _ = writeln!(
+                s,
+                "{:<10} {:<8} {:<12} {:<12} {:<12}",
+                t,
+                format!("{perc:3}%"),
+                human(d, bytes),
+                human(u, bytes),
+                human(r, bytes)
+            );
+        };
+        let _ = writeln!(
+            s,
+            "{:<10} {:<8} {:<12} {:<12} {:<12}",
+            "Type", "Perc", "Disk Usage", "Uncompressed", "Referenced"
+        );
+        row(&mut s, "TOTAL", self.disk_bytes(), self.uncompressed_bytes(), self.referenced_bytes());
+        for (t, name) in ["none", "zlib", "lzo", "zstd"].iter().enumerate() {
+            if self.uncompressed[t] != 0 {
+                row(&mut s, name, self.disk[t], self.uncompressed[t], self.referenced[t]);
+            }
+        }
+        s
+    }
+
+    /// The per-type rows as JSON objects, TOTAL first.
+    pub fn types_json(&self) -> Vec<serde_json::Value> {
+        let mut v = vec![serde_json::json!({
+            "type": "TOTAL",
+            "disk_bytes": self.disk_bytes(),
+            "uncompressed_bytes": self.uncompressed_bytes(),
+            "referenced_bytes": self.referenced_bytes(),
+        })];
+        for (t, name) in ["none", "zlib", "lzo", "zstd"].iter().enumerate() {
+            if self.uncompressed[t] != 0 {
+                v.push(serde_json::json!({
+                    "type": name,
+                    "disk_bytes": self.disk[t],
+                    "uncompressed_bytes": self.uncompressed[t],
+                    "referenced_bytes": self.referenced[t],
+                }));
+            }
+        }
+        v
+    }
+}
+
+/// compsize's `human_bytes()`: 4 significant characters with a unit, or plain bytes.
+fn human(x: u64, bytes: bool) -> String {
+    if bytes {
+        return x.to_string();
+    }
+    let units = b"BKMGTPE";
+    let (mut x, mut u) = (x, 0);
+    while x >= 10240 {
+        u += 1;
+        x >>= 10;
+    }
+    if x >= 1024 {
+        format!(" {}.{}{}", x >> 10, x * 10 / 1024 % 10, units[u + 1] as char)
+    } else {
+        format!("{:4}{}", x, units[u] as char)
+    }
+}
+
+/// What one option did over some files: compsize's counters and the codec time.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    /// Counters.
+    pub usage: Usage,
+    /// Seconds spent compressing, and the bytes handed to the codec.
+    pub compress: (f64, u64),
+    /// Seconds spent decompressing the kept extents, and the bytes they hold.
+    pub decompress: (f64, u64),
+}
+
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.usage.add(&o.usage);
+        self.compress.0 += o.compress.0;
+        self.compress.1 += o.compress.1;
+        self.decompress.0 += o.decompress.0;
+        self.decompress.1 += o.decompress.1;
+    }
+}
+
+/// One option's pass over one file.
+struct FilePass<'a> {
+    opt: MountOption,
+    rules: &'a Rules,
+    opts: Options,
+    tally: Tally,
+    /// The inode's NOCOMPRESS flag.
+    nocompress: bool,
+}
+
+fn round(n: usize, ss: usize) -> u64 {
+    n.next_multiple_of(ss) as u64
+}
+
+impl FilePass<'_> {
+    /// `btrfs_compress_heuristic()` over `[at, at + 128 KiB)` of `data` (a chunk, or the whole
+    /// small file: the kernel's range ends there).
+    fn heuristic(&self, data: &[u8], at: usize) -> crate::Result<bool> {
+        let mem = crate::PhysMem::new(crate::Backend::Heap, 4096, 64)?;
+        let setup = Setup {
+            spec: self.opt.spec,
+            kloop: KernelLoop::V6_12,
+            config: KernelConfig::Bit64 { cpus: 1 },
+            strategy: Strategy::Direct,
+            init_on_alloc: false,
+            range_reserve: 2,
+            highmem_fraction: 0.0,
+            zlib_backend: None,
+        };
+        let mut ctx = replay::context(&mem, &setup)?;
+        Ok(replay::heuristic_call(&mut ctx, &setup, data, at)?.1)
+    }
+
+    /// Compress one piece at `off` of the file; the kept extent, if the kernel keeps it.
+    fn piece(&mut self, data: &[u8], off: usize, file_size: usize) -> crate::Result<Option<Vec<u8>>> {
+        let ss = self.rules.sectorsize;
+        // 7.x hands the compressor the sector-rounded tail, zeros past the end of file.
+        let input: std::borrow::Cow<'_, [u8]> = if self.rules.seven() && data.len() % ss != 0 {
+            let mut v = data.to_vec();
+            v.resize(data.len().next_multiple_of(ss), 0);
+            v.into()
+        } else {
+            data.into()
+        };
+        let orders = (self.rules.seven() && self.opt.spec.alg == CompressType::Zlib)
+            .then(|| crate::page_cache_folios_7x(off, data.len(), file_size));
+        let t0 = Instant::now();
+        let r = compress_extent_in_folios(&input, self.opt.spec, &self.opts, orders.as_deref());
+        self.tally.compress.0 += t0.elapsed().as_secs_f64();
+        self.tally.compress.1 += data.len() as u64;
+        match r {
+            Ok(e) if compression_saves_sector(e.total_in, e.data.len(), ss) => {
+                let t0 = Instant::now();
+                let back = decompress_extent(self.opt.spec.alg, &e.data, input.len(), 0, data.len(), &self.opts)?;
+                self.tally.decompress.0 += t0.elapsed().as_secs_f64();
+                self.tally.decompress.1 += back.len() as u64;
+                Ok(Some(e.data.to_vec()))
+            }
+            Ok(_) | Err(Error::Incompressible(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A file of at most one sector: inline, compressed or not, or one plain sector.
+    fn small_file(&mut self, file: &[u8]) -> crate::Result<()> {
+        let ss = self.rules.sectorsize;
+        let size = file.len();
+        if self.opt.force || self.heuristic(file, 0)? {
+            let input: std::borrow::Cow<'_, [u8]> = if self.rules.seven() {
+                let mut v = file.to_vec();
+                v.resize(ss, 0);
+                v.into()
+            } else {
+                file.into()
+            };
+            let t0 = Instant::now();
+            let r = crate::compress_inline(&input, self.opt.spec, self.rules.max_inline, &self.opts);
+            self.tally.compress.0 += t0.elapsed().as_secs_f64();
+            self.tally.compress.1 += size as u64;
+            match r {
+                Ok(e) => {
+                    let t0 = Instant::now();
+                    let back = decompress_inline(self.opt.spec.alg, &e.data, size, &self.opts)?;
+                    self.tally.decompress.0 += t0.elapsed().as_secs_f64();
+                    self.tally.decompress.1 += back.len() as u64;
+                    self.tally.usage.inline_extent(self.opt.spec.alg, e.data.len() as u64, size as u64);
+                    return Ok(());
+                }
+                Err(Error::Incompressible(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if size <= self.rules.max_inline {
+            self.tally.usage.inline_extent(CompressType::None, size as u64, size as u64);
+        } else {
+            self.tally.usage.regular(CompressType::None, round(size, ss), round(size, ss));
+        }
+        Ok(())
+    }
+
+    /// One 512 KiB async chunk `[start, start + chunk.len())` of a file of `file_size` bytes.
+    fn chunk(&mut self, chunk: &[u8], start: usize, file_size: usize) -> crate::Result<()> {
+        let ss = self.rules.sectorsize;
+        let end = start + chunk.len();
+        let mut at = start;
+        while at < end && !self.nocompress {
+            if !self.opt.force && !self.heuristic(chunk, at - start)? {
+                break;
+            }
+            let n = (end - at).min(PIECE);
+            match self.piece(&chunk[at - start..at - start + n], at, file_size)? {
+                Some(ext) => {
+                    self.tally.usage.regular(self.opt.spec.alg, round(ext.len(), ss), round(n, ss));
+                    at += n;
+                }
+                None => {
+                    if !self.opt.force {
+                        self.nocompress = true; // inode_need_compress() says no from now on
+                    }
+                    break;
+                }
+            }
+        }
+        if at < end {
+            self.tally.usage.regular(CompressType::None, round(end - at, ss), round(end - at, ss));
+        }
+        Ok(())
+    }
+}
+
+/// The regular files under `paths`, each once (by device and inode), with their sizes; the
+/// number of other entries skipped (special files, unreadable ones).
+pub fn collect_files(paths: &[PathBuf]) -> io::Result<(Vec<(PathBuf, u64)>, u64)> {
+    for p in paths {
+        std::fs::symlink_metadata(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+    }
+    let mut seen = HashSet::new();
+    let (mut files, mut skipped) = (Vec::new(), 0u64);
+    let mut stack: Vec<PathBuf> = paths.iter().rev().cloned().collect();
+    while let Some(p) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            skipped += 1;
+            continue;
+        };
+        if md.is_dir() {
+            match std::fs::read_dir(&p) {
+                Ok(rd) => {
+                    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                    entries.sort();
+                    stack.extend(entries.into_iter().rev());
+                }
+                Err(_) => skipped += 1,
+            }
+        } else if md.is_file() {
+            if seen.insert((md.dev(), md.ino())) {
+                files.push((p, md.len()));
+            }
+        } else if !md.file_type().is_symlink() {
+            skipped += 1;
+        }
+    }
+    Ok((files, skipped))
+}
+
+/// Estimate one file under every option.
+fn estimate_file(path: &Path, size: u64, opts: &[MountOption], rules: &Rules) -> io::Result<Vec<Tally>> {
+    let f = File::open(path)?;
+    let size = usize::try_from(size).map_err(|_| io::Error::other("file too large"))?;
+    let mut passes: Vec<FilePass<'_>> = opts
+        .iter()
+        .map(|&opt| FilePass { opt, rules, opts: rules.options(), tally: Tally::default(), nocompress: false })
+        .collect();
+    for p in &mut passes {
+        p.tally.usage.files = 1;
+    }
+    let to_io = |e: Error| io::Error::other(e.to_string());
+    if size == 0 {
+        return Ok(passes.into_iter().map(|p| p.tally).collect());
+    }
+    if size <= rules.sectorsize {
+        let mut buf = vec![0u8; size];
+        f.read_exact_at(&mut buf, 0)?;
+        passes.par_iter_mut().try_for_each(|p| p.small_file(&buf)).map_err(to_io)?;
+        return Ok(passes.into_iter().map(|p| p.tally).collect());
+    }
+    // compress= runs the heuristic over each delalloc range (at most 128 MiB) first: a "no"
+    // writes the whole range plain.
+    let mut plain_range = vec![false; passes.len()];
+    for start in (0..size).step_by(ASYNC_CHUNK) {
+        let len = (size - start).min(ASYNC_CHUNK);
+        let mut chunk = vec![0u8; len];
+        f.read_exact_at(&mut chunk, start as u64)?;
+        if start as u64 % MAX_EXTENT == 0 {
+            for (plain, p) in plain_range.iter_mut().zip(&passes) {
+                *plain = !p.opt.force && !p.heuristic(&chunk, 0).map_err(to_io)?;
+            }
+        }
+        passes
+            .par_iter_mut()
+            .zip(plain_range.par_iter())
+            .try_for_each(|(p, &plain)| {
+                if plain {
+                    let ss = rules.sectorsize;
+                    p.tally.usage.plain(round(len, ss), start as u64 % MAX_EXTENT == 0);
+                    return Ok(());
+                }
+                p.chunk(&chunk, start, size)
+            })
+            .map_err(to_io)?;
+    }
+    Ok(passes.into_iter().map(|p| p.tally).collect())
+}
+
+/// The kernel `MAJOR.MINOR` of `--kernel`, or of the running kernel (6.18 when unknown).
+fn kernel_version(arg: Option<&str>) -> Result<(u32, u32), String> {
+    let text = match arg {
+        Some(a) => a.to_string(),
+        None => std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_else(|_| "6.18".into()),
+    };
+    let mut it = text.trim().split(|c: char| !c.is_ascii_digit()).map(str::parse::<u32>);
+    match (it.next(), it.next()) {
+        (Some(Ok(a)), Some(Ok(b))) if (4..=9).contains(&a) => Ok((a, b)),
+        _ => Err(format!("--kernel {text:?} is not MAJOR.MINOR (e.g. 6.12)")),
+    }
+}
+
+/// One option's result (the JSON keys are part of the interface).
+#[derive(Clone, Debug, Serialize)]
+pub struct OptionResult {
+    /// The mount option.
+    pub option: String,
+    /// Regular files.
+    pub files: u64,
+    /// Disk bytes.
+    pub disk_bytes: u64,
+    /// Uncompressed bytes.
+    pub uncompressed_bytes: u64,
+    /// Referenced bytes.
+    pub referenced_bytes: u64,
+    /// Per type, TOTAL first.
+    pub types: Vec<serde_json::Value>,
+    /// Regular extents.
+    pub extents: u64,
+    /// Inline extents.
+    pub inline_extents: u64,
+    /// Measured compression MB/s per core (codec calls on this data).
+    pub compress_mb_s: f64,
+    /// Measured decompression MB/s per core (of the kept extents).
+    pub decompress_mb_s: f64,
+    /// Seconds of codec time (both directions, all cores).
+    pub seconds: f64,
+    /// compsize's report for this option (not in the JSON).
+    #[serde(skip)]
+    pub report: String,
+}
+
+fn result_of(opt: MountOption, t: &Tally) -> OptionResult {
+    let rate = |(secs, bytes): (f64, u64)| if secs > 0.0 { bytes as f64 / secs / 1e6 } else { f64::NAN };
+    OptionResult {
+        option: opt.to_string(),
+        files: t.usage.files,
+        disk_bytes: t.usage.disk_bytes(),
+        uncompressed_bytes: t.usage.uncompressed_bytes(),
+        referenced_bytes: t.usage.referenced_bytes(),
+        types: t.usage.types_json(),
+        extents: t.usage.regular_extents,
+        inline_extents: t.usage.inline,
+        compress_mb_s: rate(t.compress),
+        decompress_mb_s: rate(t.decompress),
+        seconds: t.compress.0 + t.decompress.0,
+        report: t.usage.compsize_report(false),
+    }
+}
+
+/// Estimate `files` under `opts`: one tally per option.
+pub fn estimate(
+    files: &[(PathBuf, u64)],
+    opts: &[MountOption],
+    rules: &Rules,
+    pb: &indicatif::ProgressBar,
+) -> (Vec<Tally>, u64) {
+    let zero = || (vec![Tally::default(); opts.len()], 0u64);
+    files
+        .par_iter()
+        .fold(zero, |(mut acc, mut unreadable), (path, size)| {
+            match estimate_file(path, *size, opts, rules) {
+                Ok(t) => acc.iter_mut().zip(&t).for_each(|(a, b)| a.add(b)),
+                Err(_) => unreadable += 1,
+            }
+            pb.inc(*size);
+            (acc, unreadable)
+        })
+        .reduce(zero, |(mut a, ua), (b, ub)| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| x.add(y));
+            (a, ua + ub)
+        })
+}
+
+/// `btrfs-compress estimate`. Errors: (exit code, message).
+pub fn run(args: EstimateArgs) -> Result<(), (u8, String)> {
+    let list = args.algs.clone().unwrap_or_else(|| "zstd:1,zstd:3,zstd:9,lzo,zlib:3".into());
+    let mut opts = Vec::new();
+    for a in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        let spec = parse_compress_option(a).map_err(|e| (64, format!("-a {a}: {e}")))?;
+        if spec.alg == CompressType::None {
+            return Err((64, format!("-a {a}: not a compression algorithm")));
+        }
+        if let Some(w) = spec.clamped_from {
+            eprintln!(
+                "btrfs-compress: note: {} level {w} clamped to {} as the kernel does",
+                spec.alg.name(),
+                spec.level
+            );
+        }
+        opts.push(MountOption { spec, force: args.force });
+    }
+    if opts.is_empty() {
+        return Err((64, "empty -a list".into()));
+    }
+    let kernel = kernel_version(args.kernel.as_deref()).map_err(|m| (64, m))?;
+    let rules = Rules { kernel, max_inline: args.max_inline, sectorsize: args.sectorsize };
+    let (files, skipped) = collect_files(&args.paths).map_err(|e| (1, e.to_string()))?;
+    let total: u64 = files.iter().map(|f| f.1).sum();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.map_or(0, usize::from))
+        .build()
+        .map_err(|e| (1, e.to_string()))?;
+    let pb = indicatif::ProgressBar::new(total);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec}")
+            .expect("template"),
+    );
+    let t0 = Instant::now();
+    let (tallies, unreadable) = pool.install(|| estimate(&files, &opts, &rules, &pb));
+    pb.finish_and_clear();
+    let results: Vec<OptionResult> = opts.iter().zip(&tallies).map(|(o, t)| result_of(*o, t)).collect();
+    if args.json {
+        for r in &results {
+            println!("{}", serde_json::to_string(r).expect("serializes"));
+        }
+    } else {
+        print!("{}", report(&results, &rules, args.min_mb_s));
+    }
+    if skipped + unreadable > 0 {
+        eprintln!("btrfs-compress: skipped {skipped} special or unreadable entries and {unreadable} files that could not be read");
+    }
+    eprintln!(
+        "{} files, {} bytes, kernel {}.{} rules, {:.1} s",
+        files.len(),
+        total,
+        kernel.0,
+        kernel.1,
+        t0.elapsed().as_secs_f64()
+    );
+    if let Some(p) = &args.plot {
+        std::fs::write(p, plot(&results)).map_err(|e| (1, format!("{}: {e}", p.display())))?;
+    }
+    Ok(())
+}
+
+/// The tables and the closing line.
+fn report(results: &[OptionResult], rules: &Rules, min_mb_s: f64) -> String {
+    let mut s = String::new();
+    for r in results {
+        let ratio = r.uncompressed_bytes as f64 / r.disk_bytes.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "{} (kernel {}.{}): {} regular extents, {} inline; ratio {:.2}; compress {:.0} MB/s, decompress {:.0} MB/s per core",
+            r.option, rules.kernel.0, rules.kernel.1, r.extents, r.inline_extents, ratio, r.compress_mb_s, r.decompress_mb_s
+        );
+        let _ = writeln!(s, "{}", r.report);
+    }
+    // An option whose speed was not measured (nothing compressed) is not ruled out.
+    let best =
+        results.iter().filter(|r| r.compress_mb_s.is_nan() || r.compress_mb_s >= min_mb_s).min_by_key(|r| r.disk_bytes);
+    match best {
+        Some(b) => {
+            let _ = writeln!(
+                s,
+                "Saves most{}: {} ({} of {} bytes on disk).",
+                if min_mb_s > 0.0 { format!(" at {min_mb_s} MB/s or more") } else { String::new() },
+                b.option,
+                b.disk_bytes,
+                b.uncompressed_bytes
+            );
+        }
+        None => {
+            let _ = writeln!(s, "No option compresses at {min_mb_s} MB/s or more here.");
+        }
+    }
+    s
+}
+
+/// Disk bytes against compression speed, one point per option.
+fn plot(results: &[OptionResult]) -> String {
+    let points: Vec<(String, f64, f64)> =
+        results.iter().map(|r| (r.option.clone(), r.compress_mb_s, r.disk_bytes as f64)).collect();
+    crate::svg::scatter(
+        "Disk bytes against compression speed (per core), one point per option",
+        "compression MB/s per core",
+        "disk bytes",
+        &points,
+    )
+}
