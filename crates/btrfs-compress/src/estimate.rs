@@ -76,6 +76,16 @@ pub struct EstimateArgs {
     /// (compression MB/s per core).
     #[arg(long, default_value_t = 0.0, value_name = "N")]
     pub min_mb_s: f64,
+    /// Compress a stratified random sample of this share (0 to 1) of the 512 KiB chunks and
+    /// small files instead of all, and give each option's disk bytes with a 95 % interval.
+    #[arg(long, value_name = "FRACTION", value_parser = parse_fraction, conflicts_with = "sample_bytes")]
+    pub sample: Option<f64>,
+    /// As --sample, with the share chosen so that about N bytes are compressed.
+    #[arg(long, value_name = "N")]
+    pub sample_bytes: Option<u64>,
+    /// Seed of the sample.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seed: u64,
     /// Worker threads [default: all cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
@@ -83,6 +93,13 @@ pub struct EstimateArgs {
     /// reached by several hard links once).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction in (0, 1]")),
+    }
 }
 
 fn parse_sectorsize(s: &str) -> Result<usize, String> {
@@ -491,32 +508,44 @@ fn estimate_file(path: &Path, size: u64, opts: &[MountOption], rules: &Rules) ->
         passes.par_iter_mut().try_for_each(|p| p.small_file(&buf)).map_err(to_io)?;
         return Ok(passes.into_iter().map(|p| p.tally).collect());
     }
-    // compress= runs the heuristic over each delalloc range (at most 128 MiB) first: a "no"
-    // writes the whole range plain.
     let mut plain_range = vec![false; passes.len()];
     for start in (0..size).step_by(ASYNC_CHUNK) {
         let len = (size - start).min(ASYNC_CHUNK);
         let mut chunk = vec![0u8; len];
         f.read_exact_at(&mut chunk, start as u64)?;
         if start as u64 % MAX_EXTENT == 0 {
-            for (plain, p) in plain_range.iter_mut().zip(&passes) {
-                *plain = !p.opt.force && !p.heuristic(&chunk, 0).map_err(to_io)?;
-            }
+            delalloc_range(&passes, &chunk, &mut plain_range).map_err(to_io)?;
         }
-        passes
-            .par_iter_mut()
-            .zip(plain_range.par_iter())
-            .try_for_each(|(p, &plain)| {
-                if plain {
-                    let ss = rules.sectorsize;
-                    p.tally.usage.plain(round(len, ss), start as u64 % MAX_EXTENT == 0);
-                    return Ok(());
-                }
-                p.chunk(&chunk, start, size)
-            })
-            .map_err(to_io)?;
+        process_chunk(&mut passes, &chunk, start, size, &plain_range).map_err(to_io)?;
     }
     Ok(passes.into_iter().map(|p| p.tally).collect())
+}
+
+/// compress= runs the heuristic over each delalloc range (at most 128 MiB) first, on its first
+/// 128 KiB (`head`): a "no" writes the whole range plain.
+fn delalloc_range(passes: &[FilePass<'_>], head: &[u8], plain_range: &mut [bool]) -> crate::Result<()> {
+    for (plain, p) in plain_range.iter_mut().zip(passes) {
+        *plain = !p.opt.force && !p.heuristic(head, 0)?;
+    }
+    Ok(())
+}
+
+/// One async chunk under every option.
+fn process_chunk(
+    passes: &mut [FilePass<'_>],
+    chunk: &[u8],
+    start: usize,
+    size: usize,
+    plain_range: &[bool],
+) -> crate::Result<()> {
+    passes.par_iter_mut().zip(plain_range.par_iter()).try_for_each(|(p, &plain)| {
+        if plain {
+            let ss = p.rules.sectorsize;
+            p.tally.usage.plain(round(chunk.len(), ss), start as u64 % MAX_EXTENT == 0);
+            return Ok(());
+        }
+        p.chunk(chunk, start, size)
+    })
 }
 
 /// The kernel `MAJOR.MINOR` of `--kernel`, or of the running kernel (6.18 when unknown).
@@ -557,6 +586,9 @@ pub struct OptionResult {
     pub decompress_mb_s: f64,
     /// Seconds of codec time (both directions, all cores).
     pub seconds: f64,
+    /// With --sample: the 95 % interval of disk_bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_bytes_ci95: Option<[f64; 2]>,
     /// compsize's report for this option (not in the JSON).
     #[serde(skip)]
     pub report: String,
@@ -576,6 +608,7 @@ fn result_of(opt: MountOption, t: &Tally) -> OptionResult {
         compress_mb_s: rate(t.compress),
         decompress_mb_s: rate(t.decompress),
         seconds: t.compress.0 + t.decompress.0,
+        disk_bytes_ci95: None,
         report: t.usage.compsize_report(false),
     }
 }
@@ -639,9 +672,34 @@ pub fn run(args: EstimateArgs) -> Result<(), (u8, String)> {
             .expect("template"),
     );
     let t0 = Instant::now();
-    let (tallies, unreadable) = pool.install(|| estimate(&files, &opts, &rules, &pb));
+    let fraction = match (args.sample, args.sample_bytes) {
+        (Some(f), _) => Some(f),
+        (None, Some(n)) => Some((n as f64 / total.max(1) as f64).clamp(1e-9, 1.0)),
+        (None, None) => None,
+    };
+    let (results, unreadable) = match fraction {
+        None => {
+            let (tallies, unreadable) = pool.install(|| estimate(&files, &opts, &rules, &pb));
+            (opts.iter().zip(&tallies).map(|(o, t)| result_of(*o, t)).collect::<Vec<_>>(), unreadable)
+        }
+        Some(f) => {
+            pb.set_length((total as f64 * f) as u64);
+            let (sampled, unreadable) = pool
+                .install(|| estimate_sampled(&files, &opts, &rules, f, args.seed, &pb))
+                .map_err(|e| (1, e.to_string()))?;
+            let results = opts
+                .iter()
+                .zip(&sampled)
+                .map(|(o, s)| {
+                    let mut r = result_of(*o, &Tally { usage: s.usage.clone(), ..s.tally.clone() });
+                    r.disk_bytes_ci95 = Some([s.disk_ci95.0, s.disk_ci95.1]);
+                    r
+                })
+                .collect();
+            (results, unreadable)
+        }
+    };
     pb.finish_and_clear();
-    let results: Vec<OptionResult> = opts.iter().zip(&tallies).map(|(o, t)| result_of(*o, t)).collect();
     if args.json {
         for r in &results {
             println!("{}", serde_json::to_string(r).expect("serializes"));
@@ -653,7 +711,7 @@ pub fn run(args: EstimateArgs) -> Result<(), (u8, String)> {
         eprintln!("btrfs-compress: skipped {skipped} special or unreadable entries and {unreadable} files that could not be read");
     }
     eprintln!(
-        "{} files, {} bytes, kernel {}.{} rules, {:.1} s",
+        "{} files, {} bytes, kernel {}.{} rules, {:.2} s",
         files.len(),
         total,
         kernel.0,
@@ -676,6 +734,16 @@ fn report(results: &[OptionResult], rules: &Rules, min_mb_s: f64) -> String {
             "{} (kernel {}.{}): {} regular extents, {} inline; ratio {:.2}; compress {:.0} MB/s, decompress {:.0} MB/s per core",
             r.option, rules.kernel.0, rules.kernel.1, r.extents, r.inline_extents, ratio, r.compress_mb_s, r.decompress_mb_s
         );
+        if let Some([lo, hi]) = r.disk_bytes_ci95 {
+            let _ = writeln!(
+                s,
+                "sampled: disk bytes {} (95 % interval {:.0} to {:.0}, +-{:.2} %)",
+                r.disk_bytes,
+                lo,
+                hi,
+                100.0 * (hi - lo) / 2.0 / r.disk_bytes.max(1) as f64
+            );
+        }
         let _ = writeln!(s, "{}", r.report);
     }
     // An option whose speed was not measured (nothing compressed) is not ruled out.
@@ -709,4 +777,219 @@ fn plot(results: &[OptionResult]) -> String {
         "disk bytes",
         &points,
     )
+}
+
+/// A unit of the sample: a small file (at most a sector), or one 512 KiB async chunk of a file.
+#[derive(Clone, Copy, Debug)]
+struct Unit {
+    file: usize,
+    start: usize,
+    len: usize,
+    /// A cheap prediction of its compressed size (see [`probe`]), the auxiliary variable of the
+    /// ratio estimator.
+    z: f64,
+}
+
+impl Unit {
+    /// The kind of unit: small file, whole chunk, partial chunk (a file's tail).
+    fn kind(&self, ss: usize) -> usize {
+        match self.len {
+            n if self.start == 0 && n <= ss => 0,
+            ASYNC_CHUNK => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Bytes of each unit that [`probe`] compresses: two 4 KiB slices (start and middle).
+const PROBE: usize = 4096;
+
+/// The auxiliary variable of a unit: its length times the lzo ratio of two 4 KiB slices (about
+/// 1.6 % of a chunk, at lzo's speed), which tracks how compressible the unit is.
+fn probe(f: &File, start: usize, len: usize) -> io::Result<f64> {
+    let mut buf = vec![0u8; PROBE.min(len)];
+    let mut out = vec![0u8; btrfs_lzo::lzo1x_worst_compress(PROBE)];
+    let (mut inb, mut outb) = (0usize, 0usize);
+    for at in [start, start + len / 2] {
+        let n = buf.len().min(start + len - at);
+        f.read_exact_at(&mut buf[..n], at as u64)?;
+        outb += btrfs_lzo::reference_compress(&buf[..n], &mut out).map_err(|e| io::Error::other(e.to_string()))?;
+        inb += n;
+    }
+    Ok(len as f64 * (outb as f64 / inb.max(1) as f64).min(1.05))
+}
+
+/// One option's sampled estimate: compsize's counters expanded from the sample, and a 95 %
+/// confidence interval for the disk bytes.
+#[derive(Clone, Debug)]
+pub struct Sampled {
+    /// The expanded counters (files counted exactly).
+    pub usage: Usage,
+    /// The 95 % interval of the disk bytes.
+    pub disk_ci95: (f64, f64),
+    /// Codec time and bytes of the sample.
+    pub tally: Tally,
+}
+
+/// Evaluate one unit under every option. A chunk is evaluated as if no earlier chunk of its
+/// file had set NOCOMPRESS (exact under compress-force; under compress= the flag's carry-over
+/// is not sampled).
+fn evaluate_unit(files: &[(PathBuf, u64)], u: Unit, opts: &[MountOption], rules: &Rules) -> io::Result<Vec<Tally>> {
+    let (path, size) = &files[u.file];
+    let size = *size as usize;
+    let f = File::open(path)?;
+    let to_io = |e: Error| io::Error::other(e.to_string());
+    let mut passes: Vec<FilePass<'_>> = opts
+        .iter()
+        .map(|&opt| FilePass { opt, rules, opts: rules.options(), tally: Tally::default(), nocompress: false })
+        .collect();
+    let mut chunk = vec![0u8; u.len];
+    f.read_exact_at(&mut chunk, u.start as u64)?;
+    if u.kind(rules.sectorsize) == 0 {
+        passes.par_iter_mut().try_for_each(|p| p.small_file(&chunk)).map_err(to_io)?;
+    } else {
+        let range_start = u.start - u.start % MAX_EXTENT as usize;
+        let mut head = vec![0u8; (size - range_start).min(PIECE)];
+        f.read_exact_at(&mut head, range_start as u64)?;
+        let mut plain_range = vec![false; passes.len()];
+        delalloc_range(&passes, &head, &mut plain_range).map_err(to_io)?;
+        process_chunk(&mut passes, &chunk, u.start, size, &plain_range).map_err(to_io)?;
+    }
+    Ok(passes.into_iter().map(|p| p.tally).collect())
+}
+
+/// splitmix64, for a reproducible sample.
+fn next(seed: &mut u64) -> u64 {
+    *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *seed;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Stratified random sampling of units (`fraction` of each stratum, at least two where the
+/// stratum has them): per option the ratio estimator of every counter (per input byte, times
+/// the stratum's bytes) and a 95 % interval of the disk bytes (normal approximation with the
+/// finite population correction).
+pub fn estimate_sampled(
+    files: &[(PathBuf, u64)],
+    opts: &[MountOption],
+    rules: &Rules,
+    fraction: f64,
+    seed: u64,
+    pb: &indicatif::ProgressBar,
+) -> io::Result<(Vec<Sampled>, u64)> {
+    let ss = rules.sectorsize;
+    let mut units: Vec<Unit> = Vec::new();
+    for (i, (_, size)) in files.iter().enumerate() {
+        let size = *size as usize;
+        if size == 0 {
+            continue;
+        }
+        let step = if size <= ss { size } else { ASYNC_CHUNK };
+        for start in (0..size).step_by(step) {
+            units.push(Unit { file: i, start, len: (size - start).min(step), z: 0.0 });
+        }
+    }
+    // Probe every unit (unreadable files drop out here), then stratify by kind and, within a
+    // kind, by the probe's ratio into quartiles: units of one stratum compress alike.
+    let probed: Vec<Option<Unit>> = units
+        .par_iter()
+        .map(|u| {
+            let f = File::open(&files[u.file].0).ok()?;
+            probe(&f, u.start, u.len).ok().map(|z| Unit { z, ..*u })
+        })
+        .collect();
+    let mut unreadable_files: HashSet<usize> = HashSet::new();
+    let mut strata: Vec<Vec<Unit>> = vec![Vec::new(); 12];
+    let mut by_kind: [Vec<Unit>; 3] = Default::default();
+    for (u, p) in units.iter().zip(probed) {
+        match p {
+            Some(p) => by_kind[p.kind(ss)].push(p),
+            None => {
+                unreadable_files.insert(u.file);
+            }
+        }
+    }
+    for (k, mut v) in by_kind.into_iter().enumerate() {
+        v.sort_by(|a, b| (a.z / a.len as f64).total_cmp(&(b.z / b.len as f64)));
+        let q = v.len().div_ceil(4).max(1);
+        for (i, chunk) in v.chunks(q).enumerate() {
+            strata[k * 4 + i].extend_from_slice(chunk);
+        }
+    }
+    let mut seed = seed;
+    let mut out: Vec<Sampled> = opts
+        .iter()
+        .map(|_| Sampled {
+            usage: Usage { files: files.len() as u64, ..Usage::default() },
+            disk_ci95: (0.0, 0.0),
+            tally: Tally::default(),
+        })
+        .collect();
+    let mut var = vec![0.0f64; opts.len()];
+    let mut unreadable = unreadable_files.len() as u64;
+    for units in &mut strata {
+        let n_pop = units.len();
+        if n_pop == 0 {
+            continue;
+        }
+        // Small files are all evaluated: they are few bytes, and the inline rules make their
+        // disk usage the least predictable.
+        let small = units.first().is_some_and(|u| u.kind(ss) == 0);
+        let n = if small { n_pop } else { ((n_pop as f64 * fraction).ceil() as usize).clamp(n_pop.min(2), n_pop) };
+        // A partial Fisher-Yates shuffle picks n units without replacement.
+        for i in 0..n {
+            let j = i + (next(&mut seed) % (n_pop - i) as u64) as usize;
+            units.swap(i, j);
+        }
+        let results: Vec<io::Result<Vec<Tally>>> = units[..n]
+            .par_iter()
+            .map(|u| {
+                let r = evaluate_unit(files, *u, opts, rules);
+                pb.inc(u.len as u64);
+                r
+            })
+            .collect();
+        let ok: Vec<(Unit, Vec<Tally>)> = units[..n]
+            .iter()
+            .zip(results)
+            .filter_map(|(u, r)| r.map_err(|_| unreadable += 1).ok().map(|t| (*u, t)))
+            .collect();
+        let m = ok.len();
+        if m == 0 {
+            continue;
+        }
+        // The ratio estimator: disk bytes per unit of the probe in the sample, times the
+        // stratum's probe total (disk usage follows the probe closely).
+        let x_pop: f64 = units.iter().map(|u| u.z).sum();
+        let x_smp: f64 = ok.iter().map(|(u, _)| u.z).sum();
+        let w = if x_smp > 0.0 { x_pop / x_smp } else { n_pop as f64 / m as f64 };
+        for (k, o) in out.iter_mut().enumerate() {
+            let d: Vec<(f64, f64)> = ok.iter().map(|(u, t)| (t[k].usage.disk_bytes() as f64, u.z)).collect();
+            let r = if x_smp > 0.0 { d.iter().map(|p| p.0).sum::<f64>() / x_smp } else { 0.0 };
+            let s2 = if m > 1 { d.iter().map(|(y, x)| (y - r * x).powi(2)).sum::<f64>() / (m - 1) as f64 } else { 0.0 };
+            var[k] += (n_pop as f64).powi(2) * (1.0 - m as f64 / n_pop as f64) * s2 / m as f64;
+            let mut sum = Usage::default();
+            for (_, t) in &ok {
+                sum.add(&t[k].usage);
+                o.tally.add(&Tally { usage: Usage::default(), ..t[k].clone() });
+            }
+            let scale = |x: u64| (x as f64 * w).round() as u64;
+            o.usage.regular_extents += scale(sum.regular_extents);
+            o.usage.refs += scale(sum.refs);
+            o.usage.inline += scale(sum.inline);
+            for t in 0..4 {
+                o.usage.disk[t] += scale(sum.disk[t]);
+                o.usage.uncompressed[t] += scale(sum.uncompressed[t]);
+                o.usage.referenced[t] += scale(sum.referenced[t]);
+            }
+        }
+    }
+    for (o, v) in out.iter_mut().zip(&var) {
+        let d = o.usage.disk_bytes() as f64;
+        let h = 1.96 * v.sqrt();
+        o.disk_ci95 = (d - h, d + h);
+    }
+    Ok((out, unreadable))
 }
