@@ -471,3 +471,56 @@ fn out_of_range_levels_are_clamped_with_one_note() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("level 22 clamped to 15"), "{}", stderr(&o));
 }
+
+#[test]
+fn estimate_reports_every_option_and_refuses_bad_input() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    let text: Vec<u8> = b"the btrfs extent folio kmap\n".iter().copied().cycle().take(700_000).collect();
+    std::fs::write(tree.join("text"), &text).unwrap();
+    std::fs::write(tree.join("sub/small"), &text[..300]).unwrap();
+    std::fs::hard_link(tree.join("text"), tree.join("sub/link")).unwrap();
+    std::fs::write(tree.join("empty"), b"").unwrap();
+    let t = tree.to_str().unwrap();
+    let o = run(&["estimate", "-a", "zstd:3,lzo,zlib:1", "--force", "--json", t]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    for v in &lines {
+        for k in [
+            "option",
+            "files",
+            "disk_bytes",
+            "uncompressed_bytes",
+            "referenced_bytes",
+            "types",
+            "extents",
+            "inline_extents",
+            "compress_mb_s",
+            "decompress_mb_s",
+            "seconds",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k} in {v}");
+        }
+        assert!(v["option"].as_str().unwrap().starts_with("compress-force="));
+        assert_eq!(v["files"], 3, "the hard link counts once: {v}");
+        assert_eq!(v["inline_extents"], 1, "{v}");
+        // 700,000 bytes of text: six 128 KiB pieces, all compressed, plus the inline file.
+        assert!(v["disk_bytes"].as_u64().unwrap() < 100_000, "{v}");
+        assert_eq!(v["types"][0]["type"], "TOTAL");
+    }
+    // The table and the closing line.
+    let o = run(&["estimate", "-a", "zstd:1", t]);
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("Type       Perc     Disk Usage   Uncompressed Referenced"), "{out}");
+    assert!(out.contains("Saves most: compress=zstd:1"), "{out}");
+    // Bad command lines exit 64 before any work; a missing path exits 1.
+    for args in [vec!["estimate", "-a", "lzo:3", t], vec!["estimate", "-a", "none", t], vec!["estimate", "--sample", "0", t]] {
+        assert_eq!(run(&args).status.code(), Some(64), "{args:?}");
+    }
+    let o = run(&["estimate", d.path().join("missing").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("missing"), "{}", stderr(&o));
+}
