@@ -517,7 +517,9 @@ fn estimate_reports_every_option_and_refuses_bad_input() {
     assert!(out.contains("Type       Perc     Disk Usage   Uncompressed Referenced"), "{out}");
     assert!(out.contains("Saves most: compress=zstd:1"), "{out}");
     // Bad command lines exit 64 before any work; a missing path exits 1.
-    for args in [vec!["estimate", "-a", "lzo:3", t], vec!["estimate", "-a", "none", t], vec!["estimate", "--sample", "0", t]] {
+    for args in
+        [vec!["estimate", "-a", "lzo:3", t], vec!["estimate", "-a", "none", t], vec!["estimate", "--sample", "0", t]]
+    {
         assert_eq!(run(&args).status.code(), Some(64), "{args:?}");
     }
     let o = run(&["estimate", d.path().join("missing").to_str().unwrap()]);

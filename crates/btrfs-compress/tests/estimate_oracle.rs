@@ -5,25 +5,14 @@
 //! 0.1 % of compsize's for every option (the deviations are printed; exact where every extent
 //! boundary is the kernel's).
 
+mod common;
+use common::sh;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use btrfs_compress::corpus::{generate, Kind};
 use btrfs_compress::estimate::{collect_files, estimate, MountOption, Rules};
 use btrfs_compress::parse_compress_option;
-
-fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let o = Command::new(cmd).args(args).output().map_err(|e| format!("{cmd}: {e}"))?;
-    if o.status.success() {
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    } else {
-        Err(format!("{cmd} {args:?}: {}", String::from_utf8_lossy(&o.stderr).trim()))
-    }
-}
-
-fn which(t: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
-}
 
 struct Mounted(PathBuf);
 
@@ -72,16 +61,8 @@ fn compsize(path: &Path) -> Result<(u64, u64, u64), String> {
 #[test]
 fn estimate_equals_compsize_on_the_running_kernel() {
     let skip = |why: &str| println!("SKIPPED: estimate oracle: {why}");
-    if Command::new("id").arg("-u").output().map(|o| o.stdout != b"0\n").unwrap_or(true) {
-        return skip("not root");
-    }
-    for t in ["mkfs.btrfs", "compsize", "cp", "mount"] {
-        if !which(t) {
-            return skip(&format!("{t} is not installed"));
-        }
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return skip("no loop devices");
+    if let Some(why) = common::cannot_loop_mount(&["mkfs.btrfs", "compsize", "cp", "mount"]) {
+        return skip(&why);
     }
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("tree");

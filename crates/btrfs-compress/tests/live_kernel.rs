@@ -4,25 +4,15 @@
 //! Where this cannot run (not root, no loop device, no btrfs, no btrfs-progs) it prints one
 //! SKIPPED line with the reason.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::sh;
+
+use std::path::PathBuf;
 use std::process::Command;
 
 use btrfs_compress::corpus::{generate, Kind};
 use btrfs_compress::{compress_extent, compress_inline, parse_compress_option, Options, BTRFS_MAX_UNCOMPRESSED};
 use btrfs_image::ExtentKind;
-
-fn sh(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let o = Command::new(cmd).args(args).output().map_err(|e| format!("{cmd}: {e}"))?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{cmd} {args:?}: {}", String::from_utf8_lossy(&o.stderr).trim()))
-    }
-}
-
-fn which(t: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
-}
 
 struct Mount {
     img: PathBuf,
@@ -69,16 +59,8 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn encoded_write_round_trips_through_the_running_kernel() {
     let skip = |why: &str| println!("SKIPPED: live-kernel round trip: {why}");
-    if Command::new("id").arg("-u").output().map(|o| o.stdout != b"0\n").unwrap_or(true) {
-        return skip("not root");
-    }
-    for t in ["mkfs.btrfs", "btrfs", "cp", "mount"] {
-        if !which(t) {
-            return skip(&format!("{t} is not installed"));
-        }
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return skip("no loop devices");
+    if let Some(why) = common::cannot_loop_mount(&["mkfs.btrfs", "btrfs", "cp", "mount"]) {
+        return skip(&why);
     }
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("img");
