@@ -8,7 +8,7 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin="$top/target/release/btrfs-compress"
-[ -x "$bin" ] || cargo build --release -p btrfs-compress --manifest-path "$top/Cargo.toml"
+[ -x "$bin" ] || cargo build --release --bin btrfs-compress --manifest-path "$top/Cargo.toml"
 work=$(mktemp -d)
 trap 'umount "$work/mnt" 2>/dev/null || true; rm -rf "$work"' EXIT
 img=${1:-}

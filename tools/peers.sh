@@ -9,7 +9,7 @@
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin="$top/target/release/btrfs-compress"
-[ -x "$bin" ] || cargo build --release -p btrfs-compress --manifest-path "$top/Cargo.toml" >/dev/null
+[ -x "$bin" ] || cargo build --release --bin btrfs-compress --manifest-path "$top/Cargo.toml" >/dev/null
 fail=0
 for zimg in "$top"/fixtures/*/image.img.zst; do
   fx=$(basename "$(dirname "$zimg")")

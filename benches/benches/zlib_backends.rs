@@ -6,8 +6,8 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use benches::{page_loop_compress, pages_for};
-use btrfs_compress::corpus::trace_files;
 use btrfs_compress::{parse_compress_option, Options, ZlibBackend};
+use btrfs_lab::corpus::trace_files;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 

@@ -3,8 +3,8 @@
 //! call on the contiguous buffer).
 #![forbid(unsafe_code)]
 
-use btrfs_compress::corpus::{generate, Kind};
 use btrfs_compress::{with_ctx, Codecs, CompressArgs, CompressSpec, CompressType, CompressedBio, DestRange, Options};
+use btrfs_lab::corpus::{generate, Kind};
 use highmem::FolioVec;
 
 /// Eight 128 KiB extents: text, binary and mixed data from the lab corpus.

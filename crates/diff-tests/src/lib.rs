@@ -30,7 +30,7 @@ impl Shape {
 }
 
 /// The deterministic PRNG of the lab corpus (xorshift64*), shared by the tests.
-pub use btrfs_compress::corpus::Rng;
+pub use btrfs_lab::corpus::Rng;
 
 const WORDS: &[&str] = &[
     "the", "of", "and", "to", "in", "is", "was", "that", "for", "on", "are", "with", "extent", "btrfs", "folio",

@@ -77,7 +77,7 @@ fn model_counts_equal_the_traced_highmem_kernel() {
         panic!("fixtures/kmap-trace-*/manifest.json is missing (tools/qemu-kmap-trace.py writes it)");
     };
     // The files are regenerated here and must be the bytes the kernel wrote.
-    let files: BTreeMap<String, Vec<u8>> = btrfs_compress::corpus::trace_files().into_iter().collect();
+    let files: BTreeMap<String, Vec<u8>> = btrfs_lab::corpus::trace_files().into_iter().collect();
     for (name, meta) in m["files"].as_object().unwrap() {
         let data = files.get(name).unwrap_or_else(|| panic!("{name} is not a trace file"));
         let sha: String = Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();

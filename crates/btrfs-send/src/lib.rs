@@ -7,7 +7,12 @@
 //! carries only its type, and runs to the end of the command. The crc is crc32c (seed 0, no final
 //! inversion) over the whole command with the crc field zeroed.
 
-use crate::CompressType;
+#![forbid(unsafe_code)]
+
+mod encoded;
+
+use btrfs_compress::CompressType;
+pub use encoded::{encoded_write_stream, Planned};
 
 const MAGIC: &[u8] = b"btrfs-stream\0";
 const VERSION: u32 = 2;

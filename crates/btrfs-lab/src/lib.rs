@@ -2,7 +2,7 @@
 //!
 //! For each kernel configuration (32-bit HIGHMEM, 64-bit), kernel loop, codec, operation and
 //! mapping strategy it replays the kernel's calls over a sample of the corpus
-//! ([`crate::replay`]: the same replay the kmap trace fixture checks against a real 6.1 HIGHMEM
+//! ([`btrfs_compress::replay`]: the same replay the kmap trace fixture checks against a real 6.1 HIGHMEM
 //! kernel) and reports per 128 KiB extent the events the kernel would have (API calls, highmem
 //! and lowmem maps, PTE writes and clears, TLB invalidations, full flushes, IPIs, locks, slab
 //! allocations, slots and vmalloc space), their modeled cost from a cost table with its sources
@@ -11,7 +11,11 @@
 //! verdict at the end is computed from the 32-bit rows. Rows of the emulated-highmem backend
 //! measure this machine's `mmap` calls, are labelled as emulation and never feed the verdict.
 
+#![forbid(unsafe_code)]
+
+pub mod corpus;
 mod report;
+pub mod svg;
 mod verdict;
 
 use std::collections::BTreeMap;
@@ -24,9 +28,9 @@ use highmem::{Backend, KernelConfig, KernelEvents, MapCounters, PhysMem, Strateg
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::corpus::{self, Piece};
-use crate::replay::{self, KernelLoop, Setup};
-use crate::{parse_compress_option, CompressSpec, CompressType, Options};
+use crate::corpus::Piece;
+use btrfs_compress::replay::{self, KernelLoop, Setup};
+use btrfs_compress::{parse_compress_option, CompressSpec, CompressType, Options};
 
 /// Options of `btrfs-compress bench`.
 #[derive(clap::Args, Clone, Debug)]
@@ -458,13 +462,13 @@ fn median(v: &mut [f64]) -> f64 {
 /// The one-call library baseline.
 struct Raw {
     zstd: btrfs_zstd::Reference,
-    zlib: crate::ZlibBackend,
+    zlib: btrfs_compress::ZlibBackend,
     out: Vec<u8>,
 }
 
 impl Raw {
     /// The baseline with the same zlib deflate as the loop (one call, no page flushes).
-    fn new(zlib: crate::ZlibBackend) -> Self {
+    fn new(zlib: btrfs_compress::ZlibBackend) -> Self {
         Self { zstd: btrfs_zstd::Reference::default(), zlib, out: vec![0; 1 << 18] }
     }
 
@@ -487,15 +491,15 @@ impl Raw {
 /// Our extent of each sample piece (none where the kernel rules store it plain).
 fn extents_of(spec: CompressSpec, sample: &[Bytes], zlib_rs: bool) -> Vec<Option<Bytes>> {
     let o = Options { zlib_backend: zlib_backend(zlib_rs), ..Options::default() };
-    sample.iter().map(|d| crate::compress_extent(d, spec, &o).ok().map(|e| e.data)).collect()
+    sample.iter().map(|d| btrfs_compress::compress_extent(d, spec, &o).ok().map(|e| e.data)).collect()
 }
 
 /// The deflate of the zlib rows' baseline and extents.
-fn zlib_backend(zlib_rs: bool) -> crate::ZlibBackend {
+fn zlib_backend(zlib_rs: bool) -> btrfs_compress::ZlibBackend {
     if zlib_rs {
-        crate::ZlibBackend::ZlibRs
+        btrfs_compress::ZlibBackend::ZlibRs
     } else {
-        crate::ZlibBackend::default()
+        btrfs_compress::ZlibBackend::default()
     }
 }
 
@@ -524,7 +528,7 @@ fn measure(
     setup: &Setup,
     jobs: &[(&Bytes, Option<&Bytes>)],
     reps: usize,
-) -> crate::Result<Measured> {
+) -> btrfs_compress::Result<Measured> {
     let (mut times, mut raw_times, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut ev = KernelEvents::default();
     let mut counters = MapCounters::default();
@@ -606,7 +610,7 @@ fn per_extent_events(
 
 /// Run one row.
 fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>], reps: usize) -> Result<Row, String> {
-    let err = |e: crate::Error| format!("{} {} {}: {e}", rs.spec, rs.strategy, rs.backend);
+    let err = |e: btrfs_compress::Error| format!("{} {} {}: {e}", rs.spec, rs.strategy, rs.backend);
     let mem = PhysMem::new(rs.backend, 4096, 4096).map_err(|e| err(e.into()))?;
     let setup = Setup {
         spec: rs.spec,
@@ -616,7 +620,7 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         init_on_alloc: plan.init_on_alloc,
         range_reserve: plan.range_reserve,
         highmem_fraction: plan.highmem_fraction,
-        zlib_backend: plan.zlib_rs.then_some(crate::ZlibBackend::ZlibRs),
+        zlib_backend: plan.zlib_rs.then_some(btrfs_compress::ZlibBackend::ZlibRs),
     };
     let mut ctx = replay::context(&mem, &setup).map_err(err)?;
     let jobs: Vec<(&Bytes, Option<&Bytes>)> = match rs.op {

@@ -5,14 +5,15 @@
 //! 0.1 % of compsize's for every option (the deviations are printed; exact where every extent
 //! boundary is the kernel's).
 
+#[path = "../../btrfs-compress-cli/tests/common/mod.rs"]
 mod common;
 use common::sh;
 
 use std::path::{Path, PathBuf};
 
-use btrfs_compress::corpus::{generate, Kind};
-use btrfs_compress::estimate::{collect_files, estimate, MountOption, Rules};
 use btrfs_compress::parse_compress_option;
+use btrfs_estimate::{collect_files, estimate, MountOption, Rules};
+use btrfs_lab::corpus::{generate, Kind};
 
 struct Mounted(PathBuf);
 
@@ -86,7 +87,7 @@ fn estimate_equals_compsize_on_the_running_kernel() {
             MountOption { spec: parse_compress_option(alg).unwrap(), force: kind == "compress-force" }
         })
         .collect();
-    let (ours, unreadable) = estimate(&files, &opts, &rules, &indicatif::ProgressBar::hidden());
+    let (ours, unreadable) = estimate(&files, &opts, &rules, &|_| {});
     assert_eq!(unreadable, 0);
     let mut report = Vec::new();
     let mut bad = Vec::new();
@@ -111,7 +112,7 @@ fn estimate_equals_compsize_on_the_running_kernel() {
             for f in &files {
                 let rel = f.0.strip_prefix(&src).unwrap();
                 let (k, _, _) = compsize(&mnt.join("t").join(rel)).unwrap();
-                let (e, _) = estimate(std::slice::from_ref(f), &opts[i..=i], &rules, &indicatif::ProgressBar::hidden());
+                let (e, _) = estimate(std::slice::from_ref(f), &opts[i..=i], &rules, &|_| {});
                 if e[0].usage.disk_bytes() != k {
                     report.push(format!("  {opt} {}: kernel {k}, estimate {}", rel.display(), e[0].usage.disk_bytes()));
                 }

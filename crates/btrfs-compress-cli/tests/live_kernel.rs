@@ -10,9 +10,9 @@ use common::sh;
 use std::path::PathBuf;
 use std::process::Command;
 
-use btrfs_compress::corpus::{generate, Kind};
 use btrfs_compress::{compress_extent, compress_inline, parse_compress_option, Options, BTRFS_MAX_UNCOMPRESSED};
 use btrfs_image::ExtentKind;
+use btrfs_lab::corpus::{generate, Kind};
 
 struct Mount {
     img: PathBuf,

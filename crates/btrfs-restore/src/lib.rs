@@ -1,12 +1,17 @@
-//! Reading files out of btrfs images with our decoders: `inspect`, `extract` and `verify`.
+//! Files out of a btrfs image with our decoders: `inspect` (files and extents), `extract` (like
+//! `btrfs restore`), `verify` (every compressed extent decoded, every data checksum checked).
+#![forbid(unsafe_code)]
+
+mod extract;
+
+pub use extract::{extract, ExtractOptions, ExtractReport};
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 
 use btrfs_image::{DirEntry, ExtentKind, FileExtent, FileKind, Image, Tree};
 use serde::Serialize;
 
-use crate::{decompress_extent, decompress_inline, CompressType, Error, Options, BTRFS_MAX_COMPRESSED};
+use btrfs_compress::{decompress_extent, decompress_inline, CompressType, Error, Options, BTRFS_MAX_COMPRESSED};
 
 /// A failure while reading an image.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +32,17 @@ pub enum ImageError {
     /// Writing the output failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A directory or file under the destination could not be created.
+    #[error("cannot create {}: {err}", path.display())]
+    Create {
+        /// What could not be created.
+        path: std::path::PathBuf,
+        /// Why.
+        err: std::io::Error,
+    },
+    /// None of the paths asked for is in the image.
+    #[error("no such path in the image: {0}")]
+    NoSuchPath(String),
 }
 
 /// One extent as `inspect` shows it.
@@ -180,7 +196,7 @@ fn extent_bytes(img: &Image, e: &FileExtent, len: u64, path: &str, opts: &Option
 /// slice, no system calls).
 pub fn read_options() -> Options {
     Options {
-        strategy: crate::Strategy::Range,
+        strategy: btrfs_compress::Strategy::Range,
         folio_order: 5,
         out_order: 5,
         decompress_in_place: true,
@@ -190,57 +206,6 @@ pub fn read_options() -> Options {
 
 /// Largest uncompressed extent read at once; longer ones are read in pieces.
 const PIECE: u64 = 1 << 20;
-
-/// Write the contents of a regular file to `out`, extent by extent (memory bounded by one
-/// extent or one MiB).
-pub fn write_file(
-    img: &Image,
-    tree: &Tree,
-    entry: &DirEntry,
-    out: &mut impl Write,
-    opts: &Options,
-) -> Result<u64, ImageError> {
-    let size = img.inode(tree, entry.ino)?.size;
-    let mut pos = 0u64;
-    let zeros = |out: &mut dyn Write, n: u64| -> std::io::Result<()> {
-        let z = vec![0u8; PIECE.min(n) as usize];
-        let mut left = n;
-        while left > 0 {
-            let k = left.min(PIECE);
-            out.write_all(&z[..k as usize])?;
-            left -= k;
-        }
-        Ok(())
-    };
-    for e in img.file_extents(tree, entry.ino)? {
-        if e.file_offset >= size {
-            break;
-        }
-        if e.file_offset < pos {
-            return Err(ImageError::Image(btrfs_image::Error::Corrupt(format!(
-                "{}: extents overlap at file offset {}",
-                entry.path, e.file_offset
-            ))));
-        }
-        zeros(out, e.file_offset - pos)?;
-        let len = e.num_bytes.min(size - e.file_offset);
-        if e.compression == 0 && matches!(e.kind, ExtentKind::Regular) && !e.is_hole() && len > PIECE {
-            let mut done = 0;
-            while done < len {
-                let k = (len - done).min(PIECE);
-                out.write_all(&img.read_logical(e.disk_bytenr + e.offset + done, k as usize)?)?;
-                done += k;
-            }
-        } else {
-            out.write_all(&extent_bytes(img, &e, len, &entry.path, opts)?)?;
-        }
-        pos = e.file_offset + len;
-    }
-    if pos < size {
-        zeros(out, size - pos)?;
-    }
-    Ok(size)
-}
 
 /// A regular file's extents, checked and clipped to its size, ready to be written in pieces.
 #[derive(Clone, Debug)]
@@ -321,22 +286,23 @@ fn write_compressed(
     let alg = CompressType::from_code(e.compression).ok_or_else(|| fail(Error::InvalidArgument("codec".into())))?;
     let ram = e.ram_bytes as usize;
     let disk = e.disk_num_bytes as usize;
-    if ram == 0 || ram > crate::BTRFS_MAX_UNCOMPRESSED || e.offset as usize + len > ram {
+    if ram == 0 || ram > btrfs_compress::BTRFS_MAX_UNCOMPRESSED || e.offset as usize + len > ram {
         return Err(fail(Error::InvalidArgument(format!(
             "extent of ram_bytes {ram} read at offset {} for {len} bytes",
             e.offset
         ))));
     }
-    let r = crate::with_ctx(opts, |ctx| {
+    let r = btrfs_compress::with_ctx(opts, |ctx| {
         let mem = ctx.mem().clone();
-        let cb = match crate::CompressedBio::read_with(&mem, disk, opts.effective_out_order(), |off, buf| {
+        let cb = match btrfs_compress::CompressedBio::read_with(&mem, disk, opts.effective_out_order(), |off, buf| {
             img.read_logical_into(e.disk_bytenr + off as u64, buf)
         })? {
             Ok(cb) => cb,
             Err(err) => return Ok(Err(ImageError::from(err))),
         };
-        let mut dest = crate::DestRange::new_dirty(&mem, e.offset as usize, len, opts.effective_folio_order())?;
-        crate::Codecs::global().decompress_bio_opts(alg, opts, ctx, &cb, &mut dest)?;
+        let mut dest =
+            btrfs_compress::DestRange::new_dirty(&mem, e.offset as usize, len, opts.effective_folio_order())?;
+        btrfs_compress::Codecs::global().decompress_bio_opts(alg, opts, ctx, &cb, &mut dest)?;
         let mut w = 0;
         while w < len {
             let (i, o) = dest.pages.locate(w).expect("inside the destination");

@@ -1,4 +1,4 @@
-//! `btrfs-compress estimate`: what each compression mount option would store for a set of
+//! What each compression mount option would store for a set of
 //! files, as the kernel would write them (copied once, then synced), with no btrfs filesystem.
 //!
 //! The write path modeled (fs/btrfs/inode.c `compress_file_range()` and its callers):
@@ -24,8 +24,9 @@
 //! is sequential); writeback may split a large file's delalloc range elsewhere than 128 MiB; plain
 //! ranges are counted as one extent per chunk (the allocator may split them).
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -35,79 +36,18 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::replay::{self, KernelLoop, Setup};
-use crate::{
-    compress_extent_in_folios, compression_saves_sector, decompress_extent, decompress_inline, parse_compress_option,
-    CompressSpec, CompressType, Error, Options, Strategy, ZlibBackend,
+use btrfs_compress::replay::{self, KernelLoop, Setup};
+use btrfs_compress::usage::{TypeUsage, Usage};
+use btrfs_compress::{
+    compress_extent_in_folios, compression_saves_sector, decompress_extent, decompress_inline, CompressSpec,
+    CompressType, Error, Options, Strategy, ZlibBackend,
 };
 use highmem::KernelConfig;
 
 const ASYNC_CHUNK: usize = 512 * 1024;
-const PIECE: usize = crate::BTRFS_MAX_UNCOMPRESSED;
+const PIECE: usize = btrfs_compress::BTRFS_MAX_UNCOMPRESSED;
 /// `BTRFS_MAX_EXTENT_SIZE`: the largest plain extent (and delalloc range) writeback makes.
 const MAX_EXTENT: u64 = 128 << 20;
-
-/// Options of `btrfs-compress estimate`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct EstimateArgs {
-    /// Mount options to compare, comma-separated [default: zstd:1,zstd:3,zstd:9,lzo,zlib:3].
-    #[arg(short = 'a', long = "alg", value_name = "LIST")]
-    pub algs: Option<String>,
-    /// compress-force= (every piece goes to the codec) instead of compress= (the heuristic
-    /// decides, and a failed attempt marks the file NOCOMPRESS).
-    #[arg(long)]
-    pub force: bool,
-    /// Kernel whose rules to follow, MAJOR.MINOR [default: the running kernel's].
-    #[arg(long, value_name = "VERSION")]
-    pub kernel: Option<String>,
-    /// The max_inline mount option (bytes).
-    #[arg(long, default_value_t = 2048, value_name = "N")]
-    pub max_inline: usize,
-    /// Sector size of the filesystem (4096 on x86).
-    #[arg(long, default_value_t = 4096, value_name = "N", value_parser = parse_sectorsize)]
-    pub sectorsize: usize,
-    /// Print one JSON object per option on standard output instead of the tables.
-    #[arg(long)]
-    pub json: bool,
-    /// Also write an SVG plot of disk bytes against compression speed, one point per option.
-    #[arg(long, value_name = "FILE")]
-    pub plot: Option<PathBuf>,
-    /// The closing line names the option that saves most among those at least this fast
-    /// (compression MB/s per core).
-    #[arg(long, default_value_t = 0.0, value_name = "N")]
-    pub min_mb_s: f64,
-    /// Compress a stratified random sample of this share (0 to 1) of the 512 KiB chunks and
-    /// small files instead of all, and give each option's disk bytes with a 95 % interval.
-    #[arg(long, value_name = "FRACTION", value_parser = parse_fraction, conflicts_with = "sample_bytes")]
-    pub sample: Option<f64>,
-    /// As --sample, with the share chosen so that about N bytes are compressed.
-    #[arg(long, value_name = "N")]
-    pub sample_bytes: Option<u64>,
-    /// Seed of the sample.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub seed: u64,
-    /// Worker threads [default: all cores].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub threads: Option<u16>,
-    /// Files and directories to estimate (directories recursively; regular files only, a file
-    /// reached by several hard links once).
-    #[arg(required = true, value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
-}
-
-fn parse_fraction(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
-        _ => Err(format!("{s:?} is not a fraction in (0, 1]")),
-    }
-}
-
-fn parse_sectorsize(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if n.is_power_of_two() && (4096..=65536).contains(&n) => Ok(n),
-        _ => Err(format!("{s:?} is not a sector size (4096 to 65536, a power of two)")),
-    }
-}
 
 /// A mount option: `compress=ALG[:LEVEL]` or `compress-force=ALG[:LEVEL]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,159 +89,6 @@ impl Rules {
     }
 }
 
-/// compsize's counters (`struct workspace` of compsize.c): per compression type the disk
-/// bytes, the uncompressed bytes (ram_bytes) and the referenced bytes, and the counts.
-#[derive(Clone, Debug, Default)]
-pub struct Usage {
-    /// Regular files.
-    pub files: u64,
-    /// Regular (not inline) extents.
-    pub regular_extents: u64,
-    /// References to them.
-    pub refs: u64,
-    /// Inline extents.
-    pub inline: u64,
-    /// Disk bytes by on-disk compression code (0 none, 1 zlib, 2 lzo, 3 zstd).
-    pub disk: [u64; 4],
-    /// Uncompressed bytes by type.
-    pub uncompressed: [u64; 4],
-    /// Referenced bytes by type.
-    pub referenced: [u64; 4],
-}
-
-impl Usage {
-    fn add(&mut self, o: &Usage) {
-        self.files += o.files;
-        self.regular_extents += o.regular_extents;
-        self.refs += o.refs;
-        self.inline += o.inline;
-        for t in 0..4 {
-            self.disk[t] += o.disk[t];
-            self.uncompressed[t] += o.uncompressed[t];
-            self.referenced[t] += o.referenced[t];
-        }
-    }
-
-    fn regular(&mut self, t: CompressType, disk: u64, ram: u64) {
-        let i = usize::from(t.code());
-        self.disk[i] += disk;
-        self.uncompressed[i] += ram;
-        self.referenced[i] += ram;
-        self.regular_extents += 1;
-        self.refs += 1;
-    }
-
-    /// Part of a plain delalloc range: its bytes, and an extent where one starts (one per
-    /// `BTRFS_MAX_EXTENT_SIZE`).
-    fn plain(&mut self, bytes: u64, starts_extent: bool) {
-        self.disk[0] += bytes;
-        self.uncompressed[0] += bytes;
-        self.referenced[0] += bytes;
-        if starts_extent {
-            self.regular_extents += 1;
-            self.refs += 1;
-        }
-    }
-
-    fn inline_extent(&mut self, t: CompressType, data: u64, ram: u64) {
-        let i = usize::from(t.code());
-        self.disk[i] += data;
-        self.uncompressed[i] += ram;
-        self.referenced[i] += ram;
-        self.inline += 1;
-    }
-
-    /// Total disk bytes.
-    pub fn disk_bytes(&self) -> u64 {
-        self.disk.iter().sum()
-    }
-
-    /// Total uncompressed bytes.
-    pub fn uncompressed_bytes(&self) -> u64 {
-        self.uncompressed.iter().sum()
-    }
-
-    /// Total referenced bytes.
-    pub fn referenced_bytes(&self) -> u64 {
-        self.referenced.iter().sum()
-    }
-
-    /// The report compsize prints (its wording and columns; `bytes` is its `-b`).
-    pub fn compsize_report(&self, bytes: bool) -> String {
-        let mut s = String::new();
-        if self.files > 1 {
-            let _ = writeln!(
-                s,
-                "Processed {} files, {} regular extents ({} refs), {} inline.",
-                self.files, self.regular_extents, self.refs, self.inline
-            );
-        }
-        let row = |s: &mut String, t: &str, d: u64, u: u64, r: u64| {
-            let perc = (d * 100).checked_div(u).unwrap_or(0);
-            let _ = writeln!(
-                s,
-                "{:<10} {:<8} {:<12} {:<12} {:<12}",
-                t,
-                format!("{perc:3}%"),
-                human(d, bytes),
-                human(u, bytes),
-                human(r, bytes)
-            );
-        };
-        let _ = writeln!(
-            s,
-            "{:<10} {:<8} {:<12} {:<12} {:<12}",
-            "Type", "Perc", "Disk Usage", "Uncompressed", "Referenced"
-        );
-        row(&mut s, "TOTAL", self.disk_bytes(), self.uncompressed_bytes(), self.referenced_bytes());
-        for (t, name) in ["none", "zlib", "lzo", "zstd"].iter().enumerate() {
-            if self.uncompressed[t] != 0 {
-                row(&mut s, name, self.disk[t], self.uncompressed[t], self.referenced[t]);
-            }
-        }
-        s
-    }
-
-    /// The per-type rows as JSON objects, TOTAL first.
-    pub fn types_json(&self) -> Vec<serde_json::Value> {
-        let mut v = vec![serde_json::json!({
-            "type": "TOTAL",
-            "disk_bytes": self.disk_bytes(),
-            "uncompressed_bytes": self.uncompressed_bytes(),
-            "referenced_bytes": self.referenced_bytes(),
-        })];
-        for (t, name) in ["none", "zlib", "lzo", "zstd"].iter().enumerate() {
-            if self.uncompressed[t] != 0 {
-                v.push(serde_json::json!({
-                    "type": name,
-                    "disk_bytes": self.disk[t],
-                    "uncompressed_bytes": self.uncompressed[t],
-                    "referenced_bytes": self.referenced[t],
-                }));
-            }
-        }
-        v
-    }
-}
-
-/// compsize's `human_bytes()`: 4 significant characters with a unit, or plain bytes.
-fn human(x: u64, bytes: bool) -> String {
-    if bytes {
-        return x.to_string();
-    }
-    let units = b"BKMGTPE";
-    let (mut x, mut u) = (x, 0);
-    while x >= 10240 {
-        u += 1;
-        x >>= 10;
-    }
-    if x >= 1024 {
-        format!(" {}.{}{}", x >> 10, x * 10 / 1024 % 10, units[u + 1] as char)
-    } else {
-        format!("{:4}{}", x, units[u] as char)
-    }
-}
-
 /// What one option did over some files: compsize's counters and the codec time.
 #[derive(Clone, Debug, Default)]
 pub struct Tally {
@@ -340,8 +127,8 @@ fn round(n: usize, ss: usize) -> u64 {
 impl FilePass<'_> {
     /// `btrfs_compress_heuristic()` over `[at, at + 128 KiB)` of `data` (a chunk, or the whole
     /// small file: the kernel's range ends there).
-    fn heuristic(&self, data: &[u8], at: usize) -> crate::Result<bool> {
-        let mem = crate::PhysMem::new(crate::Backend::Heap, 4096, 64)?;
+    fn heuristic(&self, data: &[u8], at: usize) -> btrfs_compress::Result<bool> {
+        let mem = btrfs_compress::PhysMem::new(btrfs_compress::Backend::Heap, 4096, 64)?;
         let setup = Setup {
             spec: self.opt.spec,
             kloop: KernelLoop::V6_12,
@@ -357,7 +144,7 @@ impl FilePass<'_> {
     }
 
     /// Compress one piece at `off` of the file; the kept extent, if the kernel keeps it.
-    fn piece(&mut self, data: &[u8], off: usize, file_size: usize) -> crate::Result<Option<Vec<u8>>> {
+    fn piece(&mut self, data: &[u8], off: usize, file_size: usize) -> btrfs_compress::Result<Option<Vec<u8>>> {
         let ss = self.rules.sectorsize;
         // 7.x hands the compressor the sector-rounded tail, zeros past the end of file.
         let input: std::borrow::Cow<'_, [u8]> = if self.rules.seven() && data.len() % ss != 0 {
@@ -368,7 +155,7 @@ impl FilePass<'_> {
             data.into()
         };
         let orders = (self.rules.seven() && self.opt.spec.alg == CompressType::Zlib)
-            .then(|| crate::page_cache_folios_7x(off, data.len(), file_size));
+            .then(|| btrfs_compress::page_cache_folios_7x(off, data.len(), file_size));
         let t0 = Instant::now();
         let r = compress_extent_in_folios(&input, self.opt.spec, &self.opts, orders.as_deref());
         self.tally.compress.0 += t0.elapsed().as_secs_f64();
@@ -387,7 +174,7 @@ impl FilePass<'_> {
     }
 
     /// A file of at most one sector: inline, compressed or not, or one plain sector.
-    fn small_file(&mut self, file: &[u8]) -> crate::Result<()> {
+    fn small_file(&mut self, file: &[u8]) -> btrfs_compress::Result<()> {
         let ss = self.rules.sectorsize;
         let size = file.len();
         if self.opt.force || self.heuristic(file, 0)? {
@@ -399,7 +186,7 @@ impl FilePass<'_> {
                 file.into()
             };
             let t0 = Instant::now();
-            let r = crate::compress_inline(&input, self.opt.spec, self.rules.max_inline, &self.opts);
+            let r = btrfs_compress::compress_inline(&input, self.opt.spec, self.rules.max_inline, &self.opts);
             self.tally.compress.0 += t0.elapsed().as_secs_f64();
             self.tally.compress.1 += size as u64;
             match r {
@@ -424,7 +211,7 @@ impl FilePass<'_> {
     }
 
     /// One 512 KiB async chunk `[start, start + chunk.len())` of a file of `file_size` bytes.
-    fn chunk(&mut self, chunk: &[u8], start: usize, file_size: usize) -> crate::Result<()> {
+    fn chunk(&mut self, chunk: &[u8], start: usize, file_size: usize) -> btrfs_compress::Result<()> {
         let ss = self.rules.sectorsize;
         let end = start + chunk.len();
         let mut at = start;
@@ -523,7 +310,7 @@ fn estimate_file(path: &Path, size: u64, opts: &[MountOption], rules: &Rules) ->
 
 /// compress= runs the heuristic over each delalloc range (at most 128 MiB) first, on its first
 /// 128 KiB (`head`): a "no" writes the whole range plain.
-fn delalloc_range(passes: &[FilePass<'_>], head: &[u8], plain_range: &mut [bool]) -> crate::Result<()> {
+fn delalloc_range(passes: &[FilePass<'_>], head: &[u8], plain_range: &mut [bool]) -> btrfs_compress::Result<()> {
     for (plain, p) in plain_range.iter_mut().zip(passes) {
         *plain = !p.opt.force && !p.heuristic(head, 0)?;
     }
@@ -537,7 +324,7 @@ fn process_chunk(
     start: usize,
     size: usize,
     plain_range: &[bool],
-) -> crate::Result<()> {
+) -> btrfs_compress::Result<()> {
     passes.par_iter_mut().zip(plain_range.par_iter()).try_for_each(|(p, &plain)| {
         if plain {
             let ss = p.rules.sectorsize;
@@ -549,7 +336,7 @@ fn process_chunk(
 }
 
 /// The kernel `MAJOR.MINOR` of `--kernel`, or of the running kernel (6.18 when unknown).
-fn kernel_version(arg: Option<&str>) -> Result<(u32, u32), String> {
+pub fn kernel_version(arg: Option<&str>) -> Result<(u32, u32), String> {
     let text = match arg {
         Some(a) => a.to_string(),
         None => std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_else(|_| "6.18".into()),
@@ -575,7 +362,7 @@ pub struct OptionResult {
     /// Referenced bytes.
     pub referenced_bytes: u64,
     /// Per type, TOTAL first.
-    pub types: Vec<serde_json::Value>,
+    pub types: Vec<TypeUsage>,
     /// Regular extents.
     pub extents: u64,
     /// Inline extents.
@@ -594,7 +381,8 @@ pub struct OptionResult {
     pub report: String,
 }
 
-fn result_of(opt: MountOption, t: &Tally) -> OptionResult {
+/// The report of one option from its tally.
+pub fn result_of(opt: MountOption, t: &Tally) -> OptionResult {
     let rate = |(secs, bytes): (f64, u64)| if secs > 0.0 { bytes as f64 / secs / 1e6 } else { f64::NAN };
     OptionResult {
         option: opt.to_string(),
@@ -602,7 +390,7 @@ fn result_of(opt: MountOption, t: &Tally) -> OptionResult {
         disk_bytes: t.usage.disk_bytes(),
         uncompressed_bytes: t.usage.uncompressed_bytes(),
         referenced_bytes: t.usage.referenced_bytes(),
-        types: t.usage.types_json(),
+        types: t.usage.types(),
         extents: t.usage.regular_extents,
         inline_extents: t.usage.inline,
         compress_mb_s: rate(t.compress),
@@ -618,7 +406,7 @@ pub fn estimate(
     files: &[(PathBuf, u64)],
     opts: &[MountOption],
     rules: &Rules,
-    pb: &indicatif::ProgressBar,
+    progress: &(dyn Fn(u64) + Sync),
 ) -> (Vec<Tally>, u64) {
     let zero = || (vec![Tally::default(); opts.len()], 0u64);
     files
@@ -628,155 +416,13 @@ pub fn estimate(
                 Ok(t) => acc.iter_mut().zip(&t).for_each(|(a, b)| a.add(b)),
                 Err(_) => unreadable += 1,
             }
-            pb.inc(*size);
+            progress(*size);
             (acc, unreadable)
         })
         .reduce(zero, |(mut a, ua), (b, ub)| {
             a.iter_mut().zip(&b).for_each(|(x, y)| x.add(y));
             (a, ua + ub)
         })
-}
-
-/// `btrfs-compress estimate`. Errors: (exit code, message).
-pub fn run(args: EstimateArgs) -> Result<(), (u8, String)> {
-    let list = args.algs.clone().unwrap_or_else(|| "zstd:1,zstd:3,zstd:9,lzo,zlib:3".into());
-    let mut opts = Vec::new();
-    for a in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-        let spec = parse_compress_option(a).map_err(|e| (64, format!("-a {a}: {e}")))?;
-        if spec.alg == CompressType::None {
-            return Err((64, format!("-a {a}: not a compression algorithm")));
-        }
-        if let Some(w) = spec.clamped_from {
-            eprintln!(
-                "btrfs-compress: note: {} level {w} clamped to {} as the kernel does",
-                spec.alg.name(),
-                spec.level
-            );
-        }
-        opts.push(MountOption { spec, force: args.force });
-    }
-    if opts.is_empty() {
-        return Err((64, "empty -a list".into()));
-    }
-    let kernel = kernel_version(args.kernel.as_deref()).map_err(|m| (64, m))?;
-    let rules = Rules { kernel, max_inline: args.max_inline, sectorsize: args.sectorsize };
-    let (files, skipped) = collect_files(&args.paths).map_err(|e| (1, e.to_string()))?;
-    let total: u64 = files.iter().map(|f| f.1).sum();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads.map_or(0, usize::from))
-        .build()
-        .map_err(|e| (1, e.to_string()))?;
-    let pb = indicatif::ProgressBar::new(total);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec}")
-            .expect("template"),
-    );
-    let t0 = Instant::now();
-    let fraction = match (args.sample, args.sample_bytes) {
-        (Some(f), _) => Some(f),
-        (None, Some(n)) => Some((n as f64 / total.max(1) as f64).clamp(1e-9, 1.0)),
-        (None, None) => None,
-    };
-    let (results, unreadable) = match fraction {
-        None => {
-            let (tallies, unreadable) = pool.install(|| estimate(&files, &opts, &rules, &pb));
-            (opts.iter().zip(&tallies).map(|(o, t)| result_of(*o, t)).collect::<Vec<_>>(), unreadable)
-        }
-        Some(f) => {
-            pb.set_length((total as f64 * f) as u64);
-            let (sampled, unreadable) = pool
-                .install(|| estimate_sampled(&files, &opts, &rules, f, args.seed, &pb))
-                .map_err(|e| (1, e.to_string()))?;
-            let results = opts
-                .iter()
-                .zip(&sampled)
-                .map(|(o, s)| {
-                    let mut r = result_of(*o, &Tally { usage: s.usage.clone(), ..s.tally.clone() });
-                    r.disk_bytes_ci95 = Some([s.disk_ci95.0, s.disk_ci95.1]);
-                    r
-                })
-                .collect();
-            (results, unreadable)
-        }
-    };
-    pb.finish_and_clear();
-    if args.json {
-        for r in &results {
-            println!("{}", serde_json::to_string(r).expect("serializes"));
-        }
-    } else {
-        print!("{}", report(&results, &rules, args.min_mb_s));
-    }
-    if skipped + unreadable > 0 {
-        eprintln!("btrfs-compress: skipped {skipped} special or unreadable entries and {unreadable} files that could not be read");
-    }
-    eprintln!(
-        "{} files, {} bytes, kernel {}.{} rules, {:.2} s",
-        files.len(),
-        total,
-        kernel.0,
-        kernel.1,
-        t0.elapsed().as_secs_f64()
-    );
-    if let Some(p) = &args.plot {
-        std::fs::write(p, plot(&results)).map_err(|e| (1, format!("{}: {e}", p.display())))?;
-    }
-    Ok(())
-}
-
-/// The tables and the closing line.
-fn report(results: &[OptionResult], rules: &Rules, min_mb_s: f64) -> String {
-    let mut s = String::new();
-    for r in results {
-        let ratio = r.uncompressed_bytes as f64 / r.disk_bytes.max(1) as f64;
-        let _ = writeln!(
-            s,
-            "{} (kernel {}.{}): {} regular extents, {} inline; ratio {:.2}; compress {:.0} MB/s, decompress {:.0} MB/s per core",
-            r.option, rules.kernel.0, rules.kernel.1, r.extents, r.inline_extents, ratio, r.compress_mb_s, r.decompress_mb_s
-        );
-        if let Some([lo, hi]) = r.disk_bytes_ci95 {
-            let _ = writeln!(
-                s,
-                "sampled: disk bytes {} (95 % interval {:.0} to {:.0}, +-{:.2} %)",
-                r.disk_bytes,
-                lo,
-                hi,
-                100.0 * (hi - lo) / 2.0 / r.disk_bytes.max(1) as f64
-            );
-        }
-        let _ = writeln!(s, "{}", r.report);
-    }
-    // An option whose speed was not measured (nothing compressed) is not ruled out.
-    let best =
-        results.iter().filter(|r| r.compress_mb_s.is_nan() || r.compress_mb_s >= min_mb_s).min_by_key(|r| r.disk_bytes);
-    match best {
-        Some(b) => {
-            let _ = writeln!(
-                s,
-                "Saves most{}: {} ({} of {} bytes on disk).",
-                if min_mb_s > 0.0 { format!(" at {min_mb_s} MB/s or more") } else { String::new() },
-                b.option,
-                b.disk_bytes,
-                b.uncompressed_bytes
-            );
-        }
-        None => {
-            let _ = writeln!(s, "No option compresses at {min_mb_s} MB/s or more here.");
-        }
-    }
-    s
-}
-
-/// Disk bytes against compression speed, one point per option.
-fn plot(results: &[OptionResult]) -> String {
-    let points: Vec<(String, f64, f64)> =
-        results.iter().map(|r| (r.option.clone(), r.compress_mb_s, r.disk_bytes as f64)).collect();
-    crate::svg::scatter(
-        "Disk bytes against compression speed (per core), one point per option",
-        "compression MB/s per core",
-        "disk bytes",
-        &points,
-    )
 }
 
 /// A unit of the sample: a small file (at most a sector), or one 512 KiB async chunk of a file.
@@ -877,7 +523,7 @@ pub fn estimate_sampled(
     rules: &Rules,
     fraction: f64,
     seed: u64,
-    pb: &indicatif::ProgressBar,
+    progress: &(dyn Fn(u64) + Sync),
 ) -> io::Result<(Vec<Sampled>, u64)> {
     let ss = rules.sectorsize;
     let mut units: Vec<Unit> = Vec::new();
@@ -947,7 +593,7 @@ pub fn estimate_sampled(
             .par_iter()
             .map(|u| {
                 let r = evaluate_unit(files, *u, opts, rules);
-                pb.inc(u.len as u64);
+                progress(u.len as u64);
                 r
             })
             .collect();

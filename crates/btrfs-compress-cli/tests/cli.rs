@@ -285,7 +285,7 @@ fn bench_quick_prints_json_rows_and_writes_a_report() {
         rows += 1;
     }
     assert!(rows > 40, "{rows} rows");
-    for s in highmem::Strategy::ALL {
+    for s in btrfs_compress::Strategy::ALL {
         assert!(strategies.contains(s.name()), "no {s} rows: {strategies:?}");
     }
     let summary = std::fs::read_to_string(d.path().join("report/summary.md")).unwrap();
@@ -442,7 +442,7 @@ fn a_file_that_fails_to_extract_is_never_left_under_its_name() {
     }
     let mut b = raw.stdout;
     let img = btrfs_image::open_bytes(b.clone()).unwrap();
-    let trees = btrfs_compress::image::Trees::load(&img).unwrap();
+    let trees = btrfs_restore::Trees::load(&img).unwrap();
     let e = img.walk_files().unwrap().into_iter().find(|e| e.path == "zstd_3/text-128k").unwrap();
     let fe = img.file_extents(trees.get(e.tree).unwrap(), e.ino).unwrap().remove(0);
     let phys = img.chunks.map(fe.disk_bytenr, 4096).unwrap() as usize;

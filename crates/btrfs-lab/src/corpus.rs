@@ -4,7 +4,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use crate::BTRFS_MAX_UNCOMPRESSED;
+use btrfs_compress::BTRFS_MAX_UNCOMPRESSED;
 
 /// Kinds of data in the built-in corpus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

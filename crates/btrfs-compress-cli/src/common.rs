@@ -1,0 +1,138 @@
+//! What the subcommands share: the failure type with its exit status, bounded reads, atomic
+//! writes, and the page-mapping options of `compress` and `decompress`.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use btrfs_compress::{Backend, Error, LzoBackend, Options, Strategy, ZlibBackend};
+use clap::Args;
+
+#[derive(Args, Clone)]
+pub struct MapOpts {
+    /// Mapping strategy: direct, kmap-local, range, vmap-folio, kmap-pool, bounce.
+    #[arg(long, default_value = "direct", value_parser = parse_strategy)]
+    pub strategy: Strategy,
+    /// Memory backend: heap or highmem (emulated, real mmap per mapping).
+    #[arg(long, default_value = "heap", value_parser = parse_backend)]
+    pub backend: Backend,
+    /// Page size: 4096, 16384 or 65536 (sectors stay 4096).
+    #[arg(long, default_value_t = 4096, value_parser = parse_page_size)]
+    pub page_size: usize,
+    /// Page-cache folio order (0 = single pages).
+    #[arg(long, default_value_t = 0)]
+    pub folio_order: u32,
+}
+
+impl MapOpts {
+    pub fn options(&self) -> Options {
+        Options {
+            strategy: self.strategy,
+            backend: self.backend,
+            page_size: self.page_size,
+            folio_order: self.folio_order,
+            out_order: self.folio_order,
+            ..Options::default()
+        }
+    }
+}
+
+pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    Strategy::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = Strategy::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown strategy '{s}' (one of {})", names.join(", "))
+    })
+}
+
+pub fn parse_backend(s: &str) -> Result<Backend, String> {
+    Backend::from_name(s).ok_or_else(|| format!("unknown backend '{s}' (heap or highmem)"))
+}
+
+pub fn parse_page_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ (4096 | 16384 | 65536)) => Ok(n),
+        _ => Err(format!("page size '{s}' (one of 4096, 16384, 65536)")),
+    }
+}
+
+pub fn parse_zlib(s: &str) -> Result<ZlibBackend, String> {
+    ZlibBackend::from_name(s).ok_or_else(|| format!("unknown zlib backend '{s}' (kernel, kernel-pre-6.3 or zlib-rs)"))
+}
+
+pub fn parse_lzo(s: &str) -> Result<LzoBackend, String> {
+    LzoBackend::from_name(s).ok_or_else(|| format!("unknown lzo backend '{s}' (lzo1x-1 or lzokay)"))
+}
+
+/// A failure with its exit status.
+pub struct Fail {
+    pub code: u8,
+    pub msg: String,
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
+        let code = if matches!(e, Error::Incompressible(_)) { 2 } else { 1 };
+        Fail { code, msg: e.to_string() }
+    }
+}
+
+pub fn io_fail(what: &str, p: &Path, e: io::Error) -> Fail {
+    Fail { code: 1, msg: format!("{what} {}: {e}", p.display()) }
+}
+
+/// Read at most `limit` bytes; a longer input is an error (never an unbounded allocation).
+pub fn read_bounded(p: &Path, limit: usize) -> Result<Vec<u8>, Fail> {
+    let f = File::open(p).map_err(|e| io_fail("cannot open", p, e))?;
+    if let Ok(m) = f.metadata() {
+        if m.is_dir() {
+            return Err(Fail { code: 1, msg: format!("{} is a directory", p.display()) });
+        }
+        if m.is_file() && m.len() > limit as u64 {
+            return Err(Fail { code: 1, msg: format!("{} is {} bytes, more than {limit}", p.display(), m.len()) });
+        }
+    }
+    let mut v = Vec::new();
+    f.take(limit as u64 + 1).read_to_end(&mut v).map_err(|e| io_fail("cannot read", p, e))?;
+    if v.len() > limit {
+        return Err(Fail { code: 1, msg: format!("{} is more than {limit} bytes", p.display()) });
+    }
+    Ok(v)
+}
+
+/// Write `data` to `out` through a temporary file in the same directory and a rename, so OUT
+/// is never left half written; refuse to replace an existing OUT without `force`.
+pub fn write_atomic(out: &Path, data: &[u8], force: bool, input: &Path) -> Result<(), Fail> {
+    if !force && fs::symlink_metadata(out).is_ok() {
+        return Err(Fail { code: 1, msg: format!("{} exists (use --force to replace it)", out.display()) });
+    }
+    if let (Ok(a), Ok(b)) = (fs::canonicalize(out), fs::canonicalize(input)) {
+        if a == b {
+            return Err(Fail { code: 1, msg: "input and output are the same file".into() });
+        }
+    }
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = out.file_name().ok_or_else(|| Fail { code: 1, msg: format!("{} is not a file name", out.display()) })?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let res = (|| {
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, out)
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_fail("cannot write", out, e));
+    }
+    Ok(())
+}
+
+pub fn img_fail(p: &Path, e: impl std::fmt::Display) -> Fail {
+    Fail { code: 1, msg: format!("{}: {e}", p.display()) }
+}
+
+/// Open an image and read its fs trees.
+pub fn open(p: &Path) -> Result<(btrfs_image::Image, btrfs_restore::Trees), Fail> {
+    let img = btrfs_image::open_image(p).map_err(|e| img_fail(p, e))?;
+    let trees = btrfs_restore::Trees::load(&img).map_err(|e| img_fail(p, e))?;
+    Ok((img, trees))
+}

@@ -1,0 +1,88 @@
+//! `btrfs-compress inspect`: the files of an image and their extents.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::common::{img_fail, io_fail, open, Fail};
+
+#[derive(Args)]
+pub struct InspectCmd {
+    /// One JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the raw bytes of every compressed extent into DIR, one file each named
+    /// PATH@OFFSET.ALG (slashes in PATH become underscores).
+    #[arg(long, value_name = "DIR")]
+    pub dump_extents: Option<PathBuf>,
+    /// The image (raw or zstd-compressed).
+    pub image: PathBuf,
+}
+
+/// Run `inspect`.
+pub fn run(c: InspectCmd) -> Result<(), Fail> {
+    let (img, trees) = open(&c.image)?;
+    let files = btrfs_restore::inspect(&img, &trees).map_err(|e| img_fail(&c.image, e))?;
+    if let Some(dir) = &c.dump_extents {
+        fs::create_dir_all(dir).map_err(|e| io_fail("cannot create", dir, e))?;
+        for entry in img.walk_files().map_err(|e| img_fail(&c.image, e))? {
+            if entry.kind != btrfs_image::FileKind::Regular {
+                continue;
+            }
+            let tree = trees.get(entry.tree).map_err(|e| img_fail(&c.image, e))?;
+            for e in img.file_extents(tree, entry.ino).map_err(|e| img_fail(&c.image, e))? {
+                let Some(alg) = btrfs_compress::CompressType::from_code(e.compression)
+                    .filter(|&a| a != btrfs_compress::CompressType::None)
+                else {
+                    continue;
+                };
+                let raw = match &e.kind {
+                    btrfs_image::ExtentKind::Inline { data } => data.clone(),
+                    _ => img
+                        .read_logical(e.disk_bytenr, e.disk_num_bytes as usize)
+                        .map_err(|err| img_fail(&c.image, err))?,
+                };
+                let name = format!("{}@{}.{}", entry.path.replace('/', "_"), e.file_offset, alg.name());
+                fs::write(dir.join(&name), raw).map_err(|err| io_fail("cannot write", &dir.join(&name), err))?;
+            }
+        }
+    }
+    let mut out = io::stdout().lock();
+    let w = |e: io::Error| Fail { code: 1, msg: format!("cannot write output: {e}") };
+    if c.json {
+        serde_json::to_writer_pretty(&mut out, &files).map_err(|e| Fail { code: 1, msg: e.to_string() })?;
+        writeln!(out).map_err(w)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "label {:?}, {} B sectors, {} B nodes, csum {}, {} chunks",
+        img.sb.label,
+        img.sb.sectorsize,
+        img.sb.nodesize,
+        img.sb.csum_type.name(),
+        img.chunks.len()
+    )
+    .map_err(w)?;
+    for f in &files {
+        writeln!(out, "{} {} size {} (tree {} inode {})", f.kind, f.path, f.size, f.tree, f.ino).map_err(w)?;
+        for e in &f.extents {
+            writeln!(
+                out,
+                "    @{:<8} {:<8} {:<4} disk {:#x}+{} ram {} offset {} num {}",
+                e.file_offset,
+                e.kind,
+                e.compression,
+                e.disk_bytenr,
+                e.disk_num_bytes,
+                e.ram_bytes,
+                e.offset,
+                e.num_bytes
+            )
+            .map_err(w)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! `btrfs-compress`: compress and decompress btrfs extents with the kernel's page loops, compare
+//! the page-mapping strategies (`bench`), read btrfs images (`inspect`, `extract`, `verify`), and
+//! estimate what each compression mount option would store (`estimate`). One module per
+//! subcommand.
+//!
+//! Exit status: 0 success; 1 failure (bad input, corrupt data, I/O); 2 the kernel's rules would
+//! not compress the input (`-E2BIG` or not saving a sector); 64 bad command line.
+#![forbid(unsafe_code)]
+
+mod common;
+mod compress;
+mod corpus;
+mod decompress;
+mod encoded_write;
+mod estimate;
+mod extract;
+mod inspect;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::common::Fail;
+
+#[derive(Parser)]
+#[command(
+    name = "btrfs-compress",
+    version,
+    about = "btrfs's compression paths in userspace: kernel-exact extents and the page-mapping lab"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compress IN (at most 128 KiB) into OUT as one btrfs extent (exact bytes, unpadded).
+    Compress(compress::CompressCmd),
+    /// Decompress an extent (sector padding allowed) into OUT, `--ram-bytes` long.
+    Decompress(decompress::DecompressCmd),
+    /// Compare the mapping strategies over the codecs (the README's main job).
+    Bench(btrfs_lab::BenchArgs),
+    /// List the files of a btrfs image (raw or .zst) and their extents.
+    Inspect(inspect::InspectCmd),
+    /// Copy files out of a btrfs image, like `btrfs restore`.
+    Extract(extract::ExtractCmd),
+    /// Decode every compressed extent and check every data checksum of an image.
+    Verify(verify::VerifyCmd),
+    /// Compress IN with our codecs and store it as FILE on a mounted btrfs as the compressed
+    /// extents we made (BTRFS_IOC_ENCODED_WRITE, through `btrfs receive`).
+    EncodedWrite(encoded_write::EncodedWriteCmd),
+    /// Write the files of the kernel kmap trace (tools/qemu-kmap-trace.py) into DIR.
+    Corpus(corpus::CorpusCmd),
+    /// What each compression mount option would store for files, as the kernel would write
+    /// them (compsize's report per option), without a btrfs filesystem.
+    Estimate(estimate::EstimateArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(64),
+            };
+        }
+    };
+    let r = match cli.cmd {
+        Cmd::Compress(c) => compress::run(c),
+        Cmd::Decompress(d) => decompress::run(d),
+        Cmd::Bench(b) => btrfs_lab::run(b).map_err(|(code, msg)| Fail { code, msg }),
+        Cmd::Inspect(c) => inspect::run(c),
+        Cmd::Extract(c) => extract::run(c),
+        Cmd::Verify(c) => verify::run(c),
+        Cmd::EncodedWrite(c) => encoded_write::run(c),
+        Cmd::Corpus(c) => corpus::run(c),
+        Cmd::Estimate(e) => estimate::run(e),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("btrfs-compress: {}", f.msg);
+            ExitCode::from(f.code)
+        }
+    }
+}
