@@ -130,9 +130,7 @@ pub fn img_fail(p: &Path, e: impl std::fmt::Display) -> Fail {
     Fail { code: 1, msg: format!("{}: {e}", p.display()) }
 }
 
-/// Open an image and read its fs trees.
-pub fn open(p: &Path) -> Result<(btrfs_image::Image, btrfs_restore::Trees), Fail> {
-    let img = btrfs_image::open_image(p).map_err(|e| img_fail(p, e))?;
-    let trees = btrfs_restore::Trees::load(&img).map_err(|e| img_fail(p, e))?;
-    Ok((img, trees))
+/// Open an image (its trees are read when first needed).
+pub fn open(p: &Path) -> Result<btrfs_image::Image, Fail> {
+    btrfs_image::open_image(p).map_err(|e| img_fail(p, e))
 }

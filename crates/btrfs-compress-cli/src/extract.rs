@@ -17,15 +17,15 @@ pub struct ExtractCmd {
     /// Directory to write into (created if missing).
     pub dest: PathBuf,
     /// Only these paths (files, or directories and what is under them).
-    pub paths: Vec<String>,
+    pub paths: Vec<std::ffi::OsString>,
 }
 
 /// Run `extract`.
 pub fn run(c: ExtractCmd) -> Result<(), Fail> {
-    let (img, trees) = open(&c.image)?;
+    let img = open(&c.image)?;
     let bar = indicatif::ProgressBar::new(0);
     let opts = ExtractOptions { force: c.force, paths: c.paths.clone() };
-    let report = btrfs_restore::extract(&img, &trees, &c.dest, &opts, &|done, total| {
+    let report = btrfs_restore::extract(&img, &c.dest, &opts, &|done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })

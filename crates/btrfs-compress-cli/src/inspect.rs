@@ -23,16 +23,16 @@ pub struct InspectCmd {
 
 /// Run `inspect`.
 pub fn run(c: InspectCmd) -> Result<(), Fail> {
-    let (img, trees) = open(&c.image)?;
-    let files = btrfs_restore::inspect(&img, &trees).map_err(|e| img_fail(&c.image, e))?;
+    let img = open(&c.image)?;
+    let files = btrfs_restore::inspect(&img).map_err(|e| img_fail(&c.image, e))?;
     if let Some(dir) = &c.dump_extents {
         fs::create_dir_all(dir).map_err(|e| io_fail("cannot create", dir, e))?;
         for entry in img.walk_files().map_err(|e| img_fail(&c.image, e))? {
             if entry.kind != btrfs_image::FileKind::Regular {
                 continue;
             }
-            let tree = trees.get(entry.tree).map_err(|e| img_fail(&c.image, e))?;
-            for e in img.file_extents(tree, entry.ino).map_err(|e| img_fail(&c.image, e))? {
+            let tree = img.fs_tree(entry.tree).map_err(|e| img_fail(&c.image, e))?;
+            for e in img.file_extents(&tree, entry.ino).map_err(|e| img_fail(&c.image, e))? {
                 let Some(alg) = btrfs_compress::CompressType::from_code(e.compression)
                     .filter(|&a| a != btrfs_compress::CompressType::None)
                 else {
@@ -44,7 +44,7 @@ pub fn run(c: InspectCmd) -> Result<(), Fail> {
                         .read_logical(e.disk_bytenr, e.disk_num_bytes as usize)
                         .map_err(|err| img_fail(&c.image, err))?,
                 };
-                let name = format!("{}@{}.{}", entry.path.replace('/', "_"), e.file_offset, alg.name());
+                let name = format!("{}@{}.{}", entry.path_escaped().replace('/', "_"), e.file_offset, alg.name());
                 fs::write(dir.join(&name), raw).map_err(|err| io_fail("cannot write", &dir.join(&name), err))?;
             }
         }

@@ -17,8 +17,8 @@ pub struct VerifyCmd {
 
 /// Run `verify`.
 pub fn run(c: VerifyCmd) -> Result<(), Fail> {
-    let (img, trees) = open(&c.image)?;
-    let r = btrfs_restore::verify(&img, &trees, &btrfs_restore::read_options()).map_err(|e| img_fail(&c.image, e))?;
+    let img = open(&c.image)?;
+    let r = btrfs_restore::verify(&img, &btrfs_restore::read_options()).map_err(|e| img_fail(&c.image, e))?;
     if c.json {
         println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Fail { code: 1, msg: e.to_string() })?);
     } else {

@@ -442,11 +442,9 @@ fn a_file_that_fails_to_extract_is_never_left_under_its_name() {
     }
     let mut b = raw.stdout;
     let img = btrfs_image::open_bytes(b.clone()).unwrap();
-    let trees = btrfs_restore::Trees::load(&img).unwrap();
     let e = img.walk_files().unwrap().into_iter().find(|e| e.path == "zstd_3/text-128k").unwrap();
-    let fe = img.file_extents(trees.get(e.tree).unwrap(), e.ino).unwrap().remove(0);
+    let fe = img.file_extents(&img.fs_tree(e.tree).unwrap(), e.ino).unwrap().remove(0);
     let phys = img.chunks.map(fe.disk_bytenr, 4096).unwrap() as usize;
-    drop(trees);
     drop(img);
     for x in &mut b[phys + 16..phys + 64] {
         *x ^= 0xff;

@@ -1,20 +1,37 @@
-//! A read-only btrfs image reader: enough of the on-disk format to find every file and its data
-//! extents and to verify what is on disk.
+//! A read-only btrfs image reader: enough of the on-disk format to find every file, its
+//! metadata and its data extents, and to verify what is on disk. One module per on-disk
+//! structure, every field offset named after its field in `include/uapi/linux/btrfs_tree.h`:
 //!
-//! * the superblock (at 64 KiB) with all four checksum types (crc32c, xxhash64, sha256,
-//!   blake2b-256), the system chunk array and the chunk tree (SINGLE and DUP; other profiles are
-//!   [`Error::UnsupportedProfile`]);
-//! * the root tree, fs trees and subvolumes, inodes and directory entries to paths;
-//! * `EXTENT_DATA` items (inline, regular, prealloc, holes) and the csum tree, to check the
-//!   on-disk (compressed) bytes of every data extent;
-//! * raw images and `.zst`-compressed images.
+//! * [`superblock`]: `btrfs_super_block` with all four checksum types (crc32c, xxhash64,
+//!   sha256, blake2b-256);
+//! * [`chunk`]: `btrfs_chunk` and `btrfs_stripe` from the sys chunk array and the chunk tree
+//!   (SINGLE and DUP; other profiles are [`Error::UnsupportedProfile`]);
+//! * [`tree`]: `btrfs_header`, leaves and nodes, keys;
+//! * [`items`]: `btrfs_inode_item`, `btrfs_dir_item` (directory entries and xattrs),
+//!   `btrfs_file_extent_item`, `btrfs_root_item` and `btrfs_root_ref`;
+//! * [`Image`]: raw images, `.zst` images (inflated into a sparse temporary file: bounded
+//!   memory), images in memory; trees read once, when first needed; the csum tree.
 //!
-//! Every read is bounds-checked; corrupt metadata is a typed [`Error`], never a panic.
+//! Every read is bounds-checked; corrupt metadata is a typed [`Error`] ([`CorruptKind`] says
+//! which structure), never a panic.
 #![forbid(unsafe_code)]
+#![warn(clippy::as_conversions)]
 
-mod reader;
+pub mod chunk;
+mod error;
+mod image;
+pub mod items;
+mod le;
+pub mod superblock;
+pub mod tree;
+mod walk;
 
-pub use reader::{
-    open_bytes, open_image, open_shared, ChunkMap, CsumType, DirEntry, Error, ExtentKind, FileExtent, FileKind, Image,
-    Inode, Item, Key, Superblock, Tree, BTRFS_FS_TREE_OBJECTID, BTRFS_SUPER_INFO_OFFSET,
-};
+pub use chunk::ChunkMap;
+pub use error::{CorruptKind, Error, Result};
+pub use image::{open_bytes, open_image, open_shared, Image};
+pub use items::file_extent::{ExtentKind, FileExtent};
+pub use items::inode::{Inode, Timespec};
+pub use items::objectid::FS_TREE as BTRFS_FS_TREE_OBJECTID;
+pub use superblock::{CsumType, Superblock, BTRFS_SUPER_INFO_OFFSET};
+pub use tree::{Item, Key, Tree};
+pub use walk::{DirEntry, FileKind};

@@ -1,7 +1,9 @@
 //! `extract`: the files of an image written under a destination directory, every file through a
 //! temporary name and a rename, so nothing half-written stands under a final name.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -9,7 +11,7 @@ use std::sync::Mutex;
 use btrfs_image::{DirEntry, FileKind, Image};
 use rayon::prelude::*;
 
-use crate::{plan_file, read_options, write_extents, FilePlan, ImageError, Trees};
+use crate::{plan_file, read_options, write_extents, FilePlan, ImageError};
 
 /// What to extract, and how.
 #[derive(Clone, Debug, Default)]
@@ -17,7 +19,7 @@ pub struct ExtractOptions {
     /// Replace files that exist under the destination.
     pub force: bool,
     /// Only these paths (files, or directories and what is under them); all when empty.
-    pub paths: Vec<String>,
+    pub paths: Vec<OsString>,
 }
 
 /// What `extract` did.
@@ -29,12 +31,24 @@ pub struct ExtractReport {
     pub errors: Vec<String>,
 }
 
-fn wanted(path: &str, filters: &[String]) -> bool {
+/// True when `path` is one of `filters` or under one.
+fn wanted(path: &OsStr, filters: &[OsString]) -> bool {
+    let path = path.as_bytes();
     filters.is_empty()
         || filters.iter().any(|f| {
-            let f = f.trim_matches('/');
-            path == f || path.starts_with(&format!("{f}/"))
+            let f = trim_slashes(f.as_bytes());
+            path == f || (path.starts_with(f) && path.get(f.len()) == Some(&b'/'))
         })
+}
+
+fn trim_slashes(mut b: &[u8]) -> &[u8] {
+    while let [b'/', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b'/'] = b {
+        b = rest;
+    }
+    b
 }
 
 /// A file being written: its plan, names, and the pieces still to write.
@@ -51,12 +65,16 @@ struct Job {
 const EXTENTS_PER_TASK: usize = 8;
 
 /// Plan one file and create its temporary file at full size.
-fn start_job(img: &Image, trees: &Trees, dest: &Path, e: &DirEntry, force: bool) -> Result<Job, String> {
+fn start_job(img: &Image, dest: &Path, e: &DirEntry, force: bool) -> Result<Job, String> {
     let target = dest.join(&e.path);
     if !force && fs::symlink_metadata(&target).is_ok() {
         return Err(format!("{} exists (use --force to replace it)", target.display()));
     }
-    let plan = trees.get(e.tree).and_then(|t| plan_file(img, t, e)).map_err(|err| err.to_string())?;
+    let plan = img
+        .fs_tree(e.tree)
+        .map_err(ImageError::from)
+        .and_then(|t| plan_file(img, &t, e))
+        .map_err(|err| err.to_string())?;
     if let Some(parent) = target.parent() {
         fs::create_dir_all(parent).map_err(|err| format!("{}: {err}", parent.display()))?;
     }
@@ -115,14 +133,14 @@ impl Job {
 /// A file that fails is reported in [`ExtractReport::errors`] and never left under its name.
 pub fn extract(
     img: &Image,
-    trees: &Trees,
     dest: &Path,
     opts: &ExtractOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<ExtractReport, ImageError> {
     let entries: Vec<_> = img.walk_files()?.into_iter().filter(|e| wanted(&e.path, &opts.paths)).collect();
     if entries.is_empty() && !opts.paths.is_empty() {
-        return Err(ImageError::NoSuchPath(opts.paths.join(", ")));
+        let names: Vec<String> = opts.paths.iter().map(|p| p.as_bytes().escape_ascii().to_string()).collect();
+        return Err(ImageError::NoSuchPath(names.join(", ")));
     }
     let mkdir = |p: PathBuf| fs::create_dir_all(&p).map_err(|err| ImageError::Create { path: p, err });
     mkdir(dest.to_path_buf())?;
@@ -133,7 +151,7 @@ pub fn extract(
     let mut report = ExtractReport::default();
     let mut jobs = Vec::new();
     for e in &files {
-        match start_job(img, trees, dest, e, opts.force) {
+        match start_job(img, dest, e, opts.force) {
             Ok(j) => jobs.push(j),
             Err(err) => report.errors.push(err),
         }

@@ -8,7 +8,7 @@ pub use extract::{extract, ExtractOptions, ExtractReport};
 
 use std::collections::{BTreeMap, HashSet};
 
-use btrfs_image::{DirEntry, ExtentKind, FileExtent, FileKind, Image, Tree};
+use btrfs_image::{CorruptKind, DirEntry, ExtentKind, FileExtent, FileKind, Image, Tree};
 use serde::Serialize;
 
 use btrfs_compress::{decompress_extent, decompress_inline, CompressType, Error, Options, BTRFS_MAX_COMPRESSED};
@@ -69,7 +69,7 @@ pub struct ExtentInfo {
 /// One file as `inspect` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct FileInfo {
-    /// Path.
+    /// Path (bytes that are not printable ASCII escaped as `\xNN`).
     pub path: String,
     /// Fs tree.
     pub tree: u64,
@@ -96,44 +96,27 @@ fn kind_name(k: FileKind) -> &'static str {
         FileKind::Directory => "dir",
         FileKind::Symlink => "symlink",
         FileKind::Subvolume => "subvolume",
+        FileKind::CharDevice => "chardev",
+        FileKind::BlockDevice => "blockdev",
+        FileKind::Fifo => "fifo",
+        FileKind::Socket => "socket",
         FileKind::Other => "other",
     }
 }
 
-/// Fs trees read once and shared.
-pub struct Trees {
-    trees: BTreeMap<u64, Tree>,
-}
-
-impl Trees {
-    /// Read every fs tree of `img`.
-    pub fn load(img: &Image) -> Result<Self, ImageError> {
-        let mut trees = BTreeMap::new();
-        for id in img.fs_tree_ids() {
-            trees.insert(id, img.fs_tree(id)?);
-        }
-        Ok(Self { trees })
-    }
-
-    /// The tree `id`.
-    pub fn get(&self, id: u64) -> Result<&Tree, ImageError> {
-        self.trees.get(&id).ok_or_else(|| ImageError::Image(btrfs_image::Error::Corrupt(format!("no fs tree {id}"))))
-    }
-}
-
 /// Files and their extents (`btrfs inspect-internal dump-tree` restricted to data).
-pub fn inspect(img: &Image, trees: &Trees) -> Result<Vec<FileInfo>, ImageError> {
+pub fn inspect(img: &Image) -> Result<Vec<FileInfo>, ImageError> {
     let mut out = Vec::new();
     for e in img.walk_files()? {
-        let tree = trees.get(e.tree)?;
+        let tree = img.fs_tree(e.tree)?;
         let (size, extents) = if e.kind == FileKind::Regular || e.kind == FileKind::Symlink {
-            let ino = img.inode(tree, e.ino)?;
-            let ext = img.file_extents(tree, e.ino)?;
+            let ino = img.inode(&tree, e.ino)?;
+            let ext = img.file_extents(&tree, e.ino)?;
             (ino.size, ext.iter().map(extent_info).collect())
         } else {
             (0, Vec::new())
         };
-        out.push(FileInfo { path: e.path, tree: e.tree, ino: e.ino, kind: kind_name(e.kind), size, extents });
+        out.push(FileInfo { path: e.path_escaped(), tree: e.tree, ino: e.ino, kind: kind_name(e.kind), size, extents });
     }
     Ok(out)
 }
@@ -228,10 +211,9 @@ pub fn plan_file(img: &Image, tree: &Tree, entry: &DirEntry) -> Result<FilePlan,
             break;
         }
         if e.file_offset < pos {
-            return Err(ImageError::Image(btrfs_image::Error::Corrupt(format!(
-                "{}: extents overlap at file offset {}",
-                entry.path, e.file_offset
-            ))));
+            return Err(ImageError::Image(
+                CorruptKind::ExtentsOverlap { ino: entry.ino, file_offset: e.file_offset }.into(),
+            ));
         }
         pos = e.file_offset + e.num_bytes.min(size - e.file_offset);
         extents.push(e);
@@ -262,9 +244,9 @@ pub fn write_extents(
                 done += k;
             }
         } else if e.kind == ExtentKind::Regular {
-            write_compressed(img, e, len as usize, &plan.entry.path, f, opts)?;
+            write_compressed(img, e, len as usize, &plan.entry.path_escaped(), f, opts)?;
         } else {
-            f.write_all_at(&extent_bytes(img, e, len, &plan.entry.path, opts)?, e.file_offset)?;
+            f.write_all_at(&extent_bytes(img, e, len, &plan.entry.path_escaped(), opts)?, e.file_offset)?;
         }
     }
     Ok(())
@@ -335,20 +317,20 @@ pub struct VerifyReport {
 }
 
 /// Decode every compressed extent and check every data checksum.
-pub fn verify(img: &Image, trees: &Trees, opts: &Options) -> Result<VerifyReport, ImageError> {
+pub fn verify(img: &Image, opts: &Options) -> Result<VerifyReport, ImageError> {
     let mut r = VerifyReport::default();
     let mut seen = HashSet::new();
     for entry in img.walk_files()? {
         if entry.kind != FileKind::Regular {
             continue;
         }
-        let tree = trees.get(entry.tree)?;
-        for e in img.file_extents(tree, entry.ino)? {
-            let where_ = format!("{} @{}", entry.path, e.file_offset);
+        let tree = img.fs_tree(entry.tree)?;
+        for e in img.file_extents(&tree, entry.ino)? {
+            let where_ = format!("{} @{}", entry.path_escaped(), e.file_offset);
             match &e.kind {
                 ExtentKind::Inline { .. } if e.compression != 0 => {
                     r.extents += 1;
-                    match extent_bytes(img, &e, e.ram_bytes.min(4096), &entry.path, opts) {
+                    match extent_bytes(img, &e, e.ram_bytes.min(4096), &entry.path_escaped(), opts) {
                         Ok(_) => *r.decoded.entry(comp_name(e.compression).into()).or_default() += 1,
                         Err(err) => r.failures.push(format!("{where_}: {err}")),
                     }

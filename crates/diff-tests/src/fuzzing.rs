@@ -140,8 +140,8 @@ pub fn image_metadata(data: &[u8]) {
         }
     }
     if let Ok(img) = btrfs_image::open_shared(t.image.clone()) {
-        if let Ok(trees) = btrfs_restore::Trees::load(&img) {
-            let _ = btrfs_restore::inspect(&img, &trees);
+        {
+            let _ = btrfs_restore::inspect(&img);
         }
     }
     let b = std::sync::Arc::get_mut(&mut t.image).expect("image not shared");

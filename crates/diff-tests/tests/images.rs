@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use btrfs_compress::Options;
 use btrfs_image::{open_image, Error, FileKind};
-use btrfs_restore::{inspect, plan_file, read_options, verify, write_extents, Trees};
+use btrfs_restore::{inspect, plan_file, read_options, verify, write_extents};
 use diff_tests::{read_zst, repo_root};
 use serde_json::Value;
 
@@ -75,16 +75,15 @@ fn read_back(img: &btrfs_image::Image, tree: &btrfs_image::Tree, e: &btrfs_image
 fn every_file_reads_back_as_the_kernels_plaintext() {
     for (dir, m) in fixtures() {
         let img = open_image(&image_path(&dir, &m)).unwrap();
-        let trees = Trees::load(&img).unwrap();
         let entries = img.walk_files().unwrap();
         let mut checked = 0;
         for (path, name) in files_of(&m) {
             {
-                let e = entries.iter().find(|e| e.path == path).unwrap_or_else(|| panic!("{path} not in image"));
+                let e = entries.iter().find(|e| *e.path == *path).unwrap_or_else(|| panic!("{path} not in image"));
                 assert_eq!(e.kind, FileKind::Regular);
                 let want = read_zst(&dir.join("plain").join(format!("{name}.zst")));
                 for opts in [Options::default(), read_options()] {
-                    let got = read_back(&img, trees.get(e.tree).unwrap(), e, &opts);
+                    let got = read_back(&img, &img.fs_tree(e.tree).unwrap(), e, &opts);
                     assert!(got == want, "{path}");
                 }
                 checked += 1;
@@ -99,7 +98,7 @@ fn every_file_reads_back_as_the_kernels_plaintext() {
 fn extents_agree_with_the_kernels_encoded_read() {
     for (dir, m) in fixtures() {
         let img = open_image(&image_path(&dir, &m)).unwrap();
-        let files = inspect(&img, &Trees::load(&img).unwrap()).unwrap();
+        let files = inspect(&img).unwrap();
         let mut matched = 0;
         for x in m["extents"].as_array().unwrap() {
             let d = x["dir"].as_str().map_or_else(|| x["option"].as_str().unwrap().replace(':', "_"), str::to_string);
@@ -133,13 +132,13 @@ fn extents_agree_with_the_kernels_encoded_read() {
 fn verify_decodes_every_compressed_extent_and_checks_every_checksum() {
     for (dir, m) in fixtures() {
         let img = open_image(&image_path(&dir, &m)).unwrap();
-        let r = verify(&img, &Trees::load(&img).unwrap(), &read_options()).unwrap();
+        let r = verify(&img, &read_options()).unwrap();
         assert!(r.failures.is_empty(), "{:?}", r.failures);
         for alg in ["zlib", "lzo", "zstd"] {
             assert!(r.decoded.get(alg).copied().unwrap_or(0) > 0, "no {alg} extents decoded: {r:?}");
         }
         assert!(r.csum_sectors > 100, "{r:?}");
-        assert_eq!(r.csum_sectors, img.csum_sectors(), "every stored data checksum was checked");
+        assert_eq!(r.csum_sectors, img.csum_sectors().unwrap(), "every stored data checksum was checked");
     }
 }
 
@@ -235,11 +234,9 @@ fn random_damage_to_metadata_never_panics() {
         }
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if let Ok(img) = btrfs_image::open_shared(shared.clone()) {
-                if let Ok(t) = Trees::load(&img) {
-                    let _ = inspect(&img, &t);
-                    if i % 10 == 0 {
-                        let _ = verify(&img, &t, &Options::default());
-                    }
+                let _ = inspect(&img);
+                if i % 10 == 0 {
+                    let _ = verify(&img, &Options::default());
                 }
             }
         }));
@@ -260,15 +257,14 @@ fn all_four_checksum_types_are_verified() {
     for (file, csum) in m["images"].as_object().unwrap() {
         let img = open_image(&dir.join(file)).unwrap();
         assert_eq!(img.sb.csum_type.name(), csum.as_str().unwrap(), "{file}");
-        let trees = Trees::load(&img).unwrap();
-        let r = verify(&img, &trees, &read_options()).unwrap();
+        let r = verify(&img, &read_options()).unwrap();
         assert!(r.failures.is_empty() && r.csum_sectors > 0 && r.decoded["zstd"] > 0, "{file}: {r:?}");
         for e in img.walk_files().unwrap() {
-            let got = read_back(&img, trees.get(e.tree).unwrap(), &e, &Options::default());
-            let want = &m["files"][&e.path];
-            assert_eq!(got.len() as u64, want["size"].as_u64().unwrap(), "{file} {}", e.path);
+            let got = read_back(&img, &img.fs_tree(e.tree).unwrap(), &e, &Options::default());
+            let want = &m["files"][&e.path_escaped()];
+            assert_eq!(got.len() as u64, want["size"].as_u64().unwrap(), "{file} {}", e.path_escaped());
             let sha: String = sha2::Sha256::digest(&got).iter().map(|b| format!("{b:02x}")).collect();
-            assert_eq!(sha, want["sha256"].as_str().unwrap(), "{file} {}", e.path);
+            assert_eq!(sha, want["sha256"].as_str().unwrap(), "{file} {}", e.path_escaped());
         }
     }
 }
@@ -278,17 +274,15 @@ fn a_damaged_data_sector_fails_verify_and_names_the_file() {
     let (dir, m) = fixtures().remove(0);
     let raw = read_zst(&image_path(&dir, &m));
     let img = btrfs_image::open_bytes(raw.clone()).unwrap();
-    let trees = Trees::load(&img).unwrap();
     // The first regular compressed extent of zstd_3/text-128k.
     let e = img.walk_files().unwrap().into_iter().find(|e| e.path == "zstd_3/text-128k").unwrap();
-    let fe = img.file_extents(trees.get(e.tree).unwrap(), e.ino).unwrap().remove(0);
+    let fe = img.file_extents(&img.fs_tree(e.tree).unwrap(), e.ino).unwrap().remove(0);
     let phys = img.chunks.map(fe.disk_bytenr, 4096).unwrap() as usize;
-    drop(trees);
     drop(img);
     let mut b = raw;
     b[phys + 100] ^= 0x10;
     let img = btrfs_image::open_bytes(b).unwrap();
-    let r = verify(&img, &Trees::load(&img).unwrap(), &Options::default()).unwrap();
+    let r = verify(&img, &Options::default()).unwrap();
     assert!(
         r.failures.iter().any(|f| f.contains("zstd_3/text-128k") && f.contains("checksum mismatch")),
         "{:?}",
@@ -315,6 +309,6 @@ fn a_damaged_csum_item_is_reported_not_panicked() {
     let c = crc32c::crc32c(&b[phys + 32..phys + ns]);
     b[phys..phys + 4].copy_from_slice(&c.to_le_bytes());
     let img = btrfs_image::open_bytes(b).unwrap();
-    let r = verify(&img, &Trees::load(&img).unwrap(), &Options::default()).unwrap();
+    let r = verify(&img, &Options::default()).unwrap();
     assert!(r.failures.iter().any(|f| f.contains("checksum mismatch")), "{:?}", r.failures);
 }

@@ -1,0 +1,114 @@
+//! `struct btrfs_file_extent_item`.
+
+use crate::error::{CorruptKind, Result};
+use crate::le::Le;
+
+/// Field offsets of `struct btrfs_file_extent_item`.
+mod off {
+    pub const GENERATION: usize = 0;
+    pub const RAM_BYTES: usize = 8;
+    pub const COMPRESSION: usize = 16;
+    pub const ENCRYPTION: usize = 17;
+    pub const OTHER_ENCODING: usize = 18;
+    pub const TYPE: usize = 20;
+    /// Inline data starts where `disk_bytenr` would.
+    pub const INLINE_DATA: usize = 21;
+    pub const DISK_BYTENR: usize = 21;
+    pub const DISK_NUM_BYTES: usize = 29;
+    pub const OFFSET: usize = 37;
+    pub const NUM_BYTES: usize = 45;
+}
+
+/// `BTRFS_FILE_EXTENT_INLINE`, `_REG`, `_PREALLOC`.
+const FILE_EXTENT_INLINE: u8 = 0;
+const FILE_EXTENT_REG: u8 = 1;
+const FILE_EXTENT_PREALLOC: u8 = 2;
+/// `BTRFS_NR_COMPRESS_TYPES`.
+const NR_COMPRESS_TYPES: u8 = 4;
+
+/// The kind of a file extent item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExtentKind {
+    /// Data stored in the item (possibly compressed).
+    Inline {
+        /// The item's data bytes.
+        data: Vec<u8>,
+    },
+    /// A regular extent; `disk_bytenr == 0` is a hole.
+    Regular,
+    /// Preallocated (reads as zeros).
+    Prealloc,
+}
+
+/// One `EXTENT_DATA` item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileExtent {
+    /// File offset (the key offset).
+    pub file_offset: u64,
+    /// Generation.
+    pub generation: u64,
+    /// Decompressed size of the whole extent.
+    pub ram_bytes: u64,
+    /// On-disk compression code (0 none, 1 zlib, 2 lzo, 3 zstd).
+    pub compression: u8,
+    /// Encryption (0).
+    pub encryption: u8,
+    /// Other encoding (0).
+    pub other_encoding: u16,
+    /// Kind.
+    pub kind: ExtentKind,
+    /// Logical start of the extent on disk (0 for holes and inline).
+    pub disk_bytenr: u64,
+    /// On-disk size.
+    pub disk_num_bytes: u64,
+    /// Offset into the decompressed extent.
+    pub offset: u64,
+    /// Bytes of file this item covers.
+    pub num_bytes: u64,
+}
+
+impl FileExtent {
+    /// Parse the item at key offset `file_offset`.
+    pub fn parse(file_offset: u64, data: &[u8]) -> Result<Self> {
+        let d = Le::new(data, "btrfs_file_extent_item");
+        let ty = d.u8(off::TYPE)?;
+        let mut e = FileExtent {
+            file_offset,
+            generation: d.u64(off::GENERATION)?,
+            ram_bytes: d.u64(off::RAM_BYTES)?,
+            compression: d.u8(off::COMPRESSION)?,
+            encryption: d.u8(off::ENCRYPTION)?,
+            other_encoding: d.u16(off::OTHER_ENCODING)?,
+            kind: ExtentKind::Regular,
+            disk_bytenr: 0,
+            disk_num_bytes: 0,
+            offset: 0,
+            num_bytes: 0,
+        };
+        match ty {
+            FILE_EXTENT_INLINE => {
+                e.kind = ExtentKind::Inline { data: d.rest(off::INLINE_DATA)?.to_vec() };
+                e.num_bytes = e.ram_bytes;
+            }
+            FILE_EXTENT_REG | FILE_EXTENT_PREALLOC => {
+                e.kind = if ty == FILE_EXTENT_REG { ExtentKind::Regular } else { ExtentKind::Prealloc };
+                e.disk_bytenr = d.u64(off::DISK_BYTENR)?;
+                e.disk_num_bytes = d.u64(off::DISK_NUM_BYTES)?;
+                e.offset = d.u64(off::OFFSET)?;
+                e.num_bytes = d.u64(off::NUM_BYTES)?;
+            }
+            _ => return Err(CorruptKind::FileExtent { file_offset, field: "type", value: u64::from(ty) }.into()),
+        }
+        if e.compression >= NR_COMPRESS_TYPES {
+            return Err(
+                CorruptKind::FileExtent { file_offset, field: "compression", value: u64::from(e.compression) }.into()
+            );
+        }
+        Ok(e)
+    }
+
+    /// True for a hole (regular extent with no disk bytes).
+    pub fn is_hole(&self) -> bool {
+        self.kind == ExtentKind::Regular && self.disk_bytenr == 0
+    }
+}

@@ -1,0 +1,128 @@
+//! Directories to paths: the walk from the top subvolume's root directory through DIR_INDEX
+//! items, into subvolumes, with names as raw bytes.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use crate::error::{CorruptKind, Result};
+use crate::items::dir::{check_name, DirItem, FileType};
+use crate::items::{key_type, objectid};
+use crate::Image;
+
+/// What kind of file an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// Regular file.
+    Regular,
+    /// Directory.
+    Directory,
+    /// Symbolic link.
+    Symlink,
+    /// A subvolume's root directory.
+    Subvolume,
+    /// Character device.
+    CharDevice,
+    /// Block device.
+    BlockDevice,
+    /// Named pipe.
+    Fifo,
+    /// Unix socket.
+    Socket,
+    /// A type byte this reader does not know.
+    Other,
+}
+
+impl FileKind {
+    fn of(ty: FileType) -> Self {
+        match ty {
+            FileType::Regular => FileKind::Regular,
+            FileType::Directory => FileKind::Directory,
+            FileType::Symlink => FileKind::Symlink,
+            FileType::CharDevice => FileKind::CharDevice,
+            FileType::BlockDevice => FileKind::BlockDevice,
+            FileType::Fifo => FileKind::Fifo,
+            FileType::Socket => FileKind::Socket,
+            FileType::Xattr | FileType::Unknown(_) => FileKind::Other,
+        }
+    }
+}
+
+/// A file found by walking the directories.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    /// Path from the top of the filesystem: names joined by `/`, no leading slash, raw bytes.
+    pub path: OsString,
+    /// Fs tree (subvolume) holding the inode.
+    pub tree: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Kind.
+    pub kind: FileKind,
+}
+
+impl DirEntry {
+    /// The path for people: printable ASCII as is, other bytes escaped (`\xNN`), so names
+    /// that are not UTF-8 print unambiguously.
+    pub fn path_escaped(&self) -> String {
+        self.path.as_bytes().escape_ascii().to_string()
+    }
+}
+
+impl Image {
+    /// Every file, directory and subvolume, walking directory indexes from the top subvolume,
+    /// sorted by path bytes.
+    pub fn walk_files(&self) -> Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        let mut stack = vec![(objectid::FS_TREE, objectid::FIRST_FREE, Vec::<u8>::new())];
+        let mut visited = HashSet::new();
+        while let Some((tid, dir, prefix)) = stack.pop() {
+            if !visited.insert((tid, dir)) {
+                return Err(CorruptKind::DirectoryLoop { tree: tid, dir }.into());
+            }
+            let tree = self.fs_tree(tid)?;
+            for it in tree.items_of(dir, key_type::DIR_INDEX) {
+                for d in DirItem::parse_all(dir, &it.data)? {
+                    check_name(dir, &d.name)?;
+                    let mut path = prefix.clone();
+                    if !path.is_empty() {
+                        path.push(b'/');
+                    }
+                    path.extend_from_slice(&d.name);
+                    if d.location.ty == key_type::ROOT_ITEM {
+                        let sub = d.location.objectid;
+                        out.push(DirEntry {
+                            path: OsString::from_vec(path.clone()),
+                            tree: sub,
+                            ino: objectid::FIRST_FREE,
+                            kind: FileKind::Subvolume,
+                        });
+                        if self.root_item(sub).is_some() {
+                            stack.push((sub, objectid::FIRST_FREE, path));
+                        }
+                        continue;
+                    }
+                    let kind = FileKind::of(d.ty);
+                    let ino = d.location.objectid;
+                    out.push(DirEntry { path: OsString::from_vec(path.clone()), tree: tid, ino, kind });
+                    if kind == FileKind::Directory {
+                        stack.push((tid, ino, path));
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+        Ok(out)
+    }
+
+    /// The extended attributes of an inode: (name, value), raw bytes, in key order.
+    pub fn xattrs(&self, tree: &crate::Tree, ino: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut v = Vec::new();
+        for it in tree.items_of(ino, key_type::XATTR_ITEM) {
+            for d in DirItem::parse_all(ino, &it.data)? {
+                v.push((d.name, d.data));
+            }
+        }
+        Ok(v)
+    }
+}
