@@ -15,6 +15,7 @@ mod encoded_write;
 mod estimate;
 mod extract;
 mod inspect;
+mod usage;
 mod verify;
 
 use std::process::ExitCode;
@@ -44,8 +45,12 @@ enum Cmd {
     Bench(btrfs_lab::BenchArgs),
     /// List the files of a btrfs image (raw or .zst) and their extents.
     Inspect(inspect::InspectCmd),
-    /// Copy files out of a btrfs image, like `btrfs restore`.
+    /// Restore the tree of a btrfs image under DEST, like `btrfs restore -S -m -x`: files,
+    /// links, special files, owners, modes, times, xattrs; data checksums checked.
     Extract(extract::ExtractCmd),
+    /// compsize's report (disk, uncompressed and referenced bytes per compression type) from
+    /// an image, without mounting it.
+    Usage(usage::UsageCmd),
     /// Decode every compressed extent and check every data checksum of an image.
     Verify(verify::VerifyCmd),
     /// Compress IN with our codecs and store it as FILE on a mounted btrfs as the compressed
@@ -76,6 +81,7 @@ fn main() -> ExitCode {
         Cmd::Inspect(c) => inspect::run(c),
         Cmd::Extract(c) => extract::run(c),
         Cmd::Verify(c) => verify::run(c),
+        Cmd::Usage(c) => usage::run(c),
         Cmd::EncodedWrite(c) => encoded_write::run(c),
         Cmd::Corpus(c) => corpus::run(c),
         Cmd::Estimate(e) => estimate::run(e),

@@ -21,12 +21,13 @@ pub struct Usage {
     pub refs: u64,
     /// Inline extents.
     pub inline: u64,
-    /// Disk bytes by on-disk compression code (0 none, 1 zlib, 2 lzo, 3 zstd).
-    pub disk: [u64; 4],
+    /// Disk bytes by type: the on-disk compression code (0 none, 1 zlib, 2 lzo, 3 zstd), and
+    /// [`PREALLOC`].
+    pub disk: [u64; TYPES],
     /// Uncompressed bytes by type.
-    pub uncompressed: [u64; 4],
+    pub uncompressed: [u64; TYPES],
     /// Referenced bytes by type.
-    pub referenced: [u64; 4],
+    pub referenced: [u64; TYPES],
 }
 
 impl Usage {
@@ -36,7 +37,7 @@ impl Usage {
         self.regular_extents += o.regular_extents;
         self.refs += o.refs;
         self.inline += o.inline;
-        for t in 0..4 {
+        for t in 0..TYPES {
             self.disk[t] += o.disk[t];
             self.uncompressed[t] += o.uncompressed[t];
             self.referenced[t] += o.referenced[t];
@@ -89,16 +90,19 @@ impl Usage {
         self.referenced.iter().sum()
     }
 
-    /// The report compsize prints (its wording and columns; `bytes` is its `-b`).
+    /// The report compsize 1.5 prints (its wording and columns; `bytes` is its `-b`). Where
+    /// nothing was counted compsize prints only a line on standard error: see [`Self::empty_message`].
     pub fn compsize_report(&self, bytes: bool) -> String {
         let mut s = String::new();
-        if self.files > 1 {
-            let _ = writeln!(
-                s,
-                "Processed {} files, {} regular extents ({} refs), {} inline.",
-                self.files, self.regular_extents, self.refs, self.inline
-            );
-        }
+        let _ = writeln!(
+            s,
+            "Processed {} file{}, {} regular extents ({} refs), {} inline.",
+            self.files,
+            if self.files > 1 { "s" } else { "" },
+            self.regular_extents,
+            self.refs,
+            self.inline
+        );
         let row = |s: &mut String, t: &str, d: u64, u: u64, r: u64| {
             let perc = (d * 100).checked_div(u).unwrap_or(0);
             let _ = writeln!(
@@ -125,6 +129,36 @@ impl Usage {
         s
     }
 
+    /// compsize's message when there is nothing to report (it then exits 1), if so.
+    pub fn empty_message(&self) -> Option<&'static str> {
+        match (self.uncompressed_bytes(), self.files) {
+            (0, 0) => Some("No files."),
+            (0, _) => Some("All empty or still-delalloced files."),
+            _ => None,
+        }
+    }
+
+    /// One inline extent of type `t` (a compression code) holding `data` bytes for `ram`.
+    pub fn inline_extent_raw(&mut self, t: usize, data: u64, ram: u64) {
+        self.disk[t] += data;
+        self.uncompressed[t] += ram;
+        self.referenced[t] += ram;
+        self.inline += 1;
+    }
+
+    /// One reference to a regular or prealloc extent, as compsize counts it: the extent's disk
+    /// and uncompressed bytes the first time its `disk_bytenr` is seen (`first`), the
+    /// referenced bytes and a ref every time.
+    pub fn reference(&mut self, t: usize, disk: u64, ram: u64, referenced: u64, first: bool) {
+        if first {
+            self.disk[t] += disk;
+            self.uncompressed[t] += ram;
+            self.regular_extents += 1;
+        }
+        self.referenced[t] += referenced;
+        self.refs += 1;
+    }
+
     /// The per-type rows, TOTAL first, then each type that holds data (as compsize prints).
     pub fn types(&self) -> Vec<TypeUsage> {
         let mut v = vec![TypeUsage {
@@ -148,7 +182,12 @@ impl Usage {
 }
 
 /// compsize's names of the on-disk compression codes 0 to 3.
-const TYPE_NAMES: [&str; 4] = ["none", "zlib", "lzo", "zstd"];
+const TYPE_NAMES: [&str; TYPES] = ["none", "zlib", "lzo", "zstd", "prealloc"];
+
+/// Types counted: the four compression codes and prealloc.
+pub const TYPES: usize = 5;
+/// The type compsize files preallocated extents under (it prints them as "prealloc").
+pub const PREALLOC: usize = 4;
 
 /// One row of compsize's table (the JSON keys are part of the interface).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

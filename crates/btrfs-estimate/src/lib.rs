@@ -625,7 +625,7 @@ pub fn estimate_sampled(
             o.usage.regular_extents += scale(sum.regular_extents);
             o.usage.refs += scale(sum.refs);
             o.usage.inline += scale(sum.inline);
-            for t in 0..4 {
+            for t in 0..btrfs_compress::usage::TYPES {
                 o.usage.disk[t] += scale(sum.disk[t]);
                 o.usage.uncompressed[t] += scale(sum.uncompressed[t]);
                 o.usage.referenced[t] += scale(sum.referenced[t]);

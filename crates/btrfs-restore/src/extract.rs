@@ -1,34 +1,88 @@
-//! `extract`: the files of an image written under a destination directory, every file through a
-//! temporary name and a rename, so nothing half-written stands under a final name.
+//! `extract`: a faithful restore of an image's tree under a destination directory, like
+//! `btrfs restore -S -m -x` and more: regular files (extents decoded in parallel, data checksums
+//! checked as the kernel's read path checks them), directories, symlinks (target bytes exactly),
+//! hard links as hard links, fifos, sockets and device nodes, with owner, mode, xattrs and
+//! times. Names are raw bytes throughout.
+//!
+//! Every file is written under a temporary name and renamed into place, so nothing
+//! half-written ever stands under a final name; a failed or interrupted file leaves nothing
+//! (see [`crate::dest`] for how names are created beneath DEST without following symlinks).
+//! Directory metadata is restored last, deepest first, so their times are the image's.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
-use std::fs;
+use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use btrfs_image::{DirEntry, FileKind, Image};
+use btrfs_image::{DirEntry, FileKind, Image, Inode};
 use rayon::prelude::*;
 
-use crate::{plan_file, read_options, write_extents, FilePlan, ImageError};
+use crate::dest::{self, split, Dest};
+use crate::meta::{self, Policy, Refused, Xattrs};
+use crate::{extent_bytes, plan_file, read_options, write_extents, Csum, FilePlan, ImageError};
 
-/// What to extract, and how.
-#[derive(Clone, Debug, Default)]
+/// What to extract, and how. The default restores everything the inodes say.
+#[derive(Clone, Debug)]
 pub struct ExtractOptions {
-    /// Replace files that exist under the destination.
+    /// Replace what exists under the destination (atomically, by rename).
     pub force: bool,
     /// Only these paths (files, or directories and what is under them); all when empty.
     pub paths: Vec<OsString>,
+    /// Owner, mode and times (`false`: data only, modes from the umask).
+    pub metadata: bool,
+    /// Extended attributes.
+    pub xattrs: bool,
+    /// Write extents whose data checksums do not match, with a warning each.
+    pub ignore_csum: bool,
+    /// Also restore snapshots (as `btrfs restore -s`); without it they are skipped.
+    pub snapshots: bool,
+    /// Only this subvolume (path in the image, or id), its contents at the top of DEST.
+    pub subvol: Option<String>,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        Self {
+            force: false,
+            paths: Vec::new(),
+            metadata: true,
+            xattrs: true,
+            ignore_csum: false,
+            snapshots: false,
+            subvol: None,
+        }
+    }
 }
 
 /// What `extract` did.
 #[derive(Clone, Debug, Default)]
 pub struct ExtractReport {
-    /// Regular files written.
+    /// Regular files written (the first name of each inode).
     pub files: usize,
-    /// Files not written, one message each.
+    /// Directories created or used.
+    pub dirs: usize,
+    /// Symlinks.
+    pub symlinks: usize,
+    /// Further names of inodes already written, made hard links.
+    pub hardlinks: usize,
+    /// Fifos, sockets and device nodes.
+    pub special: usize,
+    /// Device nodes not created (not root).
+    pub devices_skipped: usize,
+    /// Snapshots skipped (no `snapshots`).
+    pub snapshots_skipped: usize,
+    /// Stale temporary files of an earlier, unfinished extract removed.
+    pub stale_removed: usize,
+    /// Owners were not restored (not root).
+    pub owners_skipped: bool,
+    /// Entries not written, one message each.
     pub errors: Vec<String>,
+    /// Warnings (extents written despite a checksum mismatch, xattrs the destination refused).
+    pub warnings: Vec<String>,
 }
 
 /// True when `path` is one of `filters` or under one.
@@ -37,8 +91,13 @@ fn wanted(path: &OsStr, filters: &[OsString]) -> bool {
     filters.is_empty()
         || filters.iter().any(|f| {
             let f = trim_slashes(f.as_bytes());
-            path == f || (path.starts_with(f) && path.get(f.len()) == Some(&b'/'))
+            path == f || under(path, f) || under(f, path)
         })
+}
+
+/// True when `path` lies strictly under directory `dir`.
+fn under(path: &[u8], dir: &[u8]) -> bool {
+    path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/'
 }
 
 fn trim_slashes(mut b: &[u8]) -> &[u8] {
@@ -51,11 +110,89 @@ fn trim_slashes(mut b: &[u8]) -> &[u8] {
     b
 }
 
-/// A file being written: its plan, names, and the pieces still to write.
+/// The entries to restore: snapshots dropped unless asked for, the subvolume selected and its
+/// prefix removed, the path filter applied (with the directories leading to what it names).
+fn select(img: &Image, opts: &ExtractOptions, report: &mut ExtractReport) -> Result<Vec<DirEntry>, ImageError> {
+    let mut entries = img.walk_files()?;
+    if !opts.snapshots {
+        let snaps: Vec<Vec<u8>> = entries
+            .iter()
+            .filter(|e| e.kind == FileKind::Subvolume && img.root_item(e.tree).is_some_and(|r| r.is_snapshot()))
+            .map(|e| e.path.as_bytes().to_vec())
+            .collect();
+        report.snapshots_skipped = snaps.len();
+        entries.retain(|e| !snaps.iter().any(|s| e.path.as_bytes() == &s[..] || under(e.path.as_bytes(), s)));
+    }
+    if let Some(sel) = &opts.subvol {
+        let sub = entries
+            .iter()
+            .find(|e| {
+                e.kind == FileKind::Subvolume
+                    && (e.path.as_bytes() == trim_slashes(sel.as_bytes()) || sel.parse::<u64>() == Ok(e.tree))
+            })
+            .ok_or_else(|| ImageError::NoSuchPath(format!("subvolume {sel}")))?;
+        let prefix = sub.path.as_bytes().to_vec();
+        entries = entries
+            .into_iter()
+            .filter(|e| under(e.path.as_bytes(), &prefix))
+            .map(|mut e| {
+                e.path = OsStr::from_bytes(&e.path.as_bytes()[prefix.len() + 1..]).to_os_string();
+                e
+            })
+            .collect();
+    }
+    entries.retain(|e| wanted(&e.path, &opts.paths));
+    if entries.is_empty() && !opts.paths.is_empty() {
+        let names: Vec<String> = opts.paths.iter().map(|p| p.as_bytes().escape_ascii().to_string()).collect();
+        return Err(ImageError::NoSuchPath(names.join(", ")));
+    }
+    Ok(entries)
+}
+
+/// Shared state of one extract.
+struct Run<'a> {
+    img: &'a Image,
+    dest: Dest,
+    opts: &'a ExtractOptions,
+    policy: Policy,
+    refused: Refused,
+    cancel: &'a AtomicBool,
+    errors: Mutex<Vec<String>>,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Run<'_> {
+    fn error(&self, e: &DirEntry, msg: impl std::fmt::Display) {
+        if let Ok(mut v) = self.errors.lock() {
+            v.push(format!("{}: {msg}", e.path_escaped()));
+        }
+    }
+
+    fn inode(&self, e: &DirEntry) -> Result<(Inode, Xattrs), ImageError> {
+        let tree = self.img.fs_tree(e.tree)?;
+        let ino = self.img.inode(&tree, e.ino)?;
+        let xattrs = if self.opts.xattrs { self.img.xattrs(&tree, e.ino)? } else { Vec::new() };
+        Ok((ino, xattrs))
+    }
+
+    fn parent(&self, e: &DirEntry) -> std::io::Result<(OwnedFd, OsString)> {
+        let (parent, name) = split(&e.path);
+        Ok((self.dest.dir(parent)?, name.to_os_string()))
+    }
+
+    fn stopped(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// A regular file being written: its plan, where, and the pieces still to write.
 struct Job {
     plan: FilePlan,
-    target: PathBuf,
-    tmp: PathBuf,
+    dir: OwnedFd,
+    name: OsString,
+    file: File,
+    inode: Inode,
+    xattrs: Xattrs,
     left: AtomicUsize,
     error: Mutex<Option<String>>,
 }
@@ -63,118 +200,305 @@ struct Job {
 /// Extents written per task: about 1 MiB, so that one large file does not hold a thread while
 /// the others idle.
 const EXTENTS_PER_TASK: usize = 8;
-
-/// Plan one file and create its temporary file at full size.
-fn start_job(img: &Image, dest: &Path, e: &DirEntry, force: bool) -> Result<Job, String> {
-    let target = dest.join(&e.path);
-    if !force && fs::symlink_metadata(&target).is_ok() {
-        return Err(format!("{} exists (use --force to replace it)", target.display()));
-    }
-    let plan = img
-        .fs_tree(e.tree)
-        .map_err(ImageError::from)
-        .and_then(|t| plan_file(img, &t, e))
-        .map_err(|err| err.to_string())?;
-    if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent).map_err(|err| format!("{}: {err}", parent.display()))?;
-    }
-    let tmp = target.with_file_name(format!(
-        ".{}.tmp-{}",
-        target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        std::process::id()
-    ));
-    let created = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).and_then(|f| f.set_len(plan.size));
-    if let Err(err) = created {
-        let _ = fs::remove_file(&tmp);
-        return Err(format!("{}: {err}", tmp.display()));
-    }
-    let pieces = plan.extents.len().div_ceil(EXTENTS_PER_TASK).max(1);
-    Ok(Job { plan, target, tmp, left: AtomicUsize::new(pieces), error: Mutex::new(None) })
-}
+/// Files in flight at once (each holds two descriptors).
+const FILES_PER_BATCH: usize = 256;
 
 impl Job {
-    fn failed(&self) -> bool {
-        self.error.lock().map(|g| g.is_some()).unwrap_or(true)
-    }
-
     fn fail(&self, err: String) {
         if let Ok(mut g) = self.error.lock() {
             g.get_or_insert(err);
         }
     }
 
-    /// Write one piece; the last piece publishes the file (or drops its temporary file).
-    fn run(&self, img: &Image, range: std::ops::Range<usize>) {
+    fn failed(&self) -> bool {
+        self.error.lock().map(|g| g.is_some()).unwrap_or(true)
+    }
+
+    /// Write one piece; the last piece restores the metadata and publishes the file, or drops
+    /// its temporary file.
+    fn run(&self, run: &Run<'_>, range: std::ops::Range<usize>) {
+        if run.stopped() {
+            self.fail("interrupted".into());
+        }
         if !self.failed() {
-            let opts = read_options();
-            let r = fs::OpenOptions::new()
-                .write(true)
-                .open(&self.tmp)
-                .map_err(|err| format!("{}: {err}", self.tmp.display()))
-                .and_then(|f| write_extents(img, &self.plan, range, &f, &opts).map_err(|err| err.to_string()));
-            if let Err(err) = r {
-                self.fail(err);
+            let csum = if run.opts.ignore_csum { Csum::Warn } else { Csum::Check };
+            match write_extents(run.img, &self.plan, range, &self.file, &read_options(), csum) {
+                Ok(w) if !w.is_empty() => run.warnings.lock().map(|mut v| v.extend(w)).unwrap_or(()),
+                Ok(_) => {}
+                Err(err) => self.fail(err.to_string()),
             }
         }
         if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if self.failed() {
-                let _ = fs::remove_file(&self.tmp);
-            } else if let Err(err) = fs::rename(&self.tmp, &self.target) {
-                let _ = fs::remove_file(&self.tmp);
-                self.fail(format!("{}: {err}", self.target.display()));
+            let r = if self.failed() {
+                Err(std::io::Error::other("failed"))
+            } else {
+                meta::apply_fd(&self.file, &self.inode, &self.xattrs, &run.policy, false, &run.refused)
+                    .and_then(|()| dest::publish(&self.dir, &self.name, run.opts.force))
+            };
+            if let Err(err) = r {
+                dest::drop_tmp(&self.dir, &self.name);
+                if !self.failed() {
+                    self.fail(err.to_string());
+                }
             }
         }
     }
 }
 
-/// Write the files of `img` (those under `opts.paths`) below `dest`. Directories are created
-/// first; then every file is planned and its temporary file made at full size, and the extents
-/// are written in pieces in parallel (rayon); `progress(done, total)` is called after each piece.
-/// A file that fails is reported in [`ExtractReport::errors`] and never left under its name.
+fn start_job(run: &Run<'_>, e: &DirEntry) -> Result<Job, String> {
+    let (dir, name) = run.parent(e).map_err(|err| format!("parent directory: {err}"))?;
+    if !run.opts.force && dest::exists(&dir, &name) {
+        return Err("exists (use --force to replace it)".into());
+    }
+    let tree = run.img.fs_tree(e.tree).map_err(|err| err.to_string())?;
+    let plan = plan_file(run.img, &tree, e).map_err(|err| err.to_string())?;
+    let (inode, xattrs) = run.inode(e).map_err(|err| err.to_string())?;
+    let fd = dest::create_tmp(&dir, &name).map_err(|err| err.to_string())?;
+    let file = File::from(fd);
+    if let Err(err) = file.set_len(plan.size) {
+        dest::drop_tmp(&dir, &name);
+        return Err(err.to_string());
+    }
+    let pieces = plan.extents.len().div_ceil(EXTENTS_PER_TASK).max(1);
+    Ok(Job { plan, dir, name, file, inode, xattrs, left: AtomicUsize::new(pieces), error: Mutex::new(None) })
+}
+
+/// Write regular files in batches (the first name of each inode); the inodes written.
+fn write_files(run: &Run<'_>, files: &[&DirEntry], progress: &(dyn Fn(usize, usize) + Sync)) -> HashSet<(u64, u64)> {
+    let done = AtomicUsize::new(0);
+    let mut written = HashSet::new();
+    for batch in files.chunks(FILES_PER_BATCH) {
+        if run.stopped() {
+            break;
+        }
+        let jobs: Vec<(&DirEntry, Option<Job>)> = batch
+            .par_iter()
+            .map(|e| match start_job(run, e) {
+                Ok(j) => (*e, Some(j)),
+                Err(err) => {
+                    run.error(e, err);
+                    (*e, None)
+                }
+            })
+            .collect();
+        let tasks: Vec<(&Job, std::ops::Range<usize>)> = jobs
+            .iter()
+            .filter_map(|(_, j)| j.as_ref())
+            .flat_map(|j| {
+                let n = j.plan.extents.len();
+                (0..n.div_ceil(EXTENTS_PER_TASK).max(1))
+                    .map(move |k| (j, k * EXTENTS_PER_TASK..((k + 1) * EXTENTS_PER_TASK).min(n)))
+            })
+            .collect();
+        tasks.par_iter().for_each(|(j, range)| j.run(run, range.clone()));
+        for (e, j) in &jobs {
+            match j.as_ref().and_then(|j| j.error.lock().ok().and_then(|g| g.clone())) {
+                Some(err) => run.error(e, err),
+                None if j.is_some() => {
+                    written.insert((e.tree, e.ino));
+                }
+                None => {}
+            }
+        }
+        progress(done.fetch_add(batch.len(), Ordering::Relaxed) + batch.len(), files.len());
+    }
+    written
+}
+
+/// A symlink, fifo, socket or device node: created under the temporary name, its metadata
+/// restored, renamed into place.
+fn make_other(run: &Run<'_>, e: &DirEntry, report: &mut ExtractReport) -> Result<(), String> {
+    let (dir, name) = run.parent(e).map_err(|err| format!("parent directory: {err}"))?;
+    if !run.opts.force && dest::exists(&dir, &name) {
+        return Err("exists (use --force to replace it)".into());
+    }
+    let (ino, xattrs) = run.inode(e).map_err(|err| err.to_string())?;
+    let created = match e.kind {
+        FileKind::Symlink => {
+            let target = symlink_target(run.img, e).map_err(|err| err.to_string())?;
+            dest::symlink_tmp(&dir, &name, &target)
+        }
+        FileKind::Fifo => dest::mknod_tmp(&dir, &name, rustix::fs::FileType::Fifo, 0),
+        FileKind::Socket => dest::mknod_tmp(&dir, &name, rustix::fs::FileType::Socket, 0),
+        FileKind::CharDevice | FileKind::BlockDevice if !run.policy.root => {
+            report.devices_skipped += 1;
+            return Ok(());
+        }
+        FileKind::CharDevice => {
+            dest::mknod_tmp(&dir, &name, rustix::fs::FileType::CharacterDevice, meta::decode_dev(ino.rdev))
+        }
+        FileKind::BlockDevice => {
+            dest::mknod_tmp(&dir, &name, rustix::fs::FileType::BlockDevice, meta::decode_dev(ino.rdev))
+        }
+        _ => return Err("file type not restored".into()),
+    };
+    created.map_err(|err| err.to_string())?;
+    let symlink = e.kind == FileKind::Symlink;
+    let r = meta::apply_at(&dir, &dest::tmp_name(&name), &ino, &xattrs, &run.policy, symlink, &run.refused)
+        .and_then(|()| dest::publish(&dir, &name, run.opts.force));
+    if let Err(err) = r {
+        dest::drop_tmp(&dir, &name);
+        return Err(err.to_string());
+    }
+    if symlink {
+        report.symlinks += 1;
+    } else {
+        report.special += 1;
+    }
+    Ok(())
+}
+
+/// A symlink's target: the data of its inline extent, bytes exactly.
+fn symlink_target(img: &Image, e: &DirEntry) -> Result<Vec<u8>, ImageError> {
+    let tree = img.fs_tree(e.tree)?;
+    let size = img.inode(&tree, e.ino)?.size;
+    let ext = img.file_extents(&tree, e.ino)?;
+    let first = ext.first().ok_or_else(|| {
+        ImageError::Image(
+            btrfs_image::CorruptKind::FileExtent { file_offset: 0, field: "symlink target", value: 0 }.into(),
+        )
+    })?;
+    let target = extent_bytes(img, first, size.min(4096), &e.path_escaped(), &read_options())?;
+    if target.is_empty() || target.contains(&0) {
+        return Err(ImageError::Image(
+            btrfs_image::CorruptKind::FileExtent { file_offset: 0, field: "symlink target", value: size }.into(),
+        ));
+    }
+    Ok(target)
+}
+
+/// A further name of an inode already written: a hard link to its first name.
+fn make_link(run: &Run<'_>, e: &DirEntry, first: &DirEntry) -> Result<(), String> {
+    let (dir, name) = run.parent(e).map_err(|err| format!("parent directory: {err}"))?;
+    let (src_dir, src) = run.parent(first).map_err(|err| format!("first name: {err}"))?;
+    if !run.opts.force && dest::exists(&dir, &name) {
+        return Err("exists (use --force to replace it)".into());
+    }
+    dest::link_tmp(&src_dir, &src, &dir, &name).map_err(|err| err.to_string())?;
+    dest::publish(&dir, &name, run.opts.force).map_err(|err| {
+        dest::drop_tmp(&dir, &name);
+        err.to_string()
+    })
+}
+
+/// The process umask (from /proc; 022 when unknown).
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let l = s.lines().find(|l| l.starts_with("Umask:"))?;
+            u32::from_str_radix(l.trim_start_matches("Umask:").trim(), 8).ok()
+        })
+        .unwrap_or(0o022)
+}
+
+/// Restore the entries of `img` (as `opts` selects them) below `dest`. Directories first
+/// (mode 0700 while they fill), then regular files in parallel (rayon), then hard links,
+/// symlinks and special files, then directory metadata deepest first. `progress(done, total)`
+/// is called after each batch of files. A file that fails is reported in
+/// [`ExtractReport::errors`] and never left under its name; when `cancel` becomes true (a
+/// signal), work stops, every temporary file is removed and [`ImageError::Interrupted`] is
+/// returned.
 pub fn extract(
     img: &Image,
     dest: &Path,
     opts: &ExtractOptions,
+    cancel: &AtomicBool,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<ExtractReport, ImageError> {
-    let entries: Vec<_> = img.walk_files()?.into_iter().filter(|e| wanted(&e.path, &opts.paths)).collect();
-    if entries.is_empty() && !opts.paths.is_empty() {
-        let names: Vec<String> = opts.paths.iter().map(|p| p.as_bytes().escape_ascii().to_string()).collect();
-        return Err(ImageError::NoSuchPath(names.join(", ")));
-    }
-    let mkdir = |p: PathBuf| fs::create_dir_all(&p).map_err(|err| ImageError::Create { path: p, err });
-    mkdir(dest.to_path_buf())?;
-    for e in entries.iter().filter(|e| matches!(e.kind, FileKind::Directory | FileKind::Subvolume)) {
-        mkdir(dest.join(&e.path))?;
-    }
-    let files: Vec<_> = entries.iter().filter(|e| e.kind == FileKind::Regular).collect();
     let mut report = ExtractReport::default();
-    let mut jobs = Vec::new();
-    for e in &files {
-        match start_job(img, dest, e, opts.force) {
-            Ok(j) => jobs.push(j),
-            Err(err) => report.errors.push(err),
+    let entries = select(img, opts, &mut report)?;
+    let root = rustix::process::geteuid().is_root();
+    report.owners_skipped = opts.metadata && !root;
+    let dest = Dest::open(dest).map_err(|err| ImageError::Create { path: dest.to_path_buf(), err })?;
+    report.stale_removed = dest.remove_stale();
+    let policy = Policy { metadata: opts.metadata, xattrs: opts.xattrs, root, umask: umask() };
+    let run = Run {
+        img,
+        dest,
+        opts,
+        policy,
+        refused: Refused::default(),
+        cancel,
+        errors: Mutex::new(Vec::new()),
+        warnings: Mutex::new(Vec::new()),
+    };
+    let is_dir = |e: &&DirEntry| matches!(e.kind, FileKind::Directory | FileKind::Subvolume);
+    // Directories, parents first (the entries are sorted by path).
+    let mut made_dirs = Vec::new();
+    let mut failed_dirs: Vec<&[u8]> = Vec::new();
+    for e in entries.iter().filter(is_dir) {
+        if failed_dirs.iter().any(|d| under(e.path.as_bytes(), d)) {
+            continue;
+        }
+        match run.parent(e).and_then(|(dir, name)| dest::mkdir(&dir, &name)) {
+            Ok(()) => made_dirs.push(e),
+            Err(err) => {
+                run.error(e, err);
+                failed_dirs.push(e.path.as_bytes());
+            }
         }
     }
-    let tasks: Vec<(usize, std::ops::Range<usize>)> = jobs
+    report.dirs = made_dirs.len();
+    let outside = |e: &DirEntry| failed_dirs.iter().any(|d| under(e.path.as_bytes(), d));
+    // Regular files: the first name of each inode carries the data, the others become links.
+    let mut first: HashMap<(u64, u64), &DirEntry> = HashMap::new();
+    let mut files = Vec::new();
+    let mut links = Vec::new();
+    for e in entries.iter().filter(|e| e.kind == FileKind::Regular && !outside(e)) {
+        match first.get(&(e.tree, e.ino)) {
+            Some(f) => links.push((e, *f)),
+            None => {
+                first.insert((e.tree, e.ino), e);
+                files.push(e);
+            }
+        }
+    }
+    let written = write_files(&run, &files, progress);
+    report.files = written.len();
+    for (e, f) in links {
+        if run.stopped() {
+            break;
+        }
+        if !written.contains(&(f.tree, f.ino)) {
+            run.error(e, "not linked: its first name failed");
+            continue;
+        }
+        match make_link(&run, e, f) {
+            Ok(()) => report.hardlinks += 1,
+            Err(err) => run.error(e, err),
+        }
+    }
+    let others = entries
         .iter()
-        .enumerate()
-        .flat_map(|(i, j)| {
-            let n = j.plan.extents.len();
-            (0..n.div_ceil(EXTENTS_PER_TASK).max(1))
-                .map(move |k| (i, k * EXTENTS_PER_TASK..((k + 1) * EXTENTS_PER_TASK).min(n)))
-        })
-        .collect();
-    let done = AtomicUsize::new(0);
-    tasks.par_iter().for_each(|(i, range)| {
-        jobs[*i].run(img, range.clone());
-        progress(done.fetch_add(1, Ordering::Relaxed) + 1, tasks.len());
-    });
-    for j in &jobs {
-        if let Ok(Some(e)) = j.error.lock().map(|g| g.clone()) {
-            report.errors.push(e);
+        .filter(|e| !is_dir(e) && e.kind != FileKind::Regular && e.kind != FileKind::Other && !outside(e));
+    for e in others {
+        if run.stopped() {
+            break;
+        }
+        if let Err(err) = make_other(&run, e, &mut report) {
+            run.error(e, err);
         }
     }
-    report.files = files.len() - report.errors.len();
+    // Directory metadata last, deepest first, so that creating their contents does not move
+    // their times.
+    for e in made_dirs.iter().rev() {
+        if run.stopped() {
+            break;
+        }
+        let r = run.inode(e).map_err(|err| err.to_string()).and_then(|(ino, xattrs)| {
+            let fd = run.dest.dir(&e.path).map_err(|err| err.to_string())?;
+            meta::apply_fd(&fd, &ino, &xattrs, &run.policy, true, &run.refused).map_err(|err| err.to_string())
+        });
+        if let Err(err) = r {
+            run.error(e, err);
+        }
+    }
+    if run.stopped() {
+        return Err(ImageError::Interrupted);
+    }
+    report.errors = run.errors.into_inner().unwrap_or_default();
+    report.warnings = run.warnings.into_inner().unwrap_or_default();
+    report.warnings.extend(run.refused.lines());
     Ok(report)
 }

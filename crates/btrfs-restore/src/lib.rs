@@ -2,9 +2,13 @@
 //! `btrfs restore`), `verify` (every compressed extent decoded, every data checksum checked).
 #![forbid(unsafe_code)]
 
+mod dest;
 mod extract;
+mod meta;
+mod usage;
 
 pub use extract::{extract, ExtractOptions, ExtractReport};
+pub use usage::usage;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -40,6 +44,19 @@ pub enum ImageError {
         /// Why.
         err: std::io::Error,
     },
+    /// A data sector whose checksum does not match (the kernel would return EIO on read).
+    #[error("{path}: extent at file offset {file_offset}: data checksum mismatch at {at:#x}")]
+    Csum {
+        /// File.
+        path: String,
+        /// Extent's file offset.
+        file_offset: u64,
+        /// Logical address of the sector.
+        at: u64,
+    },
+    /// SIGINT or SIGTERM: extract stopped and removed its temporary files.
+    #[error("interrupted")]
+    Interrupted,
     /// None of the paths asked for is in the image.
     #[error("no such path in the image: {0}")]
     NoSuchPath(String),
@@ -221,16 +238,62 @@ pub fn plan_file(img: &Image, tree: &Tree, entry: &DirEntry) -> Result<FilePlan,
     Ok(FilePlan { entry: entry.clone(), size, extents })
 }
 
+/// What to do with a data sector whose checksum does not match, as the kernel's read path
+/// would (it returns EIO).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Csum {
+    /// Refuse the extent: [`ImageError::Csum`].
+    Check,
+    /// Write it anyway; the mismatch is returned as a warning (`--ignore-csum`).
+    Warn,
+    /// Do not look at checksums.
+    Skip,
+}
+
+/// A checksum mismatch as an error, or a warning under [`Csum::Warn`].
+fn csum_check(
+    img: &Image,
+    logical: u64,
+    data: &[u8],
+    path: &str,
+    file_offset: u64,
+    csum: Csum,
+    warnings: &mut Vec<String>,
+) -> Result<(), ImageError> {
+    if csum == Csum::Skip {
+        return Ok(());
+    }
+    match img.verify_data(logical, data) {
+        Ok(_) => Ok(()),
+        Err(btrfs_image::Error::BadChecksum { at, .. }) => {
+            let e = ImageError::Csum { path: path.to_string(), file_offset, at };
+            if csum == Csum::Warn {
+                warnings.push(format!("{e} (written anyway: --ignore-csum)"));
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Write extents `range` of `plan` into `f` at their file offsets (`pwrite`); holes, prealloc
-/// and gaps are left to the file's zeros (the caller sizes the file first).
+/// and gaps are left to the file's zeros (the caller sizes the file first). The on-disk bytes
+/// of every regular extent are checked against the csum tree first (`csum`); the warnings of
+/// [`Csum::Warn`] are returned.
 pub fn write_extents(
     img: &Image,
     plan: &FilePlan,
     range: std::ops::Range<usize>,
     f: &std::fs::File,
     opts: &Options,
-) -> Result<(), ImageError> {
+    csum: Csum,
+) -> Result<Vec<String>, ImageError> {
     use std::os::unix::fs::FileExt;
+    let path = plan.entry.path_escaped();
+    let ss = u64::from(img.sb.sectorsize);
+    let mut warnings = Vec::new();
     for e in &plan.extents[range] {
         if e.is_hole() || e.kind == ExtentKind::Prealloc {
             continue;
@@ -240,21 +303,28 @@ pub fn write_extents(
             let mut done = 0;
             while done < len {
                 let k = (len - done).min(PIECE);
-                f.write_all_at(&img.read_logical(e.disk_bytenr + e.offset + done, k as usize)?, e.file_offset + done)?;
+                // Whole sectors, so that each can be checked (the file may end mid-sector).
+                let at = e.disk_bytenr + e.offset + done;
+                let room = e.disk_num_bytes.saturating_sub(e.offset + done);
+                let mut buf = img.read_logical(at, k.next_multiple_of(ss).min(room.max(k)) as usize)?;
+                csum_check(img, at, &buf, &path, e.file_offset, csum, &mut warnings)?;
+                buf.truncate(k as usize);
+                f.write_all_at(&buf, e.file_offset + done)?;
                 done += k;
             }
         } else if e.kind == ExtentKind::Regular {
-            write_compressed(img, e, len as usize, &plan.entry.path_escaped(), f, opts)?;
+            write_compressed(img, e, len as usize, &path, f, opts, csum, &mut warnings)?;
         } else {
-            f.write_all_at(&extent_bytes(img, e, len, &plan.entry.path_escaped(), opts)?, e.file_offset)?;
+            f.write_all_at(&extent_bytes(img, e, len, &path, opts)?, e.file_offset)?;
         }
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// Decode a compressed regular extent straight from the image into the file: the disk bytes are
 /// read into the compressed pages, decompressed into destination pages that are not cleared
 /// first, and written from those pages (no intermediate buffers).
+#[allow(clippy::too_many_arguments)]
 fn write_compressed(
     img: &Image,
     e: &FileExtent,
@@ -262,6 +332,8 @@ fn write_compressed(
     path: &str,
     f: &std::fs::File,
     opts: &Options,
+    csum: Csum,
+    warnings: &mut Vec<String>,
 ) -> Result<(), ImageError> {
     use std::os::unix::fs::FileExt;
     let fail = |err: Error| ImageError::Extent { path: path.to_string(), file_offset: e.file_offset, err };
@@ -277,10 +349,12 @@ fn write_compressed(
     let r = btrfs_compress::with_ctx(opts, |ctx| {
         let mem = ctx.mem().clone();
         let cb = match btrfs_compress::CompressedBio::read_with(&mem, disk, opts.effective_out_order(), |off, buf| {
-            img.read_logical_into(e.disk_bytenr + off as u64, buf)
+            let at = e.disk_bytenr + off as u64;
+            img.read_logical_into(at, buf)?;
+            csum_check(img, at, buf, path, e.file_offset, csum, warnings)
         })? {
             Ok(cb) => cb,
-            Err(err) => return Ok(Err(ImageError::from(err))),
+            Err(err) => return Ok(Err(err)),
         };
         let mut dest =
             btrfs_compress::DestRange::new_dirty(&mem, e.offset as usize, len, opts.effective_folio_order())?;

@@ -65,7 +65,7 @@ fn read_back(img: &btrfs_image::Image, tree: &btrfs_image::Tree, e: &btrfs_image
     let path = tempfile_path();
     let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
     f.set_len(plan.size).unwrap();
-    write_extents(img, &plan, 0..plan.extents.len(), &f, opts).unwrap();
+    write_extents(img, &plan, 0..plan.extents.len(), &f, opts, btrfs_restore::Csum::Check).unwrap();
     let got = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     got
