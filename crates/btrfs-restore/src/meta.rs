@@ -133,8 +133,9 @@ pub(crate) fn apply_at(
     Ok(())
 }
 
-/// The kernel's `new_decode_dev()` of an inode's rdev, as the C library's dev_t.
+/// An inode item's rdev, which btrfs stores as the kernel's own `dev_t` (`MAJOR()` above
+/// `MINORBITS` = 20), as the C library's dev_t.
 pub(crate) fn decode_dev(rdev: u64) -> u64 {
-    let (major, minor) = ((rdev & 0xfff00) >> 8, (rdev & 0xff) | ((rdev >> 12) & 0xfff00));
+    let (major, minor) = (rdev >> 20, rdev & 0xf_ffff);
     rfs::makedev(u32::try_from(major).unwrap_or(0), u32::try_from(minor).unwrap_or(0))
 }
