@@ -67,7 +67,30 @@ pub fn run(c: InspectCmd) -> Result<(), Fail> {
     )
     .map_err(w)?;
     for f in &files {
-        writeln!(out, "{} {} size {} (tree {} inode {})", f.kind, f.path, f.size, f.tree, f.ino).map_err(w)?;
+        let extra = match (&f.target, &f.subvolume) {
+            (Some(t), _) => format!(" -> {t}"),
+            (_, Some(s)) => format!(
+                " id {} generation {}{}{}",
+                f.tree,
+                s.generation,
+                if s.snapshot { " snapshot" } else { "" },
+                if s.readonly { " readonly" } else { "" }
+            ),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "{} {} size {} mode {:o} {}:{} (tree {} inode {}){extra}",
+            f.kind,
+            f.path,
+            f.size,
+            f.mode & 0o7777,
+            f.uid,
+            f.gid,
+            f.tree,
+            f.ino
+        )
+        .map_err(w)?;
         for e in &f.extents {
             writeln!(
                 out,

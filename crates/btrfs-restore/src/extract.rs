@@ -349,7 +349,7 @@ fn make_other(run: &Run<'_>, e: &DirEntry, report: &mut ExtractReport) -> Result
 }
 
 /// A symlink's target: the data of its inline extent, bytes exactly.
-fn symlink_target(img: &Image, e: &DirEntry) -> Result<Vec<u8>, ImageError> {
+pub(crate) fn symlink_target(img: &Image, e: &DirEntry) -> Result<Vec<u8>, ImageError> {
     let tree = img.fs_tree(e.tree)?;
     let size = img.inode(&tree, e.ino)?.size;
     let ext = img.file_extents(&tree, e.ino)?;

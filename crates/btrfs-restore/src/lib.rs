@@ -96,8 +96,37 @@ pub struct FileInfo {
     pub kind: &'static str,
     /// i_size.
     pub size: u64,
+    /// Mode bits (type and permissions).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Link count.
+    pub nlink: u32,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i128,
+    /// A symlink's target (escaped like the path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Names of the extended attributes (escaped).
+    pub xattrs: Vec<String>,
+    /// A subvolume's generation and whether it is a snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subvolume: Option<SubvolInfo>,
     /// Extents.
     pub extents: Vec<ExtentInfo>,
+}
+
+/// What `inspect` says of a subvolume (its id is [`FileInfo::tree`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct SubvolInfo {
+    /// Generation of its root.
+    pub generation: u64,
+    /// A snapshot (it names the subvolume it was taken of).
+    pub snapshot: bool,
+    /// Read-only.
+    pub readonly: bool,
 }
 
 fn comp_name(c: u8) -> &'static str {
@@ -126,14 +155,38 @@ pub fn inspect(img: &Image) -> Result<Vec<FileInfo>, ImageError> {
     let mut out = Vec::new();
     for e in img.walk_files()? {
         let tree = img.fs_tree(e.tree)?;
-        let (size, extents) = if e.kind == FileKind::Regular || e.kind == FileKind::Symlink {
-            let ino = img.inode(&tree, e.ino)?;
-            let ext = img.file_extents(&tree, e.ino)?;
-            (ino.size, ext.iter().map(extent_info).collect())
+        let ino = img.inode(&tree, e.ino)?;
+        let extents = if e.kind == FileKind::Regular || e.kind == FileKind::Symlink {
+            img.file_extents(&tree, e.ino)?.iter().map(extent_info).collect()
         } else {
-            (0, Vec::new())
+            Vec::new()
         };
-        out.push(FileInfo { path: e.path_escaped(), tree: e.tree, ino: e.ino, kind: kind_name(e.kind), size, extents });
+        let target = match e.kind {
+            FileKind::Symlink => Some(extract::symlink_target(img, &e)?.escape_ascii().to_string()),
+            _ => None,
+        };
+        let xattrs = img.xattrs(&tree, e.ino)?.iter().map(|(n, _)| n.escape_ascii().to_string()).collect();
+        let subvolume = (e.kind == FileKind::Subvolume).then(|| img.root_item(e.tree)).flatten().map(|r| SubvolInfo {
+            generation: r.generation,
+            snapshot: r.is_snapshot(),
+            readonly: r.flags & btrfs_image::items::root::ROOT_SUBVOL_RDONLY != 0,
+        });
+        out.push(FileInfo {
+            path: e.path_escaped(),
+            tree: e.tree,
+            ino: e.ino,
+            kind: kind_name(e.kind),
+            size: if e.kind == FileKind::Regular || e.kind == FileKind::Symlink { ino.size } else { 0 },
+            mode: ino.mode,
+            uid: ino.uid,
+            gid: ino.gid,
+            nlink: ino.nlink,
+            mtime_ns: i128::from(ino.mtime.sec) * 1_000_000_000 + i128::from(ino.mtime.nsec),
+            target,
+            xattrs,
+            subvolume,
+            extents,
+        });
     }
     Ok(out)
 }
