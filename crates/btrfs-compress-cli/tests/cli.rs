@@ -366,7 +366,7 @@ fn extract_verify_and_inspect_a_kernel_image() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_ne!(std::fs::read(d.path().join("out/zstd_3/text-128k")).unwrap(), b"mine");
     // No temporary files remain.
-    let leftovers = walk(&d.path().join("out")).into_iter().filter(|n| n.contains(".tmp-")).count();
+    let leftovers = walk(&d.path().join("out")).into_iter().filter(|n| n.contains("btrfs-compress-tmp")).count();
     assert_eq!(leftovers, 0);
 
     let o = run(&["verify", img]);
@@ -432,8 +432,10 @@ fn unwritable_destinations_fail_cleanly_and_leave_nothing() {
 
 #[test]
 fn a_file_that_fails_to_extract_is_never_left_under_its_name() {
-    // Damage one compressed extent of a raw copy of the fixture image: extract must fail for
-    // that file only, leave no file (and no temporary) under its name, and write the others.
+    // Damage one compressed extent and one plain extent of a raw copy of the fixture image:
+    // their data checksums no longer match, so extract must refuse those files only (exit 1,
+    // naming file and extent), leave nothing under their names, and write the others; with
+    // --ignore-csum the plain one is written with a warning.
     let d = tempfile::tempdir().unwrap();
     let raw = Command::new("zstd").args(["-d", "-q", "-c"]).arg(fixture_image()).output().unwrap();
     if !raw.status.success() {
@@ -442,23 +444,43 @@ fn a_file_that_fails_to_extract_is_never_left_under_its_name() {
     }
     let mut b = raw.stdout;
     let img = btrfs_image::open_bytes(b.clone()).unwrap();
-    let e = img.walk_files().unwrap().into_iter().find(|e| e.path == "zstd_3/text-128k").unwrap();
-    let fe = img.file_extents(&img.fs_tree(e.tree).unwrap(), e.ino).unwrap().remove(0);
-    let phys = img.chunks.map(fe.disk_bytenr, 4096).unwrap() as usize;
+    let at = |path: &str| {
+        let e = img.walk_files().unwrap().into_iter().find(|e| *e.path == *path).unwrap();
+        let fe = img.file_extents(&img.fs_tree(e.tree).unwrap(), e.ino).unwrap().remove(0);
+        img.chunks.map(fe.disk_bytenr, 4096).unwrap() as usize
+    };
+    let (zstd, plain) = (at("zstd_3/text-128k"), at("heuristic/heuristic-random"));
     drop(img);
-    for x in &mut b[phys + 16..phys + 64] {
+    for x in &mut b[zstd + 16..zstd + 64] {
         *x ^= 0xff;
     }
+    b[plain + 5000] ^= 0x01;
     let path = d.path().join("damaged.img");
     std::fs::write(&path, &b).unwrap();
     let dest = d.path().join("out");
     let o = run(&["extract", path.to_str().unwrap(), dest.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("zstd_3/text-128k"), "{}", stderr(&o));
-    assert!(!dest.join("zstd_3/text-128k").exists());
+    for f in ["zstd_3/text-128k", "heuristic/heuristic-random"] {
+        assert!(
+            stderr(&o).contains(&format!("{f}: extent at file offset 0: data checksum mismatch")),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!dest.join(f).exists());
+    }
     assert!(dest.join("zstd_3/unaligned-100000").exists());
-    let leftovers = walk(&dest).into_iter().filter(|n| n.contains(".tmp-")).count();
+    let leftovers = walk(&dest).into_iter().filter(|n| n.contains("btrfs-compress-tmp")).count();
     assert_eq!(leftovers, 0);
+    let dest2 = d.path().join("out2");
+    let o = run(&["extract", "--ignore-csum", path.to_str().unwrap(), dest2.to_str().unwrap()]);
+    assert!(stderr(&o).contains("warning: heuristic/heuristic-random: extent at file offset 0"), "{}", stderr(&o));
+    let got = std::fs::read(dest2.join("heuristic/heuristic-random")).unwrap();
+    let good = std::fs::read(dest.parent().unwrap().join("out/heuristic/heuristic-half-random"));
+    assert!(good.is_ok(), "the intact neighbour was written");
+    assert_eq!(got.len(), 131072);
+    // The damaged compressed extent still does not decode: that file stays unwritten.
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!dest2.join("zstd_3/text-128k").exists());
 }
 
 #[test]
@@ -523,4 +545,31 @@ fn estimate_reports_every_option_and_refuses_bad_input() {
     let o = run(&["estimate", d.path().join("missing").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("missing"), "{}", stderr(&o));
+}
+
+#[test]
+fn usage_prints_compsizes_report_and_json() {
+    let img = fixture_image();
+    let o = run(&["usage", "-b", img.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.starts_with("Processed "), "{out}");
+    assert!(out.lines().nth(1).unwrap().starts_with("Type       Perc     Disk Usage   Uncompressed Referenced"));
+    let total: Vec<&str> = out.lines().nth(2).unwrap().split_whitespace().collect();
+    assert_eq!(total[0], "TOTAL");
+    let o = run(&["usage", "--json", img.to_str().unwrap(), "zstd_3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["files", "regular_extents", "refs", "inline"] {
+        assert!(j[k].is_u64(), "{k}: {j}");
+    }
+    let types = j["types"].as_array().unwrap();
+    assert_eq!(types[0]["type"], "TOTAL");
+    assert!(types.iter().any(|t| t["type"] == "zstd"));
+    assert!(types.iter().all(|t| t["disk_bytes"].is_u64() && t["referenced_bytes"].is_u64()));
+    let o = run(&["usage", img.to_str().unwrap(), "no/such/path"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no such path"), "{}", stderr(&o));
+    let o = run(&["usage", "--bogus", img.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
 }
