@@ -1,40 +1,46 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-only
-# Extract a btrfs image with `btrfs-compress extract` and with `btrfs restore`, same image,
-# wall time of each (median of 3), and check the two trees are identical.
-# The image: a loop-mounted btrfs (compress-force=${OPT:-zstd:3}) holding a copy of $SRC
-# (default /usr/bin and /usr/lib/x86_64-linux-gnu: real binaries and libraries). Needs root.
-# Usage: tools/bench-extract.sh [IMAGE]   (an existing image is used as is)
+# `btrfs-compress extract` (all metadata) against `btrfs restore -S -m -x` (symlinks, metadata,
+# xattrs) of the same image into tmpfs (so that the destination disk does not decide), runs
+# alternating, median of ${RUNS:-5} each with min and max; then the same on the small fixture
+# image (fixtures/6.1.0-50-amd64, raw) with ${SMALL_RUNS:-11} runs. Checks the trees agree on
+# file contents. Needs root and btrfs-progs.
+# The large image: a loop-mounted btrfs (compress-force=${OPT:-zstd:3}) holding a copy of $SRC
+# (default /usr/bin and /usr/lib/x86_64-linux-gnu). Usage: tools/bench-extract.sh [IMAGE]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin="$top/target/release/btrfs-compress"
-[ -x "$bin" ] || cargo build --release --bin btrfs-compress --manifest-path "$top/Cargo.toml"
+cargo build -q --release --bin btrfs-compress --manifest-path "$top/Cargo.toml"
 work=$(mktemp -d)
-trap 'umount "$work/mnt" 2>/dev/null || true; rm -rf "$work"' EXIT
+mkdir "$work/mnt" "$work/t"
+mount -t tmpfs -o size=12G tmpfs "$work/t"
+trap 'umount "$work/mnt" 2>/dev/null || true; umount "$work/t" 2>/dev/null || true; rm -rf "$work"' EXIT
 img=${1:-}
 if [ -z "$img" ]; then
   img="$work/bench.img"
   truncate -s 3G "$img"
   mkfs.btrfs -q -f "$img"
-  mkdir "$work/mnt"
   mount -o loop,compress-force="${OPT:-zstd:3}" "$img" "$work/mnt"
   for s in ${SRC:-/usr/bin /usr/lib/x86_64-linux-gnu}; do cp -a "$s" "$work/mnt/" 2>/dev/null || true; done
   sync
   umount "$work/mnt"
 fi
-ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); }
-med() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
-ours=(); theirs=()
-for i in 1 2 3; do
-  rm -rf "$work/a" "$work/b"; mkdir "$work/b"
-  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  ours+=("$(ms "$bin" extract "$img" "$work/a")")
-  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  theirs+=("$(ms btrfs restore "$img" "$work/b")")
-done
-o=$(med "${ours[@]}"); t=$(med "${theirs[@]}")
-echo "image $(du -h --apparent-size "$img" | cut -f1) ($(du -sh "$work/a" | cut -f1) of files)"
-echo "btrfs-compress extract: ${o} ms (runs: ${ours[*]})"
-echo "btrfs restore:          ${t} ms (runs: ${theirs[*]})"
-echo "speedup: $(awk -v a="$t" -v b="$o" 'BEGIN { printf "%.2fx", a / b }')"
-diff -r --no-dereference "$work/a" "$work/b" >/dev/null && echo "trees identical" || echo "trees DIFFER"
+ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1 || true; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); }
+stats() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {printf "median %d ms (min %d, max %d)", v[int((NR+1)/2)], v[1], v[NR]}'; }
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+compare() { # IMAGE RUNS LABEL
+  local img=$1 runs=$2 ours=() theirs=()
+  for i in $(seq "$runs"); do
+    rm -rf "$work/t/a" "$work/t/b"; mkdir "$work/t/b"
+    ours+=("$(ms "$bin" extract "$img" "$work/t/a")")
+    theirs+=("$(ms btrfs restore -S -m -x "$img" "$work/t/b")")
+  done
+  echo "$3: btrfs-compress extract: $(stats "${ours[@]}")"
+  echo "$3: btrfs restore -S -m -x: $(stats "${theirs[@]}")"
+  echo "$3: ratio (restore / extract, medians): $(awk -v a="$(median "${theirs[@]}")" -v b="$(median "${ours[@]}")" 'BEGIN { printf "%.2fx", a / b }')"
+  diff -r --no-dereference "$work/t/a" "$work/t/b" >/dev/null && echo "$3: trees identical" || echo "$3: trees DIFFER (diff -r)"
+}
+echo "image $(du -h --apparent-size "$img" | cut -f1)"
+compare "$img" "${RUNS:-5}" large
+zstd -q -d -f "$top/fixtures/6.1.0-50-amd64/image.img.zst" -o "$work/small.img"
+compare "$work/small.img" "${SMALL_RUNS:-11}" small
