@@ -69,10 +69,11 @@ impl Dest {
         let rel = if rel.is_empty() { OsStr::new(".") } else { rel };
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
         match rfs::openat2(&self.root, rel, flags, Mode::empty(), resolve) {
-            Err(rustix::io::Errno::NOSYS) => {}
+            // No openat2 (before 5.6), or a seccomp filter that refuses it.
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {}
             r => return r.map_err(errno),
         }
-        // No openat2: one component at a time (names are checked: no "..", no "/").
+        // One component at a time (names are checked: no "..", no "/").
         let mut fd = rfs::openat(&self.root, ".", flags, Mode::empty()).map_err(errno)?;
         for c in rel.as_bytes().split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".") {
             fd = rfs::openat(&fd, OsStr::from_bytes(c), flags, Mode::empty()).map_err(errno)?;
@@ -142,7 +143,19 @@ pub(crate) fn create_tmp(dir: impl AsFd, name: &OsStr) -> io::Result<OwnedFd> {
 /// `name` unless `force`.
 pub(crate) fn publish(dir: impl AsFd, name: &OsStr, force: bool) -> io::Result<()> {
     let flags = if force { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
-    rfs::renameat_with(&dir, tmp_name(name), &dir, name, flags).map_err(|e| {
+    let r = match rfs::renameat_with(&dir, tmp_name(name), &dir, name, flags) {
+        // A filesystem without RENAME_NOREPLACE: check, then rename (not atomic against a
+        // racing writer, which DEST is not expected to have).
+        Err(rustix::io::Errno::INVAL) if !force => {
+            if exists(&dir, name) {
+                Err(rustix::io::Errno::EXIST)
+            } else {
+                rfs::renameat(&dir, tmp_name(name), &dir, name)
+            }
+        }
+        r => r,
+    };
+    r.map_err(|e| {
         if e == rustix::io::Errno::EXIST {
             io::Error::new(io::ErrorKind::AlreadyExists, "exists (use --force to replace it)")
         } else {
