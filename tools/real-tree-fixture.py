@@ -8,7 +8,8 @@ owners other than root, old timestamps with nanoseconds (one before 1970), symli
 absolute, dangling, to a directory, a long target), hard links (in one directory and across
 two), names that are not UTF-8, a fifo, a socket, a character and a block device, xattrs
 (user.*, trusted.*, security.capability, POSIX ACLs access and default), a subvolume, a
-snapshot of it and a read-only snapshot.
+snapshot of it and a read-only snapshot; and a directory `evil` beside a symlink `evix` to
+/tmp/btrfs-compress-crafted-outside, for the crafted-image test.
 
 manifest.json: per path (hex of its bytes, and an escaped form for people) its kind, mode, uid,
 gid, atime and mtime in ns, size, nlink, rdev (major, minor), sha256 of the data, symlink target
@@ -153,6 +154,12 @@ def build(mnt, remount):
     subprocess.run(["btrfs", "subvolume", "snapshot", "-r", sv, os.path.join(mnt, "snap-ro")], check=True,
                    stdout=subprocess.DEVNULL)
     write(os.path.join(sv, "after-snapshot"), b"only in the subvolume\n")
+
+    # For the crafted-image test: a directory and a symlink leading outside whose names differ in
+    # one byte (the test renames the symlink's directory entry to the directory's name).
+    os.makedirs(os.path.join(mnt, "evil"))
+    write(os.path.join(mnt, "evil", "payload"), b"must stay inside DEST\n")
+    os.symlink("/tmp/btrfs-compress-crafted-outside", os.path.join(mnt, "evix"))
 
     # Times last, deepest first, so that later changes do not move them; one before 1970.
     stamps = [(631238400, 123456789), (946684799, 999999999), (1234567890, 1), (-86400 * 365, 500)]

@@ -277,3 +277,58 @@ fn a_hostile_destination_is_not_written_through() {
     assert!(!r.errors.is_empty());
     assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "written outside DEST");
 }
+
+/// The real-tree image with the symlink `evix` (to /tmp/btrfs-compress-crafted-outside) renamed
+/// `evil`, the name of a directory beside it holding `payload`, every changed tree block's
+/// checksum made valid again: a crafted image a reader must not trust.
+fn crafted(img: &Path) -> Vec<u8> {
+    let z = std::fs::read(img).unwrap();
+    let mut b = Vec::new();
+    let mut dctx = zstd_safe::DCtx::create();
+    let mut out = vec![0u8; 1 << 20];
+    let mut input = zstd_safe::InBuffer::around(&z);
+    loop {
+        let mut ob = zstd_safe::OutBuffer::around(&mut out[..]);
+        let r = dctx.decompress_stream(&mut ob, &mut input).unwrap();
+        let n = ob.pos();
+        b.extend_from_slice(&out[..n]);
+        if r == 0 && input.pos == z.len() {
+            break;
+        }
+    }
+    let nodesize = btrfs_image::open_bytes(b.clone()).unwrap().sb.nodesize as usize;
+    let mut blocks = std::collections::BTreeSet::new();
+    let mut at = 0;
+    while let Some(i) = b[at..].windows(4).position(|w| w == b"evix") {
+        let p = at + i;
+        b[p + 3] = b'l';
+        blocks.insert(p / nodesize * nodesize);
+        at = p + 4;
+    }
+    assert!(!blocks.is_empty());
+    for s in blocks {
+        let c = crc32c::crc32c(&b[s + 32..s + nodesize]);
+        b[s..s + 4].copy_from_slice(&c.to_le_bytes());
+    }
+    b
+}
+
+#[test]
+fn a_crafted_image_writes_nothing_outside_dest() {
+    let Some((img, _)) = fixture() else { return };
+    let outside = Path::new("/tmp/btrfs-compress-crafted-outside");
+    let _ = std::fs::create_dir(outside);
+    let before: Vec<_> = std::fs::read_dir(outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let image = btrfs_image::open_bytes(crafted(&img)).unwrap();
+    let names: Vec<_> = image.walk_files().unwrap().into_iter().filter(|e| *e.path == *"evil").collect();
+    assert_eq!(names.len(), 2, "the directory and the symlink now share a name");
+    for force in [false, true] {
+        let d = tempfile::tempdir().unwrap();
+        let opts = ExtractOptions { force, ..Default::default() };
+        let r = extract(&image, d.path(), &opts, &AtomicBool::new(false), &|_, _| {}).unwrap();
+        assert!(r.errors.iter().any(|e| e.starts_with("evil:")), "{:?}", r.errors);
+        assert!(d.path().join("evil/payload").is_file());
+        let after: Vec<_> = std::fs::read_dir(outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(before, after, "written outside DEST (force {force})");
+    }
+}
