@@ -46,12 +46,7 @@ impl Usage {
 
     /// One regular extent of `disk` bytes holding `ram` bytes, referenced once.
     pub fn regular(&mut self, t: CompressType, disk: u64, ram: u64) {
-        let i = usize::from(t.code());
-        self.disk[i] += disk;
-        self.uncompressed[i] += ram;
-        self.referenced[i] += ram;
-        self.regular_extents += 1;
-        self.refs += 1;
+        self.reference(usize::from(t.code()), disk, ram, ram, true);
     }
 
     /// Part of a plain delalloc range: its bytes, and an extent where one starts (one per
@@ -60,19 +55,13 @@ impl Usage {
         self.disk[0] += bytes;
         self.uncompressed[0] += bytes;
         self.referenced[0] += bytes;
-        if starts_extent {
-            self.regular_extents += 1;
-            self.refs += 1;
-        }
+        self.regular_extents += u64::from(starts_extent);
+        self.refs += u64::from(starts_extent);
     }
 
     /// One inline extent of `data` bytes holding `ram` bytes.
     pub fn inline_extent(&mut self, t: CompressType, data: u64, ram: u64) {
-        let i = usize::from(t.code());
-        self.disk[i] += data;
-        self.uncompressed[i] += ram;
-        self.referenced[i] += ram;
-        self.inline += 1;
+        self.inline_extent_raw(usize::from(t.code()), data, ram);
     }
 
     /// Total disk bytes.
