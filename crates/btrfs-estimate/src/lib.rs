@@ -513,19 +513,9 @@ fn next(seed: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Stratified random sampling of units (`fraction` of each stratum, at least two where the
-/// stratum has them): per option the ratio estimator of every counter (per input byte, times
-/// the stratum's bytes) and a 95 % interval of the disk bytes (normal approximation with the
-/// finite population correction).
-pub fn estimate_sampled(
-    files: &[(PathBuf, u64)],
-    opts: &[MountOption],
-    rules: &Rules,
-    fraction: f64,
-    seed: u64,
-    progress: &(dyn Fn(u64) + Sync),
-) -> io::Result<(Vec<Sampled>, u64)> {
-    let ss = rules.sectorsize;
+/// Every unit of `files`, probed (unreadable files drop out here, counted), stratified by kind
+/// and, within a kind, by the probe's ratio into quartiles: units of one stratum compress alike.
+fn strata(files: &[(PathBuf, u64)], ss: usize) -> (Vec<Vec<Unit>>, HashSet<usize>) {
     let mut units: Vec<Unit> = Vec::new();
     for (i, (_, size)) in files.iter().enumerate() {
         let size = *size as usize;
@@ -537,8 +527,6 @@ pub fn estimate_sampled(
             units.push(Unit { file: i, start, len: (size - start).min(step), z: 0.0 });
         }
     }
-    // Probe every unit (unreadable files drop out here), then stratify by kind and, within a
-    // kind, by the probe's ratio into quartiles: units of one stratum compress alike.
     let probed: Vec<Option<Unit>> = units
         .par_iter()
         .map(|u| {
@@ -564,6 +552,23 @@ pub fn estimate_sampled(
             strata[k * 4 + i].extend_from_slice(chunk);
         }
     }
+    (strata, unreadable_files)
+}
+
+/// Stratified random sampling of units (`fraction` of each stratum, at least two where the
+/// stratum has them): per option the ratio estimator of every counter (per input byte, times
+/// the stratum's bytes) and a 95 % interval of the disk bytes (normal approximation with the
+/// finite population correction).
+pub fn estimate_sampled(
+    files: &[(PathBuf, u64)],
+    opts: &[MountOption],
+    rules: &Rules,
+    fraction: f64,
+    seed: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> io::Result<(Vec<Sampled>, u64)> {
+    let ss = rules.sectorsize;
+    let (mut strata, unreadable_files) = strata(files, ss);
     let mut seed = seed;
     let mut out: Vec<Sampled> = opts
         .iter()

@@ -392,6 +392,47 @@ fn umask() -> u32 {
         .unwrap_or(0o022)
 }
 
+fn is_dir(e: &&DirEntry) -> bool {
+    matches!(e.kind, FileKind::Directory | FileKind::Subvolume)
+}
+
+/// Create the directories, parents first (the entries are sorted by path); those made, and
+/// the paths of those that failed (nothing is made under them).
+fn make_dirs<'e>(run: &Run<'_>, entries: &'e [DirEntry]) -> (Vec<&'e DirEntry>, Vec<&'e [u8]>) {
+    let mut made = Vec::new();
+    let mut failed: Vec<&[u8]> = Vec::new();
+    for e in entries.iter().filter(is_dir) {
+        if failed.iter().any(|d| under(e.path.as_bytes(), d)) {
+            continue;
+        }
+        match run.parent(e).and_then(|(dir, name)| dest::mkdir(&dir, &name)) {
+            Ok(()) => made.push(e),
+            Err(err) => {
+                run.error(e, err);
+                failed.push(e.path.as_bytes());
+            }
+        }
+    }
+    (made, failed)
+}
+
+/// Directory metadata last, deepest first, so that creating their contents does not move
+/// their times.
+fn dir_metadata(run: &Run<'_>, dirs: &[&DirEntry]) {
+    for e in dirs.iter().rev() {
+        if run.stopped() {
+            break;
+        }
+        let r = run.inode(e).map_err(|err| err.to_string()).and_then(|(ino, xattrs)| {
+            let fd = run.dest.dir(&e.path).map_err(|err| err.to_string())?;
+            meta::apply_fd(&fd, &ino, &xattrs, &run.policy, true, &run.refused).map_err(|err| err.to_string())
+        });
+        if let Err(err) = r {
+            run.error(e, err);
+        }
+    }
+}
+
 /// Restore the entries of `img` (as `opts` selects them) below `dest`. Directories first
 /// (mode 0700 while they fill), then regular files in parallel (rayon), then hard links,
 /// symlinks and special files, then directory metadata deepest first. `progress(done, total)`
@@ -423,22 +464,7 @@ pub fn extract(
         errors: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
     };
-    let is_dir = |e: &&DirEntry| matches!(e.kind, FileKind::Directory | FileKind::Subvolume);
-    // Directories, parents first (the entries are sorted by path).
-    let mut made_dirs = Vec::new();
-    let mut failed_dirs: Vec<&[u8]> = Vec::new();
-    for e in entries.iter().filter(is_dir) {
-        if failed_dirs.iter().any(|d| under(e.path.as_bytes(), d)) {
-            continue;
-        }
-        match run.parent(e).and_then(|(dir, name)| dest::mkdir(&dir, &name)) {
-            Ok(()) => made_dirs.push(e),
-            Err(err) => {
-                run.error(e, err);
-                failed_dirs.push(e.path.as_bytes());
-            }
-        }
-    }
+    let (made_dirs, failed_dirs) = make_dirs(&run, &entries);
     report.dirs = made_dirs.len();
     let outside = |e: &DirEntry| failed_dirs.iter().any(|d| under(e.path.as_bytes(), d));
     // Regular files: the first name of each inode carries the data, the others become links.
@@ -480,20 +506,7 @@ pub fn extract(
             run.error(e, err);
         }
     }
-    // Directory metadata last, deepest first, so that creating their contents does not move
-    // their times.
-    for e in made_dirs.iter().rev() {
-        if run.stopped() {
-            break;
-        }
-        let r = run.inode(e).map_err(|err| err.to_string()).and_then(|(ino, xattrs)| {
-            let fd = run.dest.dir(&e.path).map_err(|err| err.to_string())?;
-            meta::apply_fd(&fd, &ino, &xattrs, &run.policy, true, &run.refused).map_err(|err| err.to_string())
-        });
-        if let Err(err) = r {
-            run.error(e, err);
-        }
-    }
+    dir_metadata(&run, &made_dirs);
     if run.stopped() {
         return Err(ImageError::Interrupted);
     }
