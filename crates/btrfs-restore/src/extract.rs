@@ -324,11 +324,20 @@ fn make_other(run: &Run<'_>, e: &DirEntry, report: &mut ExtractReport) -> Result
             report.devices_skipped += 1;
             return Ok(());
         }
-        FileKind::CharDevice => {
-            dest::mknod_tmp(&dir, &name, rustix::fs::FileType::CharacterDevice, meta::decode_dev(ino.rdev))
-        }
-        FileKind::BlockDevice => {
-            dest::mknod_tmp(&dir, &name, rustix::fs::FileType::BlockDevice, meta::decode_dev(ino.rdev))
+        FileKind::CharDevice | FileKind::BlockDevice => {
+            let ty = if e.kind == FileKind::CharDevice {
+                rustix::fs::FileType::CharacterDevice
+            } else {
+                rustix::fs::FileType::BlockDevice
+            };
+            match dest::mknod_tmp(&dir, &name, ty, meta::decode_dev(ino.rdev)) {
+                // Root without CAP_MKNOD (a container): skipped, as for a user.
+                Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                    report.devices_skipped += 1;
+                    return Ok(());
+                }
+                r => r,
+            }
         }
         _ => return Err("file type not restored".into()),
     };

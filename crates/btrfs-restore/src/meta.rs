@@ -30,23 +30,45 @@ pub(crate) struct Policy {
     pub umask: u32,
 }
 
-/// Extended attributes the destination refused: by name, the first error.
+/// What the destination refused: xattrs by name, and owners, each with a count and the first
+/// error.
 #[derive(Default)]
-pub(crate) struct Refused(Mutex<BTreeMap<Vec<u8>, (usize, String)>>);
+pub(crate) struct Refused {
+    xattrs: Mutex<BTreeMap<Vec<u8>, (usize, String)>>,
+    owners: Mutex<Option<(usize, String)>>,
+}
 
 impl Refused {
     fn note(&self, name: &[u8], e: rustix::io::Errno) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.xattrs.lock() {
             let ent = m.entry(name.to_vec()).or_insert((0, io::Error::from(e).to_string()));
             ent.0 += 1;
         }
     }
 
-    /// One line per refused name: count, name, error.
-    pub(crate) fn lines(&self) -> Vec<String> {
-        let m = self.0.lock().map(|m| m.clone()).unwrap_or_default();
-        m.into_iter().map(|(n, (k, e))| format!("{k} xattrs {} not restored: {e}", n.escape_ascii())).collect()
+    fn owner(&self, e: rustix::io::Errno) {
+        if let Ok(mut o) = self.owners.lock() {
+            o.get_or_insert((0, io::Error::from(e).to_string())).0 += 1;
+        }
     }
+
+    /// One line per refused xattr name (count, name, error), and one for owners.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        let m = self.xattrs.lock().map(|m| m.clone()).unwrap_or_default();
+        let mut v: Vec<String> =
+            m.into_iter().map(|(n, (k, e))| format!("{k} xattrs {} not restored: {e}", n.escape_ascii())).collect();
+        if let Ok(Some((k, e))) = self.owners.lock().map(|o| o.clone()) {
+            v.push(format!("{k} owners not restored: {e}"));
+        }
+        v
+    }
+}
+
+/// Is this `chown` error the destination refusing the owner (an unmapped id in a user
+/// namespace, a filesystem without owners) rather than an I/O failure?
+fn owner_refused(e: rustix::io::Errno) -> bool {
+    use rustix::io::Errno;
+    [Errno::PERM, Errno::INVAL, Errno::OPNOTSUPP].contains(&e)
 }
 
 fn ts(t: Timespec) -> rfs::Timespec {
@@ -82,7 +104,10 @@ pub(crate) fn apply_fd(
     refused: &Refused,
 ) -> io::Result<()> {
     if p.metadata && p.root {
-        rfs::fchown(&fd, Some(Uid::from_raw(ino.uid)), Some(Gid::from_raw(ino.gid)))?;
+        match rfs::fchown(&fd, Some(Uid::from_raw(ino.uid)), Some(Gid::from_raw(ino.gid))) {
+            Err(e) if owner_refused(e) => refused.owner(e),
+            r => r?,
+        }
     }
     rfs::fchmod(&fd, perms(ino, p, dir))?;
     if p.xattrs {
@@ -111,7 +136,10 @@ pub(crate) fn apply_at(
 ) -> io::Result<()> {
     if p.metadata && p.root {
         let (u, g) = (Some(Uid::from_raw(ino.uid)), Some(Gid::from_raw(ino.gid)));
-        rfs::chownat(&dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW)?;
+        match rfs::chownat(&dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(e) if owner_refused(e) => refused.owner(e),
+            r => r?,
+        }
     }
     if !symlink {
         rfs::chmodat(&dir, name, perms(ino, p, false), AtFlags::empty())?;
