@@ -68,7 +68,7 @@ pub fn page_loop_decompress(alg: CompressType, opts: &Options, bios: &mut [(Comp
     with_ctx(opts, |ctx| {
         for (cb, dest) in bios.iter_mut() {
             dest.reset();
-            Codecs::global().decompress_bio_opts(alg, opts, ctx, cb, dest)?;
+            Codecs::global().decompress_bio(alg, opts, ctx, cb, dest)?;
         }
         Ok(())
     })

@@ -31,13 +31,14 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use btrfs_compression::workspace::{WorkspaceManager, ZstdWorkspaceManager};
+use btrfs_compression::workspace::WorkspaceManager;
 pub use btrfs_compression::{
     compression_saves_sector, parse_compress_option, CompressArgs, CompressResult, CompressSpec, CompressType,
     CompressedBio, CorruptKind, DestRange, Error, Result, BTRFS_MAX_COMPRESSED, BTRFS_MAX_UNCOMPRESSED, SECTORSIZE,
 };
 pub use btrfs_lzo::LzoBackend;
 pub use btrfs_zlib::{KernelEra, ZlibBackend};
+use btrfs_zstd::ZstdWorkspaceManager;
 use bytes::Bytes;
 use highmem::FolioVec;
 pub use highmem::{Backend, KmapPool, MapCounters, MapCtx, PhysMem, Strategy};
@@ -180,19 +181,9 @@ impl Codecs {
         }
     }
 
-    /// Models `btrfs_decompress_bio()`: decompress a whole compressed extent into `dest`.
+    /// Models `btrfs_decompress_bio()`: decompress a whole compressed extent into `dest`, with
+    /// the loop variants of `opts`.
     pub fn decompress_bio(
-        &self,
-        alg: CompressType,
-        ctx: &mut MapCtx,
-        cb: &CompressedBio,
-        dest: &mut DestRange,
-    ) -> Result<()> {
-        self.decompress_bio_opts(alg, &Options::default(), ctx, cb, dest)
-    }
-
-    /// [`Codecs::decompress_bio`] with the loop variants of `opts`.
-    pub fn decompress_bio_opts(
         &self,
         alg: CompressType,
         opts: &Options,
@@ -461,7 +452,7 @@ pub fn decompress_extent_full(
         let before = ctx.counters();
         let cb = CompressedBio::from_slice(ctx.mem(), disk)?;
         let mut dest = DestRange::new(ctx.mem(), offset, num_bytes, opts.effective_folio_order())?;
-        Codecs::global().decompress_bio_opts(alg, opts, ctx, &cb, &mut dest)?;
+        Codecs::global().decompress_bio(alg, opts, ctx, &cb, &mut dest)?;
         Ok(Decompressed {
             data: Bytes::from(dest.to_vec()),
             stream_bytes: dest.stream_bytes(),

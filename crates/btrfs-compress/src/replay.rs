@@ -210,7 +210,7 @@ pub fn decompress_piece(ctx: &mut MapCtx, setup: &Setup, extent: &[u8], len: usi
     place_page_cache(&mut dest.pages, setup);
     ctx.reset_events();
     ctx.begin_extent();
-    crate::Codecs::global().decompress_bio_opts(setup.spec.alg, &opts, ctx, &cb, &mut dest)?;
+    crate::Codecs::global().decompress_bio(setup.spec.alg, &opts, ctx, &cb, &mut dest)?;
     let events = ctx.events();
     Ok(Call { entry: entry(setup.spec, true), events, len, extent: None })
 }

@@ -279,7 +279,6 @@ pub fn compress_folios(
         let mut m = frame.map_mut(out, 0, LZO_LEN)?;
         m[..LZO_LEN].copy_from_slice(&(cur_out as u32).to_le_bytes());
     }
-    // Trim folios past the data (lzo allocates lazily, so none should exist).
     Ok(CompressResult { total_in: cur_in - start, total_out: cur_out })
 }
 

@@ -14,12 +14,14 @@
 //! * [`decompress_bio`] and [`decompress`] (inline extents).
 #![forbid(unsafe_code)]
 
-use btrfs_compression::workspace::{ZstdWorkspaceGuard, ZstdWorkspaceManager};
+mod workspace;
+
 use btrfs_compression::{
     alloc_compr_folio, btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio,
     CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
 };
 use highmem::{FolioVec, MapCtx};
+pub use workspace::{zstd_clip_level, ZstdWorkspaceGuard, ZstdWorkspaceManager, ZSTD_BTRFS_RECLAIM};
 use zstd_safe::{CCtx, CParameter, DCtx, DParameter, InBuffer, OutBuffer, ParamSwitch, ResetDirective};
 
 /// `ZSTD_BTRFS_MAX_WINDOWLOG`.
@@ -54,11 +56,6 @@ impl Workspace {
     /// Models `zstd_alloc_workspace()` for `level`, with a `buf_size` buffer (the page size).
     pub fn new(level: i32, buf_size: usize) -> Self {
         Self { cctx: CCtx::create(), dctx: DCtx::create(), buf: vec![0; buf_size], level }
-    }
-
-    /// The level this workspace was sized for.
-    pub fn level(&self) -> i32 {
-        self.level
     }
 
     fn ensure_buf(&mut self, n: usize) {

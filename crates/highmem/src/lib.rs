@@ -49,7 +49,7 @@ mod pool;
 mod strategy;
 
 pub use events::{KernelConfig, KernelEvents, Zone, TLB_SINGLE_PAGE_FLUSH_CEILING, VMAP_BLOCK_MAX_PAGES};
-pub use phys::{Backend, Folio, FolioVec, PhysAddr, PhysMem, SUPPORTED_PAGE_SIZES};
+pub use phys::{Backend, Folio, FolioVec, PhysMem, SUPPORTED_PAGE_SIZES};
 pub use pool::{KmapPool, PoolStats, LAST_PKMAP};
 pub use strategy::{
     Frame, LifoPolicy, MapCounters, MapCtx, MapMut, MapRef, Strategy, DEFAULT_BOUNCE_BYTES, DEFAULT_RANGE_RESERVE,

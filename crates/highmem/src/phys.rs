@@ -40,10 +40,6 @@ impl fmt::Display for Backend {
     }
 }
 
-/// A physical address, like the kernel's `phys_addr_t`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PhysAddr(pub u64);
-
 /// Page sizes the model supports (sectors are always 4 KiB).
 pub const SUPPORTED_PAGE_SIZES: [usize; 3] = [4096, 16384, 65536];
 
@@ -120,7 +116,7 @@ impl PhysMem {
         }
         let bytes = nr_frames.checked_mul(page_size).filter(|&b| b > 0 && b <= 1 << 40).ok_or(MapError::OutOfFrames)?;
         let store = match backend {
-            Backend::Heap => Store::Heap(HeapStore::new(bytes, page_size).map_err(MapError::Os)?),
+            Backend::Heap => Store::Heap(HeapStore::new(bytes).map_err(MapError::Os)?),
             #[cfg(unix)]
             Backend::EmulatedHighmem => Store::Memfd(backend::MemfdStore::new(bytes).map_err(MapError::Os)?),
             #[cfg(not(unix))]
@@ -231,11 +227,6 @@ impl Folio {
     /// Size in bytes (`folio_size()`).
     pub fn size(&self) -> usize {
         self.mem.inner.page_size << self.order
-    }
-
-    /// Physical address of byte `off` of the folio.
-    pub fn phys_addr(&self, off: usize) -> PhysAddr {
-        PhysAddr((self.phys_off() + off) as u64)
     }
 
     /// The memory this folio lives in.

@@ -24,10 +24,10 @@ impl HeapStore {
     /// allocator then uses `calloc`, whose large allocations are fresh zero pages touched only
     /// when used; a page-aligned `alloc_zeroed` would memset (and fault in) the whole store.
     /// Nothing in the heap backend needs page-aligned frames.
-    pub(crate) fn new(len: usize, _page_size: usize) -> std::io::Result<Self> {
+    pub(crate) fn new(len: usize) -> std::io::Result<Self> {
         let layout = Layout::from_size_align(len.max(16), 16)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: `layout` has a non-zero size (at least `align`, a page size).
+        // SAFETY: `layout` has a non-zero size (at least 16 bytes).
         let raw = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(raw)
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::OutOfMemory, "frame store allocation failed"))?;
