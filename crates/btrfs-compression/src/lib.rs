@@ -3,15 +3,17 @@
 //! * [`CompressType`] and the on-disk codes, [`parse_compress_option`] and
 //!   [`btrfs_compress_set_level`] for `compress=ALG[:LEVEL]` strings, clamped as the kernel does;
 //! * [`Error`]: typed errors with the kernel's errno classes (`E2BIG`, `EIO`, `EUCLEAN`);
-//! * [`workspace`]: the generic workspace manager and zstd's per-level manager with its reclaim;
+//! * [`workspace`]: the generic workspace manager (zstd's per-level one is in btrfs-zstd);
 //! * [`heuristic`]: `btrfs_compress_heuristic()` with the kernel's constants;
 //! * [`bio`]: the compressed bio and destination range, and `btrfs_decompress_buf2page()`;
+//! * [`in_place`]: our in-place decompression driver for zlib and zstd (not in the kernel);
 //! * the "must save at least one sector" rule, [`compression_saves_sector`].
 #![forbid(unsafe_code)]
 
 pub mod bio;
 mod error;
 pub mod heuristic;
+pub mod in_place;
 pub mod workspace;
 
 pub use bio::{btrfs_decompress_buf2page, finish_inline, CompressedBio, DestRange};

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 use btrfs_compression::workspace::{WorkspaceGuard, WorkspaceManager};
+use btrfs_compression::in_place::{decompress_in_place, Step, StreamDecoder};
 use btrfs_compression::{
     alloc_compr_folio, btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio,
     CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
@@ -432,91 +433,29 @@ pub fn decompress_bio_in_place(
     let mut head = [0u8; 2];
     let hn = total_in.min(2);
     cb.folios.read_direct(0, &mut head[..hn]);
-    let (mut strm, skip) = new_inflate(&head[..hn], total_in)?;
-    let mut frame = ctx.frame();
-    let mut in_off = 0usize;
-    let mut in_pos_start = skip;
-    let mut remap_dest = false;
-    let mut ended = false;
-    let step = |strm: &mut Decompress, src: &[u8], dst: &mut [u8]| -> Result<(Status, usize, usize)> {
-        let (i0, o0) = (strm.total_in(), strm.total_out());
-        let st = strm.decompress(src, dst, FlushDecompress::None).map_err(stream_err)?;
-        Ok((st, (strm.total_in() - i0) as usize, (strm.total_out() - o0) as usize))
-    };
-    'input: loop {
-        let mut in_map = frame.map(&cb.folios, in_off, total_in - in_off)?;
-        let in_size = in_map.len();
-        let mut in_pos = in_pos_start.min(in_size);
-        in_pos_start = 0;
-        let (src, mut above) = in_map.split();
-        let src = &src[..in_size];
-        while (strm.total_out() as usize) < dest.start {
-            let want = (dest.start - strm.total_out() as usize).min(ps);
-            above.ctx().note_library_call(want);
-            let (st, c, p) = step(&mut strm, &src[in_pos..], &mut ws.buf[..want])?;
-            in_pos += c;
-            if st == Status::StreamEnd {
-                ended = true;
-                break 'input;
-            }
-            if in_pos == in_size {
-                if in_off + in_size >= total_in {
-                    break 'input;
-                }
-                in_off += in_size;
-                continue 'input;
-            }
-            if c == 0 && p == 0 {
-                return Err(stream_err("inflate made no progress"));
-            }
-        }
-        'dest: loop {
-            if dest.is_full() {
-                break 'input;
-            }
-            if remap_dest {
-                above.ctx().note_forced_remap();
-                remap_dest = false;
-            }
-            let at = dest.filled();
-            let want = dest.len - at;
-            let mut m = above.map_mut(&mut dest.pages, at, want)?;
-            let win = m.len();
-            let mut pos = 0usize;
-            loop {
-                m.ctx().note_library_call(win - pos);
-                let (st, c, p) = step(&mut strm, &src[in_pos..], &mut m[pos..])?;
-                in_pos += c;
-                pos += p;
-                let end = st == Status::StreamEnd;
-                if end || pos == win || in_pos == in_size || (c == 0 && p == 0) {
-                    drop(m);
-                    dest.advance(pos);
-                    if end {
-                        ended = true;
-                        break 'input;
-                    }
-                    if pos == win {
-                        continue 'dest;
-                    }
-                    if in_pos < in_size {
-                        return Err(stream_err("inflate made no progress"));
-                    }
-                    if in_off + in_size >= total_in {
-                        break 'input;
-                    }
-                    in_off += in_size;
-                    remap_dest = !dest.is_full();
-                    continue 'input;
-                }
-            }
-        }
-    }
+    let (strm, skip) = new_inflate(&head[..hn], total_in)?;
+    let ended = decompress_in_place(&mut Inflate(strm), &mut ws.buf[..ps], skip, ctx, cb, dest)?;
     if !ended && !dest.is_full() {
         return Err(Error::corrupt(CorruptKind::Truncated { codec: CODEC }));
     }
-    dest.zero_rest(&mut frame)?;
-    Ok(())
+    dest.zero_rest(&mut ctx.frame())
+}
+
+/// Raw inflate as the in-place driver calls it.
+struct Inflate(Decompress);
+
+impl StreamDecoder for Inflate {
+    fn step(&mut self, src: &[u8], dst: &mut [u8]) -> Result<Step> {
+        let (i0, o0) = (self.0.total_in(), self.0.total_out());
+        let st = self.0.decompress(src, dst, FlushDecompress::None).map_err(stream_err)?;
+        let consumed = usize::try_from(self.0.total_in() - i0).unwrap_or(usize::MAX);
+        let produced = usize::try_from(self.0.total_out() - o0).unwrap_or(usize::MAX);
+        Ok(Step { consumed, produced, end: st == Status::StreamEnd })
+    }
+
+    fn stuck(&self) -> Error {
+        stream_err("inflate made no progress")
+    }
 }
 
 /// Models `zlib_decompress()` for inline extents: one `inflate(Z_FINISH)` into the workspace

@@ -16,6 +16,7 @@
 
 mod workspace;
 
+use btrfs_compression::in_place::{decompress_in_place, Step, StreamDecoder};
 use btrfs_compression::{
     alloc_compr_folio, btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio,
     CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
@@ -527,85 +528,29 @@ pub fn decompress_bio_in_place(
     let hn = head.len().min(cb.compressed_len);
     cb.folios.read_direct(0, &mut head[..hn]);
     init_dstream(&mut ws.dctx, &head[..hn])?;
-    let head = &head[..hn];
+    let mut dec = ZstdStream { dctx: &mut ws.dctx, head: &head[..hn] };
+    // A frame that stops early leaves the rest zero, as the kernel's loop does.
+    decompress_in_place(&mut dec, &mut ws.buf[..ps], 0, ctx, cb, dest)?;
+    dest.zero_rest(&mut ctx.frame())
+}
 
-    let mut frame = ctx.frame();
-    let total_in = cb.compressed_len;
-    let mut in_off = 0usize;
-    let mut total_out = 0usize;
-    let mut remap_dest = false;
-    'input: loop {
-        let mut in_map = frame.map(&cb.folios, in_off, total_in - in_off)?;
-        let in_size = in_map.len();
-        let mut in_pos = 0usize;
-        let (src, mut above) = in_map.split();
-        let src = &src[..in_size];
-        // Output before the wanted range: through the workspace buffer, dropped.
-        while total_out < dest.start {
-            let want = (dest.start - total_out).min(ps);
-            let mut ob = OutBuffer::around(&mut ws.buf[..want]);
-            let mut ib = InBuffer { src, pos: in_pos };
-            above.ctx().note_library_call(want);
-            let ret = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, head))?;
-            in_pos = ib.pos;
-            total_out += ob.pos();
-            if ret == 0 {
-                break 'input;
-            }
-            if in_pos == in_size {
-                if in_off + in_size >= total_in {
-                    break 'input;
-                }
-                in_off += in_size;
-                continue 'input;
-            }
-        }
-        'dest: loop {
-            if dest.is_full() {
-                break 'input;
-            }
-            if remap_dest {
-                above.ctx().note_forced_remap();
-                remap_dest = false;
-            }
-            let at = dest.filled();
-            let want = dest.len - at;
-            let mut m = above.map_mut(&mut dest.pages, at, want)?;
-            let win = m.len();
-            let mut pos = 0usize;
-            loop {
-                let (ret, consumed, produced) = {
-                    m.ctx().note_library_call(win - pos);
-                    let mut ob = OutBuffer::around_pos(&mut m[..], pos);
-                    let mut ib = InBuffer { src, pos: in_pos };
-                    let ret = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, head))?;
-                    (ret, ib.pos - in_pos, ob.pos() - pos)
-                };
-                in_pos += consumed;
-                pos += produced;
-                total_out += produced;
-                if ret == 0 || pos == win || in_pos == in_size {
-                    drop(m);
-                    dest.advance(pos);
-                    if ret == 0 {
-                        break 'input; // end of the frame
-                    }
-                    if pos == win {
-                        continue 'dest; // next destination piece (top slot only)
-                    }
-                    // Input exhausted with the destination page half full.
-                    if in_off + in_size >= total_in {
-                        break 'input;
-                    }
-                    in_off += in_size;
-                    remap_dest = !dest.is_full();
-                    continue 'input;
-                }
-            }
-        }
+/// zstd's decoder as the in-place driver calls it.
+struct ZstdStream<'a, 'd> {
+    dctx: &'a mut DCtx<'d>,
+    head: &'a [u8],
+}
+
+impl StreamDecoder for ZstdStream<'_, '_> {
+    fn step(&mut self, src: &[u8], dst: &mut [u8]) -> Result<Step> {
+        let mut ob = OutBuffer::around(dst);
+        let mut ib = InBuffer::around(src);
+        let ret = self.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, self.head))?;
+        Ok(Step { consumed: ib.pos, produced: ob.pos(), end: ret == 0 })
     }
-    dest.zero_rest(&mut frame)?;
-    Ok(())
+
+    fn stuck(&self) -> Error {
+        Error::corrupt(CorruptKind::Truncated { codec: CODEC })
+    }
 }
 
 /// Models `zstd_decompress()` for inline extents: one `decompress_stream` call into a
