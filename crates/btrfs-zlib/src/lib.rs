@@ -10,8 +10,13 @@
 //! wrapper; any valid inflater reads both backends' streams.
 #![forbid(unsafe_code)]
 
+mod in_place;
+mod reference;
+
+pub use in_place::decompress_bio_in_place;
+pub use reference::*;
+
 use btrfs_compression::workspace::{WorkspaceGuard, WorkspaceManager};
-use btrfs_compression::in_place::{decompress_in_place, Step, StreamDecoder};
 use btrfs_compression::{
     alloc_compr_folio, btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio,
     CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
@@ -415,49 +420,6 @@ pub fn decompress_bio(ws: &mut Workspace, ctx: &mut MapCtx, cb: &CompressedBio, 
     Ok(())
 }
 
-/// A variant of [`decompress_bio`] that the kernel does not have: inflate straight into the
-/// destination pages, mapped with the context's strategy above the input mapping, instead of
-/// through the page-sized workspace buffer and [`btrfs_decompress_buf2page`]. Output before
-/// `dest.start` still goes through the workspace buffer and is dropped. With a destination
-/// mapped as one range, inflate also keeps its 32 KiB window in the output itself instead of
-/// copying every page of output into a separate window. Same results as [`decompress_bio`].
-pub fn decompress_bio_in_place(
-    ws: &mut Workspace,
-    ctx: &mut MapCtx,
-    cb: &CompressedBio,
-    dest: &mut DestRange,
-) -> Result<()> {
-    let ps = ctx.mem().page_size();
-    ws.ensure_buf(ps);
-    let total_in = cb.compressed_len;
-    let mut head = [0u8; 2];
-    let hn = total_in.min(2);
-    cb.folios.read_direct(0, &mut head[..hn]);
-    let (strm, skip) = new_inflate(&head[..hn], total_in)?;
-    let ended = decompress_in_place(&mut Inflate(strm), &mut ws.buf[..ps], skip, ctx, cb, dest)?;
-    if !ended && !dest.is_full() {
-        return Err(Error::corrupt(CorruptKind::Truncated { codec: CODEC }));
-    }
-    dest.zero_rest(&mut ctx.frame())
-}
-
-/// Raw inflate as the in-place driver calls it.
-struct Inflate(Decompress);
-
-impl StreamDecoder for Inflate {
-    fn step(&mut self, src: &[u8], dst: &mut [u8]) -> Result<Step> {
-        let (i0, o0) = (self.0.total_in(), self.0.total_out());
-        let st = self.0.decompress(src, dst, FlushDecompress::None).map_err(stream_err)?;
-        let consumed = usize::try_from(self.0.total_in() - i0).unwrap_or(usize::MAX);
-        let produced = usize::try_from(self.0.total_out() - o0).unwrap_or(usize::MAX);
-        Ok(Step { consumed, produced, end: st == Status::StreamEnd })
-    }
-
-    fn stuck(&self) -> Error {
-        stream_err("inflate made no progress")
-    }
-}
-
 /// Models `zlib_decompress()` for inline extents: one `inflate(Z_FINISH)` into the workspace
 /// buffer; the output must cover `destlen` (`-EIO` otherwise, the rest zero-filled). Newer
 /// kernels store a whole sector; only `destlen` bytes are kept.
@@ -488,63 +450,4 @@ pub fn decompress(
     // Like the kernel, a stream that did not reach its end but gave all `destlen` bytes is read.
     let short = (st != Status::StreamEnd).then_some(CorruptKind::Truncated { codec: CODEC });
     finish_inline(&mut frame, dest, dest_off, destlen, &ws.buf[..total_out.min(buf_size)], CODEC, short)
-}
-
-/// The baseline of the benchmarks (not a kernel function): one zlib-rs deflate call with
-/// `Z_FINISH` on a contiguous buffer, fresh stream each time like [`compress_folios`].
-pub fn reference_compress(level: i32, src: &[u8], dst: &mut [u8]) -> Result<usize> {
-    reference_compress_with(ZlibBackend::ZlibRs, level, src, dst)
-}
-
-/// [`reference_compress`] with the given deflate.
-pub fn reference_compress_with(backend: ZlibBackend, level: i32, src: &[u8], dst: &mut [u8]) -> Result<usize> {
-    let mut ws = Workspace { backend, folio_input: false, deflate: None, buf: Vec::new() };
-    let c = ws.deflate_init(level)?;
-    match c.compress(src, dst, FlushCompress::Finish)? {
-        Status::StreamEnd => Ok(c.total_out() as usize),
-        _ => Err(Error::Incompressible("reference output buffer too small")),
-    }
-}
-
-/// The baseline of the benchmarks: one inflate call on a contiguous buffer.
-pub fn reference_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
-    let mut d = Decompress::new(true);
-    d.decompress(src, dst, FlushDecompress::Finish).map_err(stream_err)?;
-    Ok(d.total_out() as usize)
-}
-
-/// A second baseline: the contiguous buffer fed to deflate with the kernel's flush pattern
-/// (`Z_SYNC_FLUSH` after every `page_size` bytes, then `Z_FINISH`) but no pages or mappings.
-/// The difference to [`reference_compress`] is the cost of the flush pattern; the difference
-/// to [`compress_folios`] on the direct map is the cost of the page loop itself.
-pub fn reference_compress_page_flushes(
-    backend: ZlibBackend,
-    level: i32,
-    src: &[u8],
-    dst: &mut [u8],
-    page_size: usize,
-) -> Result<usize> {
-    let mut ws = Workspace { backend, folio_input: false, deflate: None, buf: Vec::new() };
-    let c = ws.deflate_init(level)?;
-    for chunk in src.chunks(page_size.max(1)) {
-        let mut fed = 0;
-        while fed < chunk.len() {
-            let (i0, o0) = (c.total_in(), c.total_out());
-            let out = &mut dst[o0 as usize..];
-            if out.is_empty() {
-                return Err(Error::Incompressible("reference output buffer too small"));
-            }
-            c.compress(&chunk[fed..], out, FlushCompress::Sync)?;
-            fed += (c.total_in() - i0) as usize;
-        }
-    }
-    loop {
-        let o0 = c.total_out() as usize;
-        if c.compress(&[], &mut dst[o0..], FlushCompress::Finish)? == Status::StreamEnd {
-            return Ok(c.total_out() as usize);
-        }
-        if c.total_out() as usize == o0 {
-            return Err(Error::Incompressible("reference output buffer too small"));
-        }
-    }
 }

@@ -14,9 +14,16 @@
 //! * [`decompress_bio`] and [`decompress`] (inline extents).
 #![forbid(unsafe_code)]
 
+mod in_place;
+mod lifo_remap;
+mod reference;
+
+pub use in_place::decompress_bio_in_place;
+pub use lifo_remap::compress_folios_lifo_remap;
+pub use reference::*;
+
 mod workspace;
 
-use btrfs_compression::in_place::{decompress_in_place, Step, StreamDecoder};
 use btrfs_compression::{
     alloc_compr_folio, btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio,
     CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
@@ -229,144 +236,6 @@ fn end_stream(
     }
 }
 
-/// The zstd loop of Fabio De Francesco's 2022 kmap_local conversion, v1-v4 (11-16 Jun 2022;
-/// v4 was briefly in for-next, never merged):
-/// input mapped first (lower slot), output mapped above it with kmap_local as well. An output
-/// switch only replaces the top slot, but an input switch while the output page is half full must
-/// unmap the output, unmap the input, map the next input and map the same output page again;
-/// those re-maps are counted as [`highmem::MapCounters::forced_remaps`]. Produces the same bytes
-/// as [`compress_folios`].
-pub fn compress_folios_lifo_remap(
-    ws: &mut Workspace,
-    level: i32,
-    ctx: &mut MapCtx,
-    args: &CompressArgs<'_>,
-    out: &mut FolioVec,
-) -> Result<CompressResult> {
-    let mem = ctx.mem().clone();
-    let input = args.input;
-    init_cstream(&mut ws.cctx, level, args.len)?;
-    let mut frame = ctx.frame();
-
-    let mut start = args.start;
-    let mut len = args.len;
-    let mut max_out = args.max_out;
-    let mut tot_in = 0usize;
-    let mut tot_out = 0usize;
-    let mut out_size = alloc_compr_folio(&mem, out, args.out_order, max_out)?.min(max_out);
-    let mut out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
-    let mut out_pos = 0usize;
-    let mut remap_out = false;
-
-    'input: loop {
-        let mut in_map = frame.map(input, start, len)?;
-        let cur_len = in_map.len();
-        let mut in_pos = 0usize;
-        let (src, mut above) = in_map.split();
-        'out: loop {
-            // Map (the rest of) the current output folio above the input page.
-            if remap_out {
-                above.ctx().note_forced_remap();
-                remap_out = false;
-            }
-            let mut out_map = above.map_mut(out, out_base + out_pos, out_size - out_pos)?;
-            let win = out_map.len();
-            let mut win_pos = 0usize;
-            loop {
-                let (consumed, produced) = {
-                    out_map.ctx().note_library_call(cur_len - in_pos);
-                    let mut ob = OutBuffer::around_pos(&mut out_map[..], win_pos);
-                    let mut ib = InBuffer { src: &src[..cur_len], pos: in_pos };
-                    ws.cctx.compress_stream2(&mut ob, &mut ib, zstd_sys_continue()).map_err(lib_err)?;
-                    (ib.pos - in_pos, ob.pos() - win_pos)
-                };
-                in_pos += consumed;
-                win_pos += produced;
-                out_pos += produced;
-                if tot_in + in_pos > EARLY_BAIL_INPUT && tot_in + in_pos < tot_out + out_pos {
-                    return Err(Error::Incompressible("output larger than input (early bail)"));
-                }
-                if out_pos >= max_out {
-                    return Err(Error::Incompressible("output range exhausted"));
-                }
-                if out_pos == out_size {
-                    // Output switch: only the top slot changes.
-                    drop(out_map);
-                    tot_out += out_size;
-                    max_out -= out_size;
-                    out_size = alloc_compr_folio(&mem, out, args.out_order, out.len() + max_out)?.min(max_out);
-                    out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
-                    out_pos = 0;
-                    if in_pos >= len {
-                        tot_in += in_pos;
-                        break 'input;
-                    }
-                    if in_pos == cur_len {
-                        // v4 checks the output switch first: the new output page is mapped at
-                        // once, then the input switch must unmap it (LIFO) and map it again
-                        // above the next input page.
-                        drop(above.map_mut(out, out_base, out_size)?);
-                        remap_out = true;
-                        tot_in += cur_len;
-                        start += cur_len;
-                        len -= cur_len;
-                        continue 'input;
-                    }
-                    continue 'out;
-                }
-                if in_pos >= len {
-                    tot_in += in_pos;
-                    break 'input;
-                }
-                if in_pos == cur_len {
-                    // Input switch with the output page half full: LIFO forces unmapping the
-                    // output first, then the input; the output page is mapped again afterwards.
-                    tot_in += cur_len;
-                    start += cur_len;
-                    len -= cur_len;
-                    remap_out = true;
-                    continue 'input;
-                }
-                if win_pos == win {
-                    // The strategy mapped less than the rest of the folio: map the next piece.
-                    continue 'out;
-                }
-            }
-        }
-    }
-    // End of stream: the output page is mapped alone.
-    let mut frame = ctx.frame();
-    loop {
-        let remaining = {
-            let mut out_map = frame.map_mut(out, out_base + out_pos, out_size - out_pos)?;
-            let dst: &mut [u8] = &mut out_map;
-            let mut ob = OutBuffer::around(dst);
-            let r = ws.cctx.end_stream(&mut ob).map_err(lib_err)?;
-            out_pos += ob.pos();
-            r
-        };
-        if remaining == 0 {
-            tot_out += out_pos;
-            break;
-        }
-        if out_pos >= max_out {
-            return Err(Error::Incompressible("output range exhausted"));
-        }
-        if out_pos < out_size {
-            continue; // the strategy mapped only part of the page
-        }
-        tot_out += out_size;
-        max_out -= out_size;
-        out_size = alloc_compr_folio(&mem, out, args.out_order, out.len() + max_out)?.min(max_out);
-        out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
-        out_pos = 0;
-    }
-    if tot_out >= tot_in {
-        return Err(Error::Incompressible("compressed size not smaller than input"));
-    }
-    Ok(CompressResult { total_in: tot_in, total_out: tot_out })
-}
-
 /// Window size a zstd frame header announces, if the header can be read (RFC 8878 3.1.1.1):
 /// the window descriptor, or the content size for single-segment frames.
 pub fn frame_window_size(src: &[u8]) -> Option<u64> {
@@ -508,51 +377,6 @@ pub fn decompress_bio(ws: &mut Workspace, ctx: &mut MapCtx, cb: &CompressedBio, 
     Ok(())
 }
 
-/// A variant of [`decompress_bio`] that the kernel does not have: decompress straight into the
-/// destination pages, mapped with the context's strategy above the input mapping, instead of
-/// through the page-sized workspace buffer and [`btrfs_decompress_buf2page`]. Output before
-/// `dest.start` still goes to the workspace buffer and is dropped. This is what mapping the
-/// destination as one range enables: with `range` over large folios the whole extent is two
-/// mappings and no copy. With per-page kmap_local the destination page sits above the input
-/// page, so an input switch while a destination page is half full must unmap both and map the
-/// destination page again (counted as forced re-maps). Same results as [`decompress_bio`].
-pub fn decompress_bio_in_place(
-    ws: &mut Workspace,
-    ctx: &mut MapCtx,
-    cb: &CompressedBio,
-    dest: &mut DestRange,
-) -> Result<()> {
-    let ps = ctx.mem().page_size();
-    ws.ensure_buf(ps);
-    let mut head = [0u8; 18];
-    let hn = head.len().min(cb.compressed_len);
-    cb.folios.read_direct(0, &mut head[..hn]);
-    init_dstream(&mut ws.dctx, &head[..hn])?;
-    let mut dec = ZstdStream { dctx: &mut ws.dctx, head: &head[..hn] };
-    // A frame that stops early leaves the rest zero, as the kernel's loop does.
-    decompress_in_place(&mut dec, &mut ws.buf[..ps], 0, ctx, cb, dest)?;
-    dest.zero_rest(&mut ctx.frame())
-}
-
-/// zstd's decoder as the in-place driver calls it.
-struct ZstdStream<'a, 'd> {
-    dctx: &'a mut DCtx<'d>,
-    head: &'a [u8],
-}
-
-impl StreamDecoder for ZstdStream<'_, '_> {
-    fn step(&mut self, src: &[u8], dst: &mut [u8]) -> Result<Step> {
-        let mut ob = OutBuffer::around(dst);
-        let mut ib = InBuffer::around(src);
-        let ret = self.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, self.head))?;
-        Ok(Step { consumed: ib.pos, produced: ob.pos(), end: ret == 0 })
-    }
-
-    fn stuck(&self) -> Error {
-        Error::corrupt(CorruptKind::Truncated { codec: CODEC })
-    }
-}
-
 /// Models `zstd_decompress()` for inline extents: one `decompress_stream` call into a
 /// sector-sized buffer, copied to `dest` at `dest_off`; fewer than `destlen` bytes is `-EIO`
 /// (the rest is zero-filled first). Newer kernels store a whole sector in compressed inline
@@ -585,31 +409,5 @@ pub fn decompress(
             frame.memzero_pages(dest, dest_off, destlen)?;
             Err(e)
         }
-    }
-}
-
-/// The baseline of the benchmarks (not a kernel function): one library call on a contiguous
-/// buffer with the same parameters as [`compress_folios`].
-pub struct Reference {
-    cctx: CCtx<'static>,
-    dctx: DCtx<'static>,
-}
-
-impl Default for Reference {
-    fn default() -> Self {
-        Self { cctx: CCtx::create(), dctx: DCtx::create() }
-    }
-}
-
-impl Reference {
-    /// Compress `src` in one call into `dst`; returns the length.
-    pub fn compress(&mut self, level: i32, src: &[u8], dst: &mut [u8]) -> Result<usize> {
-        init_cstream(&mut self.cctx, level, src.len())?;
-        self.cctx.compress2(dst, src).map_err(lib_err)
-    }
-
-    /// Decompress one frame in one call into `dst`; returns the length.
-    pub fn decompress(&mut self, src: &[u8], dst: &mut [u8]) -> Result<usize> {
-        self.dctx.decompress(dst, src).map_err(|c| stream_err(c, src))
     }
 }
