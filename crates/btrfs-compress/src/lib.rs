@@ -27,6 +27,7 @@
 pub mod replay;
 pub mod usage;
 
+use btrfs_compression::Incompressible;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -291,7 +292,7 @@ pub struct CompressedExtent {
 pub fn compress_extent(data: &[u8], spec: CompressSpec, opts: &Options) -> Result<CompressedExtent> {
     let ext = compress_extent_raw(data, spec, opts)?;
     if !compression_saves_sector(ext.total_in, ext.data.len(), SECTORSIZE) {
-        return Err(Error::Incompressible("compressed extent would not save a sector"));
+        return Err(Error::Incompressible(Incompressible::SavesNoSector));
     }
     Ok(ext)
 }
@@ -378,7 +379,7 @@ pub fn compress_inline(data: &[u8], spec: CompressSpec, max_inline: usize, opts:
     }
     let ext = compress_extent_raw(data, spec, opts)?;
     if ext.data.len() > max_inline {
-        return Err(Error::Incompressible("compressed inline data larger than max_inline"));
+        return Err(Error::Incompressible(Incompressible::InlineTooLarge));
     }
     Ok(ext)
 }

@@ -13,7 +13,7 @@ pub enum Error {
     /// `-E2BIG`: the data did not compress (output would not be smaller, the early bail fired, or
     /// the output folios ran out). Not a failure: the caller stores the data uncompressed.
     #[error("incompressible: {0}")]
-    Incompressible(&'static str),
+    Incompressible(Incompressible),
     /// `-EIO` or `-EUCLEAN`: the compressed data is damaged.
     #[error("corrupt compressed data: {0}")]
     Corrupt(CorruptKind),
@@ -55,6 +55,31 @@ impl Error {
     pub fn corrupt(kind: CorruptKind) -> Self {
         Error::Corrupt(kind)
     }
+}
+
+/// Why the kernel's rules do not store the data compressed (each is `-E2BIG`, or the caller's
+/// "not worth it" check).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Incompressible {
+    /// More than 8 KiB in and the output already larger than the input (zlib, lzo, zstd).
+    #[error("output larger than input (early bail)")]
+    EarlyBail,
+    /// The output folios (at most 128 KiB) or the output range ran out.
+    #[error("out of output folios")]
+    OutOfOutput,
+    /// The finished stream is not smaller than the input.
+    #[error("compressed size not smaller than input")]
+    NotSmaller,
+    /// Smaller, but not by a sector: `compress_file_range()` stores it plain.
+    #[error("compressed extent would not save a sector")]
+    SavesNoSector,
+    /// Compressed inline data larger than `max_inline`.
+    #[error("compressed inline data larger than max_inline")]
+    InlineTooLarge,
+    /// A reference function's output buffer was too small.
+    #[error("reference output buffer too small")]
+    BufferTooSmall,
 }
 
 /// What exactly is wrong with compressed data.

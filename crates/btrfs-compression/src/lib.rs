@@ -17,7 +17,7 @@ pub mod in_place;
 pub mod workspace;
 
 pub use bio::{btrfs_decompress_buf2page, finish_inline, CompressedBio, DestRange};
-pub use error::{CorruptKind, Error, Result};
+pub use error::{CorruptKind, Error, Incompressible, Result};
 
 use std::fmt;
 
@@ -259,7 +259,7 @@ pub fn alloc_compr_folio(
     max_out: usize,
 ) -> Result<usize> {
     if out.len() >= max_out {
-        return Err(Error::Incompressible("out of output folios"));
+        return Err(Error::Incompressible(Incompressible::OutOfOutput));
     }
     // Shrink the order until the folio fits the remaining capacity.
     let mut o = order;

@@ -18,6 +18,7 @@ mod reference;
 pub use reference::*;
 
 use btrfs_compression::workspace::{WorkspaceGuard, WorkspaceManager};
+use btrfs_compression::Incompressible;
 use btrfs_compression::{
     btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
     Error, Result, BTRFS_MAX_COMPRESSED,
@@ -175,7 +176,7 @@ fn decompress_segment(src: &[u8], dst: &mut [u8]) -> Result<usize> {
 fn ensure_out(mem: &PhysMem, out: &mut FolioVec, order: u32, upto: usize, max_out: usize) -> Result<()> {
     while out.len() < upto {
         if out.len() >= max_out {
-            return Err(Error::Incompressible("out of output folios"));
+            return Err(Error::Incompressible(Incompressible::OutOfOutput));
         }
         btrfs_compression::alloc_compr_folio(mem, out, order, max_out)?;
     }
@@ -197,7 +198,7 @@ fn copy_compressed_data_to_page(
     cur_out: &mut usize,
 ) -> Result<()> {
     if *cur_out >= max_out {
-        return Err(Error::Incompressible("out of output folios"));
+        return Err(Error::Incompressible(Incompressible::OutOfOutput));
     }
     debug_assert_eq!(*cur_out / sectorsize, (*cur_out + LZO_LEN - 1) / sectorsize);
     ensure_out(mem, out, order, *cur_out + LZO_LEN, max_out)?;
@@ -216,7 +217,7 @@ fn copy_compressed_data_to_page(
     while done < total {
         let at = *cur_out + done;
         if at >= max_out {
-            return Err(Error::Incompressible("out of output folios"));
+            return Err(Error::Incompressible(Incompressible::OutOfOutput));
         }
         ensure_out(mem, out, order, (at + 1).min(max_out), max_out)?;
         let mut m = frame.map_mut(out, at, total - done)?;
@@ -274,7 +275,7 @@ pub fn compress_folios(
             cur_in += in_len;
             // Making it bigger after two sectors? Give up.
             if cur_in - start > ss * 2 && cur_in - start < cur_out {
-                return Err(Error::Incompressible("output larger than input (early bail)"));
+                return Err(Error::Incompressible(Incompressible::EarlyBail));
             }
         }
     }

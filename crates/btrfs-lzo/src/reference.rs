@@ -1,6 +1,7 @@
 //! Reference functions (not in the kernel): the codec and the btrfs framing over contiguous
 //! buffers, for tests and benchmarks.
 use crate::*;
+use btrfs_compression::Incompressible;
 
 /// The baseline of the benchmarks (not a kernel function): one `lzo1x_1_compress()` call on a
 /// contiguous buffer (no per-sector segments).
@@ -32,7 +33,7 @@ pub fn reference_compress_segments(src: &[u8], dst: &mut [u8], sectorsize: usize
     for chunk in src.chunks(sectorsize) {
         let need = lzo1x_worst_compress(chunk.len());
         if dst.len() < cur + LZO_LEN + need + LZO_LEN {
-            return Err(Error::Incompressible("reference output buffer too small"));
+            return Err(Error::Incompressible(Incompressible::BufferTooSmall));
         }
         let n = LZO_WRKMEM.with(|ctx| {
             let (out, err) = ctx.borrow_mut().compress_to_slice(chunk, &mut dst[cur + LZO_LEN..cur + LZO_LEN + need]);

@@ -17,6 +17,7 @@ pub use in_place::decompress_bio_in_place;
 pub use reference::*;
 
 use btrfs_compression::workspace::{WorkspaceGuard, WorkspaceManager};
+use btrfs_compression::Incompressible;
 use btrfs_compression::{
     alloc_compr_folio, btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio,
     CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
@@ -259,7 +260,7 @@ pub fn compress_folios(
         let (t_in, t_out) = (strm.total_in() as usize, strm.total_out() as usize);
         // We're making it bigger, give up.
         if t_in > EARLY_BAIL_INPUT && t_in < t_out {
-            return Err(Error::Incompressible("output larger than input (early bail)"));
+            return Err(Error::Incompressible(Incompressible::EarlyBail));
         }
         // Another output folio, tested before the end so the stream end has room.
         if out_pos == out_size {
@@ -294,7 +295,7 @@ pub fn compress_folios(
     let total_in = strm.total_in() as usize;
     let total_out = strm.total_out() as usize;
     if total_out >= total_in {
-        return Err(Error::Incompressible("compressed size not smaller than input"));
+        return Err(Error::Incompressible(Incompressible::NotSmaller));
     }
     Ok(CompressResult { total_in, total_out })
 }

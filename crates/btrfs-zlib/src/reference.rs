@@ -1,6 +1,7 @@
 //! Reference functions (not in the kernel): one library call over a contiguous buffer, for
 //! tests and benchmarks.
 use crate::*;
+use btrfs_compression::Incompressible;
 
 /// The baseline of the benchmarks (not a kernel function): one zlib-rs deflate call with
 /// `Z_FINISH` on a contiguous buffer, fresh stream each time like [`compress_folios`].
@@ -14,7 +15,7 @@ pub fn reference_compress_with(backend: ZlibBackend, level: i32, src: &[u8], dst
     let c = ws.deflate_init(level)?;
     match c.compress(src, dst, FlushCompress::Finish)? {
         Status::StreamEnd => Ok(c.total_out() as usize),
-        _ => Err(Error::Incompressible("reference output buffer too small")),
+        _ => Err(Error::Incompressible(Incompressible::BufferTooSmall)),
     }
 }
 
@@ -44,7 +45,7 @@ pub fn reference_compress_page_flushes(
             let (i0, o0) = (c.total_in(), c.total_out());
             let out = &mut dst[o0 as usize..];
             if out.is_empty() {
-                return Err(Error::Incompressible("reference output buffer too small"));
+                return Err(Error::Incompressible(Incompressible::BufferTooSmall));
             }
             c.compress(&chunk[fed..], out, FlushCompress::Sync)?;
             fed += (c.total_in() - i0) as usize;
@@ -56,7 +57,7 @@ pub fn reference_compress_page_flushes(
             return Ok(c.total_out() as usize);
         }
         if c.total_out() as usize == o0 {
-            return Err(Error::Incompressible("reference output buffer too small"));
+            return Err(Error::Incompressible(Incompressible::BufferTooSmall));
         }
     }
 }

@@ -24,6 +24,7 @@ pub use reference::*;
 
 mod workspace;
 
+use btrfs_compression::Incompressible;
 use btrfs_compression::{
     alloc_compr_folio, btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio,
     CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
@@ -153,11 +154,11 @@ pub fn compress_folios(
         }
         // Check to see if we are making it bigger.
         if tot_in + in_pos > EARLY_BAIL_INPUT && tot_in + in_pos < tot_out + out_pos {
-            return Err(Error::Incompressible("output larger than input (early bail)"));
+            return Err(Error::Incompressible(Incompressible::EarlyBail));
         }
         // We've reached the end of our output range.
         if out_pos >= max_out {
-            return Err(Error::Incompressible("output range exhausted"));
+            return Err(Error::Incompressible(Incompressible::OutOfOutput));
         }
         // Need more output space?
         if out_pos == out_size {
@@ -186,7 +187,7 @@ pub fn compress_folios(
     drop(in_map);
     end_stream(ws, &mem, args, out, &mut tot_out, &mut max_out, &mut out_size, &mut out_base, &mut out_pos)?;
     if tot_out >= tot_in {
-        return Err(Error::Incompressible("compressed size not smaller than input"));
+        return Err(Error::Incompressible(Incompressible::NotSmaller));
     }
     Ok(CompressResult { total_in: tot_in, total_out: tot_out })
 }
@@ -223,7 +224,7 @@ fn end_stream(
             return Ok(());
         }
         if *out_pos >= *max_out {
-            return Err(Error::Incompressible("output range exhausted"));
+            return Err(Error::Incompressible(Incompressible::OutOfOutput));
         }
         if *out_pos < *out_size {
             continue; // next page of a multi-page output folio

@@ -1,6 +1,7 @@
 //! The zstd compression loop of v1-v4 of the 2022 kmap_local conversion (not merged): it
 //! kmaps the output page too, so LIFO forces re-maps; kept to count them.
 use crate::*;
+use btrfs_compression::Incompressible;
 
 /// The zstd loop of Fabio De Francesco's 2022 kmap_local conversion, v1-v4 (11-16 Jun 2022;
 /// v4 was briefly in for-next, never merged):
@@ -57,10 +58,10 @@ pub fn compress_folios_lifo_remap(
                 win_pos += produced;
                 out_pos += produced;
                 if tot_in + in_pos > EARLY_BAIL_INPUT && tot_in + in_pos < tot_out + out_pos {
-                    return Err(Error::Incompressible("output larger than input (early bail)"));
+                    return Err(Error::Incompressible(Incompressible::EarlyBail));
                 }
                 if out_pos >= max_out {
-                    return Err(Error::Incompressible("output range exhausted"));
+                    return Err(Error::Incompressible(Incompressible::OutOfOutput));
                 }
                 if out_pos == out_size {
                     // Output switch: only the top slot changes.
@@ -123,7 +124,7 @@ pub fn compress_folios_lifo_remap(
             break;
         }
         if out_pos >= max_out {
-            return Err(Error::Incompressible("output range exhausted"));
+            return Err(Error::Incompressible(Incompressible::OutOfOutput));
         }
         if out_pos < out_size {
             continue; // the strategy mapped only part of the page
@@ -135,7 +136,7 @@ pub fn compress_folios_lifo_remap(
         out_pos = 0;
     }
     if tot_out >= tot_in {
-        return Err(Error::Incompressible("compressed size not smaller than input"));
+        return Err(Error::Incompressible(Incompressible::NotSmaller));
     }
     Ok(CompressResult { total_in: tot_in, total_out: tot_out })
 }
