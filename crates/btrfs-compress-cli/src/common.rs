@@ -5,7 +5,9 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use btrfs_compress::{Backend, Error, LzoBackend, Options, Strategy, ZlibBackend};
+use btrfs_compress::{
+    parse_compress_option, Backend, CompressSpec, CompressType, Error, LzoBackend, Options, Strategy, ZlibBackend,
+};
 use clap::Args;
 
 #[derive(Args, Clone)]
@@ -19,8 +21,9 @@ pub struct MapOpts {
     /// Page size: 4096, 16384 or 65536 (sectors stay 4096).
     #[arg(long, default_value_t = 4096, value_parser = parse_page_size)]
     pub page_size: usize,
-    /// Page-cache folio order (0 = single pages).
-    #[arg(long, default_value_t = 0)]
+    /// Page-cache folio order, 0 (single pages) to 9 (2 MiB folios, MAX_PAGECACHE_ORDER on
+    /// x86-64).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub folio_order: u32,
 }
 
@@ -34,6 +37,27 @@ impl MapOpts {
             out_order: self.folio_order,
             ..Options::default()
         }
+    }
+}
+
+/// `-a ALG[:LEVEL]` as the kernel parses the mount option (bad ones are a bad command line).
+pub fn parse_spec(s: &str) -> Result<CompressSpec, String> {
+    match parse_compress_option(s) {
+        Ok(spec) if spec.alg == CompressType::None => Err(format!("{s:?} is not a compression algorithm")),
+        Ok(spec) => Ok(spec),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `-a ALG` where a level does not matter (decompression): a level is accepted and ignored.
+pub fn parse_alg(s: &str) -> Result<CompressType, String> {
+    parse_spec(s).or_else(|_| parse_spec(s.split(':').next().unwrap_or_default())).map(|spec| spec.alg)
+}
+
+/// Say once on standard error that a level was clamped, as the kernel clamps it.
+pub fn note_clamp(spec: &CompressSpec) {
+    if let Some(w) = spec.clamped_from {
+        eprintln!("btrfs-compress: note: {} level {w} clamped to {} as the kernel does", spec.alg.name(), spec.level);
     }
 }
 

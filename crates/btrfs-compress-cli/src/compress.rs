@@ -2,18 +2,16 @@
 
 use std::path::PathBuf;
 
-use btrfs_compress::{
-    compress_extent, compress_inline, parse_compress_option, LzoBackend, ZlibBackend, BTRFS_MAX_UNCOMPRESSED,
-};
+use btrfs_compress::{compress_extent, compress_inline, CompressSpec, LzoBackend, ZlibBackend, BTRFS_MAX_UNCOMPRESSED};
 use clap::Args;
 
-use crate::common::{parse_lzo, parse_zlib, read_bounded, write_atomic, Fail, MapOpts};
+use crate::common::{note_clamp, parse_lzo, parse_spec, parse_zlib, read_bounded, write_atomic, Fail, MapOpts};
 
 #[derive(Args)]
 pub struct CompressCmd {
     /// Algorithm and level: zlib[:1..9], lzo, zstd[:-15..15].
-    #[arg(short = 'a', long = "alg")]
-    pub alg: String,
+    #[arg(short = 'a', long = "alg", value_parser = parse_spec)]
+    pub alg: CompressSpec,
     #[command(flatten)]
     pub map: MapOpts,
     /// zstd: use the 2022 v1-v4 loop that kmaps the output page too.
@@ -44,10 +42,8 @@ pub struct CompressCmd {
 
 /// Run `compress`.
 pub fn run(c: CompressCmd) -> Result<(), Fail> {
-    let spec = parse_compress_option(&c.alg)?;
-    if let Some(w) = spec.clamped_from {
-        eprintln!("btrfs-compress: note: level {w} clamped to {} as the kernel does", spec.level);
-    }
+    let spec = c.alg;
+    note_clamp(&spec);
     let data = read_bounded(&c.input, BTRFS_MAX_UNCOMPRESSED)?;
     if data.is_empty() {
         return Err(Fail { code: 1, msg: format!("{} is empty", c.input.display()) });

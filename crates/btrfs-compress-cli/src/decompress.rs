@@ -2,16 +2,16 @@
 
 use std::path::PathBuf;
 
-use btrfs_compress::{decompress_extent_full, decompress_inline, parse_compress_option, BTRFS_MAX_COMPRESSED};
+use btrfs_compress::{decompress_extent_full, decompress_inline, CompressType, BTRFS_MAX_COMPRESSED};
 use clap::Args;
 
-use crate::common::{read_bounded, write_atomic, Fail, MapOpts};
+use crate::common::{parse_alg, read_bounded, write_atomic, Fail, MapOpts};
 
 #[derive(Args)]
 pub struct DecompressCmd {
     /// Algorithm: zlib, lzo or zstd (a level is accepted and ignored).
-    #[arg(short = 'a', long = "alg")]
-    pub alg: String,
+    #[arg(short = 'a', long = "alg", value_parser = parse_alg)]
+    pub alg: CompressType,
     /// Decompressed size of the extent (ram_bytes).
     #[arg(long)]
     pub ram_bytes: usize,
@@ -21,6 +21,10 @@ pub struct DecompressCmd {
     /// Bytes wanted (num_bytes); default ram_bytes - offset.
     #[arg(long)]
     pub num_bytes: Option<usize>,
+    /// Accept what the kernel accepts: a stream that ends early is zero-filled, a zstd frame
+    /// holding more than --ram-bytes is cut (each with a warning) instead of being an error.
+    #[arg(long)]
+    pub lenient: bool,
     /// Decode as an inline extent (stricter framing rules, at most one sector).
     #[arg(long)]
     pub inline: bool,
@@ -37,23 +41,37 @@ pub struct DecompressCmd {
 
 /// Run `decompress`.
 pub fn run(d: DecompressCmd) -> Result<(), Fail> {
-    let spec = parse_compress_option(&d.alg)
-        .or_else(|_| parse_compress_option(d.alg.split(':').next().unwrap_or_default()))?;
+    let alg = d.alg;
     let data = read_bounded(&d.input, BTRFS_MAX_COMPRESSED)?;
     let o = d.map.options();
     let out = if d.inline {
         if d.offset != 0 || d.num_bytes.is_some_and(|n| n != d.ram_bytes) {
             return Err(Fail { code: 1, msg: "inline extents are read whole: no --offset/--num-bytes".into() });
         }
-        decompress_inline(spec.alg, &data, d.ram_bytes, &o)?.to_vec()
+        decompress_inline(alg, &data, d.ram_bytes, &o)?.to_vec()
     } else {
         let num = d.num_bytes.unwrap_or(d.ram_bytes.saturating_sub(d.offset));
-        let r = decompress_extent_full(spec.alg, &data, d.ram_bytes, d.offset, num, &o)?;
-        if r.stream_bytes < num {
-            eprintln!(
-                "btrfs-compress: warning: the stream ended after {} of {num} bytes; the rest is zero-filled as the kernel does",
-                r.stream_bytes
-            );
+        if alg == CompressType::Zstd {
+            // zstd frames record their content size: a --ram-bytes below it would drop data.
+            if let Some(n) = btrfs_zstd::frame_content_size(&data).filter(|&n| n > d.ram_bytes as u64) {
+                let msg = format!("the zstd frame holds {n} bytes, more than --ram-bytes {}", d.ram_bytes);
+                if !d.lenient {
+                    return Err(Fail {
+                        code: 1,
+                        msg: format!("{msg} (--lenient to decode the first {})", d.ram_bytes),
+                    });
+                }
+                eprintln!("btrfs-compress: warning: {msg}; the rest is dropped (--lenient)");
+            }
+        }
+        let r = decompress_extent_full(alg, &data, d.ram_bytes, d.offset, num, &o)?;
+        let wanted_end = (d.offset + num).min(d.ram_bytes);
+        if r.stream_bytes < wanted_end {
+            let msg = format!("the stream ended after {} of {} bytes (a truncated extent)", r.stream_bytes, wanted_end);
+            if !d.lenient {
+                return Err(Fail { code: 1, msg: format!("{msg}; --lenient zero-fills the rest as the kernel does") });
+            }
+            eprintln!("btrfs-compress: warning: {msg}; the rest is zero-filled as the kernel does (--lenient)");
         }
         r.data.to_vec()
     };

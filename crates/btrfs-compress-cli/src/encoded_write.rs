@@ -5,16 +5,15 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use btrfs_compress::parse_compress_option;
 use clap::Args;
 
-use crate::common::{io_fail, read_bounded, write_atomic, Fail, MapOpts};
+use crate::common::{io_fail, parse_spec, read_bounded, write_atomic, Fail, MapOpts};
 
 #[derive(Args)]
 pub struct EncodedWriteCmd {
     /// Algorithm and level: zlib[:1..9], lzo, zstd[:-15..15].
-    #[arg(short = 'a', long = "alg")]
-    pub alg: String,
+    #[arg(short = 'a', long = "alg", value_parser = parse_spec)]
+    pub alg: btrfs_compress::CompressSpec,
     #[command(flatten)]
     pub map: MapOpts,
     /// Replace FILE if it exists.
@@ -71,7 +70,8 @@ fn run_tool(cmd: &mut std::process::Command, input: Option<&[u8]>) -> Result<(),
 
 /// Run `encoded-write`.
 pub fn run(c: EncodedWriteCmd) -> Result<(), Fail> {
-    let spec = parse_compress_option(&c.alg)?;
+    let spec = c.alg;
+    crate::common::note_clamp(&spec);
     let dir = c.file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let name = c
         .file

@@ -84,12 +84,12 @@ fn bad_input_gives_clear_errors_and_never_panics() {
     let cases: Vec<(Vec<String>, i32, &str)> = vec![
         (
             vec!["compress".into(), "-a".into(), "brotli".into(), p(d.path(), "small"), p(d.path(), "o1")],
-            1,
+            64,
             "unknown compression algorithm",
         ),
         (
             vec!["compress".into(), "-a".into(), "zstd:x".into(), p(d.path(), "small"), p(d.path(), "o2")],
-            1,
+            64,
             "not a number",
         ),
         (
@@ -206,15 +206,66 @@ fn decompress_truncates_full_sector_inline_output_to_ram_bytes() {
     assert!(o.status.success(), "{}", stderr(&o));
     for inline in [false, true] {
         let out = p(d.path(), &format!("out-{inline}"));
+        // Read as an extent, a frame holding more than ram_bytes needs --lenient.
         let mut args = vec!["decompress", "-a", "zstd", "--ram-bytes", "300"];
-        if inline {
-            args.push("--inline");
-        }
+        args.push(if inline { "--inline" } else { "--lenient" });
         let inl = p(d.path(), "inl");
         args.extend([inl.as_str(), out.as_str()]);
         let o = run(&args);
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(std::fs::read(&out).unwrap(), text(300));
+    }
+}
+
+#[test]
+fn bad_command_lines_exit_64_before_any_work() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("in"), text(50_000)).unwrap();
+    let (i, o) = (p(d.path(), "in"), p(d.path(), "out"));
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["compress", "-a", "lzo:3", &i, &o],
+        vec!["compress", "-a", "none", &i, &o],
+        vec!["compress", "-a", "zstd", "--folio-order", "40", &i, &o],
+        vec!["decompress", "-a", "brotli", "--ram-bytes", "10", &i, &o],
+        vec!["encoded-write", "-a", "zstd:abc", &i, &o],
+        vec!["estimate", "--threads", "0", &i],
+        vec!["bench", "--quick", "--no-report", "--report", &o],
+        vec!["bench", "--quick", "--report", "/proc/no-such-dir/x"],
+        vec!["extract", "--bogus", &i, &o],
+    ];
+    for args in cases {
+        let r = run(&args);
+        assert_eq!(r.status.code(), Some(64), "{args:?}: {}", stderr(&r));
+        assert!(!Path::new(&o).exists(), "{args:?} wrote {o}");
+    }
+    // A clamped level is said once, by every subcommand that takes one.
+    let r = run(&["compress", "-a", "zstd:99", "--force", &i, &o]);
+    assert!(stderr(&r).contains("note: zstd level 99 clamped to 15"), "{}", stderr(&r));
+    let r = run(&["bench", "--quick", "--no-report", "--codecs", "zstd:99", "--strategies", "direct", "--loop", "6.1"]);
+    assert!(stderr(&r).contains("note: zstd level 99 clamped to 15"), "{}", stderr(&r));
+}
+
+#[test]
+fn decompress_refuses_a_truncated_extent_unless_lenient() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("in"), text(131072)).unwrap();
+    for alg in ["zstd", "zlib", "lzo"] {
+        let ext = p(d.path(), &format!("{alg}.ext"));
+        assert!(run(&["compress", "-a", alg, "--force", &p(d.path(), "in"), &ext]).status.success());
+        let full = std::fs::read(&ext).unwrap();
+        let cut = p(d.path(), &format!("{alg}.cut"));
+        std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
+        let out = p(d.path(), &format!("{alg}.out"));
+        let r = run(&["decompress", "-a", alg, "--ram-bytes", "131072", &cut, &out]);
+        assert_eq!(r.status.code(), Some(1), "{alg}: {}", stderr(&r));
+        assert!(!Path::new(&out).exists(), "{alg}: no OUT on error");
+        if alg == "zstd" {
+            // The kernel zero-fills a short zstd stream; --lenient does too, with a warning.
+            let r = run(&["decompress", "-a", alg, "--lenient", "--ram-bytes", "131072", &cut, &out]);
+            assert!(r.status.success(), "{}", stderr(&r));
+            assert!(stderr(&r).contains("warning: the stream ended after"), "{}", stderr(&r));
+            assert_eq!(std::fs::read(&out).unwrap().len(), 131072);
+        }
     }
 }
 

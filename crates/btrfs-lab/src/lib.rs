@@ -371,6 +371,14 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
     let lv = level(args);
     let names = args.codecs.clone().unwrap_or_else(|| lv.codecs.join(","));
     let specs = list(&names, "codec", |n| parse_compress_option(n).ok())?;
+    for s in specs.iter().filter(|s| s.clamped_from.is_some()) {
+        eprintln!(
+            "btrfs-compress: note: {} level {} clamped to {} as the kernel does",
+            s.alg.name(),
+            s.clamped_from.unwrap_or_default(),
+            s.level
+        );
+    }
     let loops = list(args.loops.as_deref().unwrap_or("6.1,7.2,v4-2022"), "loop", KernelLoop::from_name)?;
     let strategies = match &args.strategies {
         Some(s) => list(s, "strategy", Strategy::from_name)?,
