@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import subprocess
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -25,6 +26,9 @@ OPTIONS = ["zlib:1", "zlib:3", "zlib:9", "lzo", "zstd:1", "zstd:3", "zstd:15", "
 
 def main():
     outdir = sys.argv[1] if len(sys.argv) > 1 else f"fixtures/live-{platform.release()}"
+    # The reflink scenario runs xfs_io (xfsprogs).
+    if shutil.which("xfs_io") is None:
+        fl.skip("xfs_io not installed (xfsprogs)", "live-kernel extents")
     files = fl.corpus()
     state = {}
     with fl.scratch_btrfs(256 << 20, "live-kernel extents",

@@ -11,6 +11,7 @@ mod common;
 mod compress;
 mod corpus;
 mod decompress;
+mod docs;
 mod encoded_write;
 mod estimate;
 mod extract;
@@ -30,7 +31,8 @@ use crate::common::Fail;
     version,
     about = "btrfs's compression paths in userspace: kernel-exact extents and the page-mapping lab"
 )]
-struct Cli {
+/// The command line (also the source of the man pages and completions).
+pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -58,6 +60,10 @@ enum Cmd {
     EncodedWrite(encoded_write::EncodedWriteCmd),
     /// Write the files of the kernel kmap trace (tools/qemu-kmap-trace.py) into DIR.
     Corpus(corpus::CorpusCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsCmd),
+    /// Write man pages (btrfs-compress.1 and one per subcommand) into DIR.
+    Man(docs::ManCmd),
     /// What each compression mount option would store for files, as the kernel would write
     /// them (compsize's report per option), without a btrfs filesystem.
     Estimate(estimate::EstimateArgs),
@@ -82,6 +88,8 @@ fn main() -> ExitCode {
         Cmd::Extract(c) => extract::run(c),
         Cmd::Verify(c) => verify::run(c),
         Cmd::Usage(c) => usage::run(c),
+        Cmd::Completions(c) => docs::completions(c),
+        Cmd::Man(c) => docs::man(c),
         Cmd::EncodedWrite(c) => encoded_write::run(c),
         Cmd::Corpus(c) => corpus::run(c),
         Cmd::Estimate(e) => estimate::run(e),

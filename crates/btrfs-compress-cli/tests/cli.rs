@@ -270,6 +270,24 @@ fn decompress_refuses_a_truncated_extent_unless_lenient() {
 }
 
 #[test]
+fn man_pages_and_completions_are_generated() {
+    let d = tempfile::tempdir().unwrap();
+    let r = run(&["man", d.path().to_str().unwrap()]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    for page in ["btrfs-compress.1", "btrfs-compress-extract.1", "btrfs-compress-usage.1", "btrfs-compress-bench.1"] {
+        let t = std::fs::read_to_string(d.path().join(page)).unwrap();
+        assert!(t.starts_with(".ie") || t.contains(".TH"), "{page}");
+    }
+    let t = std::fs::read_to_string(d.path().join("btrfs-compress-extract.1")).unwrap();
+    assert!(t.contains("ignore\\-csum") || t.contains("ignore-csum"), "every flag is in the page");
+    for shell in ["bash", "zsh", "fish"] {
+        let r = run(&["completions", shell]);
+        assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("estimate"), "{shell}");
+    }
+    assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(64));
+}
+
+#[test]
 fn help_and_version_exit_0() {
     assert!(run(&["--help"]).status.success());
     assert!(run(&["--version"]).status.success());
