@@ -61,7 +61,7 @@ fn codecs(c: &mut Criterion) {
                     strategy,
                     folio_order: order,
                     out_order: order,
-                    decompress_in_place: true,
+                    decompress_loop: btrfs_compress::LoopVariant::InPlace,
                     ..Options::default()
                 };
                 let mut bios = bios_for(&o, &ours);

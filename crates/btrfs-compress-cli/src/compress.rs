@@ -49,7 +49,7 @@ pub fn run(c: CompressCmd) -> Result<(), Fail> {
         return Err(Fail { code: 1, msg: format!("{} is empty", c.input.display()) });
     }
     let mut o = c.map.options();
-    o.zstd_lifo_remap = c.zstd_lifo_remap;
+    o.compress_loop = btrfs_compress::LoopVariant::lifo_remap(c.zstd_lifo_remap);
     o.lzo_backend = c.lzo_backend;
     o.zlib_backend = c.zlib_backend;
     let ext =

@@ -37,8 +37,12 @@ pub use btrfs_compression::{
     compression_saves_sector, parse_compress_option, CompressArgs, CompressResult, CompressSpec, CompressType,
     CompressedBio, CorruptKind, DestRange, Error, Result, BTRFS_MAX_COMPRESSED, BTRFS_MAX_UNCOMPRESSED, SECTORSIZE,
 };
+pub use btrfs_compression::{Codec, CodecArgs, LoopVariant};
+use btrfs_lzo::Lzo;
 pub use btrfs_lzo::LzoBackend;
+use btrfs_zlib::Zlib;
 pub use btrfs_zlib::{KernelEra, ZlibBackend};
+use btrfs_zstd::Zstd;
 use btrfs_zstd::ZstdWorkspaceManager;
 use bytes::Bytes;
 use highmem::FolioVec;
@@ -59,8 +63,9 @@ pub struct Options {
     pub folio_order: u32,
     /// Order of the output (compressed) folios; 0 as in the kernel.
     pub out_order: u32,
-    /// zstd: use the 2022 v1-v4 loop that kmaps the output page too (LIFO re-maps).
-    pub zstd_lifo_remap: bool,
+    /// The compression loop: the kernel's, or zstd's 2022 v1-v4 loop that kmaps the output
+    /// page too (LIFO re-maps; the other codecs run the kernel's).
+    pub compress_loop: LoopVariant,
     /// lzo: which LZO1X encoder.
     pub lzo_backend: LzoBackend,
     /// zlib: which deflate (the kernel's, in an era, or zlib-rs).
@@ -69,10 +74,11 @@ pub struct Options {
     /// (`btrfs_calc_input_length()`), instead of up to the end of each page (6.x). With large
     /// folios this changes where the sync flushes fall, hence the bytes.
     pub zlib_folio_input: bool,
-    /// zstd and zlib: decompress straight into the mapped destination pages instead of through
-    /// the workspace buffer and `btrfs_decompress_buf2page()` (not a kernel loop; see
-    /// `btrfs_zstd::decompress_bio_in_place`). lzo ignores it.
-    pub decompress_in_place: bool,
+    /// The decompression loop: the kernel's, or (zstd and zlib) straight into the mapped
+    /// destination pages instead of through the workspace buffer and
+    /// `btrfs_decompress_buf2page()` (not a kernel loop; see `btrfs_zstd::decompress_bio_in_place`).
+    /// lzo runs the kernel's.
+    pub decompress_loop: LoopVariant,
 }
 
 impl Default for Options {
@@ -83,11 +89,11 @@ impl Default for Options {
             page_size: 4096,
             folio_order: 0,
             out_order: 0,
-            zstd_lifo_remap: false,
+            compress_loop: LoopVariant::Kernel,
             lzo_backend: LzoBackend::Kernel,
             zlib_backend: ZlibBackend::default(),
             zlib_folio_input: false,
-            decompress_in_place: false,
+            decompress_loop: LoopVariant::Kernel,
         }
     }
 }
@@ -158,32 +164,26 @@ impl Codecs {
         args: &CompressArgs<'_>,
         out: &mut FolioVec,
     ) -> Result<CompressResult> {
+        let a = CodecArgs { level: spec.level, sectorsize: args.sectorsize, variant: opts.compress_loop };
         match spec.alg {
             CompressType::Zlib => {
                 let mut ws = self.zlib.get();
                 ws.set_backend(opts.zlib_backend);
                 ws.set_folio_input(opts.zlib_folio_input);
-                btrfs_zlib::compress_folios(&mut ws, spec.level, ctx, args, out)
+                Zlib::compress_folios(&mut ws, &a, ctx, args, out)
             }
             CompressType::Lzo => {
                 let mut ws = self.lzo.get();
                 ws.set_backend(opts.lzo_backend);
-                btrfs_lzo::compress_folios(&mut ws, ctx, args, out)
+                Lzo::compress_folios(&mut ws, &a, ctx, args, out)
             }
-            CompressType::Zstd => {
-                let mut ws = self.zstd.get(spec.level);
-                if opts.zstd_lifo_remap {
-                    btrfs_zstd::compress_folios_lifo_remap(&mut ws, spec.level, ctx, args, out)
-                } else {
-                    btrfs_zstd::compress_folios(&mut ws, spec.level, ctx, args, out)
-                }
-            }
+            CompressType::Zstd => Zstd::compress_folios(&mut self.zstd.get(spec.level), &a, ctx, args, out),
             CompressType::None => Err(Error::InvalidArgument("no compression algorithm".into())),
         }
     }
 
     /// Models `btrfs_decompress_bio()`: decompress a whole compressed extent into `dest`, with
-    /// the loop variants of `opts`.
+    /// the loop variant of `opts`.
     pub fn decompress_bio(
         &self,
         alg: CompressType,
@@ -192,16 +192,11 @@ impl Codecs {
         cb: &CompressedBio,
         dest: &mut DestRange,
     ) -> Result<()> {
+        let a = CodecArgs { variant: opts.decompress_loop, ..CodecArgs::default() };
         match alg {
-            CompressType::Zstd if opts.decompress_in_place => {
-                btrfs_zstd::decompress_bio_in_place(&mut self.zstd.get(0), ctx, cb, dest)
-            }
-            CompressType::Zlib if opts.decompress_in_place => {
-                btrfs_zlib::decompress_bio_in_place(&mut self.zlib.get(), ctx, cb, dest)
-            }
-            CompressType::Zlib => btrfs_zlib::decompress_bio(&mut self.zlib.get(), ctx, cb, dest),
-            CompressType::Lzo => btrfs_lzo::decompress_bio(&mut self.lzo.get(), ctx, cb, dest),
-            CompressType::Zstd => btrfs_zstd::decompress_bio(&mut self.zstd.get(0), ctx, cb, dest),
+            CompressType::Zlib => Zlib::decompress_bio(&mut self.zlib.get(), &a, ctx, cb, dest),
+            CompressType::Lzo => Lzo::decompress_bio(&mut self.lzo.get(), &a, ctx, cb, dest),
+            CompressType::Zstd => Zstd::decompress_bio(&mut self.zstd.get(0), &a, ctx, cb, dest),
             CompressType::None => Err(Error::InvalidArgument("extent is not compressed".into())),
         }
     }
@@ -216,14 +211,11 @@ impl Codecs {
         dest_off: usize,
         destlen: usize,
     ) -> Result<()> {
+        let a = CodecArgs::default();
         match alg {
-            CompressType::Zlib => btrfs_zlib::decompress(&mut self.zlib.get(), ctx, data_in, dest, dest_off, destlen),
-            CompressType::Lzo => {
-                btrfs_lzo::decompress(&mut self.lzo.get(), ctx, data_in, dest, dest_off, destlen, SECTORSIZE)
-            }
-            CompressType::Zstd => {
-                btrfs_zstd::decompress(&mut self.zstd.get(0), ctx, data_in, dest, dest_off, destlen, SECTORSIZE)
-            }
+            CompressType::Zlib => Zlib::decompress(&mut self.zlib.get(), &a, ctx, data_in, dest, dest_off, destlen),
+            CompressType::Lzo => Lzo::decompress(&mut self.lzo.get(), &a, ctx, data_in, dest, dest_off, destlen),
+            CompressType::Zstd => Zstd::decompress(&mut self.zstd.get(0), &a, ctx, data_in, dest, dest_off, destlen),
             CompressType::None => Err(Error::InvalidArgument("extent is not compressed".into())),
         }
     }

@@ -65,7 +65,7 @@ impl KernelLoop {
             strategy,
             folio_order: order,
             out_order: 0,
-            zstd_lifo_remap: self == KernelLoop::V4_2022,
+            compress_loop: crate::LoopVariant::lifo_remap(self == KernelLoop::V4_2022),
             // The kernel's deflate of the loop's era; 7.2 feeds it a folio at a time.
             zlib_backend: crate::ZlibBackend::Kernel(if self == KernelLoop::V6_1 {
                 crate::KernelEra::Before6_3

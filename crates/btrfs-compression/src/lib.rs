@@ -5,18 +5,22 @@
 //! * [`Error`]: typed errors with the kernel's errno classes (`E2BIG`, `EIO`, `EUCLEAN`);
 //! * [`workspace`]: the generic workspace manager (zstd's per-level one is in btrfs-zstd);
 //! * [`heuristic`]: `btrfs_compress_heuristic()` with the kernel's constants;
+//! * [`codec`]: the [`Codec`] trait, the kernel's three entry points per codec, and
+//!   [`LoopVariant`];
 //! * [`bio`]: the compressed bio and destination range, and `btrfs_decompress_buf2page()`;
 //! * [`in_place`]: our in-place decompression driver for zlib and zstd (not in the kernel);
 //! * the "must save at least one sector" rule, [`compression_saves_sector`].
 #![forbid(unsafe_code)]
 
 pub mod bio;
+pub mod codec;
 mod error;
 pub mod heuristic;
 pub mod in_place;
 pub mod workspace;
 
 pub use bio::{btrfs_decompress_buf2page, finish_inline, CompressedBio, DestRange};
+pub use codec::{Codec, CodecArgs, LoopVariant};
 pub use error::{CorruptKind, Error, Incompressible, Result};
 
 use std::fmt;

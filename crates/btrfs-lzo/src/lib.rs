@@ -23,6 +23,7 @@ use btrfs_compression::{
     btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
     Error, Result, BTRFS_MAX_COMPRESSED,
 };
+use btrfs_compression::{Codec, CodecArgs};
 use highmem::{FolioVec, Frame, MapCtx, PhysMem};
 use rust_lzo::{LZOContext, LZOError};
 
@@ -402,4 +403,43 @@ pub fn decompress(
         }
     };
     finish_inline(&mut frame, dest, dest_off, destlen, &ws.buf[..out_len], CODEC, None)
+}
+
+/// lzo.c's entry points behind the [`Codec`] interface.
+pub struct Lzo;
+
+impl Codec for Lzo {
+    type Workspace = Workspace;
+
+    fn compress_folios(
+        ws: &mut Workspace,
+        _a: &CodecArgs,
+        ctx: &mut MapCtx,
+        args: &CompressArgs<'_>,
+        out: &mut FolioVec,
+    ) -> Result<CompressResult> {
+        compress_folios(ws, ctx, args, out)
+    }
+
+    fn decompress_bio(
+        ws: &mut Workspace,
+        a: &CodecArgs,
+        ctx: &mut MapCtx,
+        cb: &CompressedBio,
+        dest: &mut DestRange,
+    ) -> Result<()> {
+        decompress_bio_sectorsize(ws, ctx, cb, dest, a.sectorsize)
+    }
+
+    fn decompress(
+        ws: &mut Workspace,
+        a: &CodecArgs,
+        ctx: &mut MapCtx,
+        data_in: &[u8],
+        dest: &mut FolioVec,
+        dest_off: usize,
+        destlen: usize,
+    ) -> Result<()> {
+        decompress(ws, ctx, data_in, dest, dest_off, destlen, a.sectorsize)
+    }
 }

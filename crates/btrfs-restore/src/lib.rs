@@ -252,7 +252,7 @@ pub fn read_options() -> Options {
         strategy: btrfs_compress::Strategy::Range,
         folio_order: 5,
         out_order: 5,
-        decompress_in_place: true,
+        decompress_loop: btrfs_compress::LoopVariant::InPlace,
         ..Options::default()
     }
 }

@@ -22,6 +22,7 @@ use btrfs_compression::{
     alloc_compr_folio, btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio,
     CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
 };
+use btrfs_compression::{Codec, CodecArgs, LoopVariant};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use highmem::{FolioVec, MapCtx};
 pub use kernel_deflate::KernelEra;
@@ -451,4 +452,46 @@ pub fn decompress(
     // Like the kernel, a stream that did not reach its end but gave all `destlen` bytes is read.
     let short = (st != Status::StreamEnd).then_some(CorruptKind::Truncated { codec: CODEC });
     finish_inline(&mut frame, dest, dest_off, destlen, &ws.buf[..total_out.min(buf_size)], CODEC, short)
+}
+
+/// zlib.c's entry points behind the [`Codec`] interface.
+pub struct Zlib;
+
+impl Codec for Zlib {
+    type Workspace = Workspace;
+
+    fn compress_folios(
+        ws: &mut Workspace,
+        a: &CodecArgs,
+        ctx: &mut MapCtx,
+        args: &CompressArgs<'_>,
+        out: &mut FolioVec,
+    ) -> Result<CompressResult> {
+        compress_folios(ws, a.level, ctx, args, out)
+    }
+
+    fn decompress_bio(
+        ws: &mut Workspace,
+        a: &CodecArgs,
+        ctx: &mut MapCtx,
+        cb: &CompressedBio,
+        dest: &mut DestRange,
+    ) -> Result<()> {
+        match a.variant {
+            LoopVariant::InPlace => decompress_bio_in_place(ws, ctx, cb, dest),
+            _ => decompress_bio(ws, ctx, cb, dest),
+        }
+    }
+
+    fn decompress(
+        ws: &mut Workspace,
+        _a: &CodecArgs,
+        ctx: &mut MapCtx,
+        data_in: &[u8],
+        dest: &mut FolioVec,
+        dest_off: usize,
+        destlen: usize,
+    ) -> Result<()> {
+        decompress(ws, ctx, data_in, dest, dest_off, destlen)
+    }
 }

@@ -29,6 +29,7 @@ use btrfs_compression::{
     alloc_compr_folio, btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio,
     CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
 };
+use btrfs_compression::{Codec, CodecArgs, LoopVariant};
 use highmem::{FolioVec, MapCtx};
 pub use workspace::{zstd_clip_level, ZstdWorkspaceGuard, ZstdWorkspaceManager, ZSTD_BTRFS_RECLAIM};
 use zstd_safe::{CCtx, CParameter, DCtx, DParameter, InBuffer, OutBuffer, ParamSwitch, ResetDirective};
@@ -410,5 +411,50 @@ pub fn decompress(
             frame.memzero_pages(dest, dest_off, destlen)?;
             Err(e)
         }
+    }
+}
+
+/// zstd.c's entry points behind the [`Codec`] interface.
+pub struct Zstd;
+
+impl Codec for Zstd {
+    type Workspace = Workspace;
+
+    fn compress_folios(
+        ws: &mut Workspace,
+        a: &CodecArgs,
+        ctx: &mut MapCtx,
+        args: &CompressArgs<'_>,
+        out: &mut FolioVec,
+    ) -> Result<CompressResult> {
+        match a.variant {
+            LoopVariant::LifoRemap2022 => compress_folios_lifo_remap(ws, a.level, ctx, args, out),
+            _ => compress_folios(ws, a.level, ctx, args, out),
+        }
+    }
+
+    fn decompress_bio(
+        ws: &mut Workspace,
+        a: &CodecArgs,
+        ctx: &mut MapCtx,
+        cb: &CompressedBio,
+        dest: &mut DestRange,
+    ) -> Result<()> {
+        match a.variant {
+            LoopVariant::InPlace => decompress_bio_in_place(ws, ctx, cb, dest),
+            _ => decompress_bio(ws, ctx, cb, dest),
+        }
+    }
+
+    fn decompress(
+        ws: &mut Workspace,
+        a: &CodecArgs,
+        ctx: &mut MapCtx,
+        data_in: &[u8],
+        dest: &mut FolioVec,
+        dest_off: usize,
+        destlen: usize,
+    ) -> Result<()> {
+        decompress(ws, ctx, data_in, dest, dest_off, destlen, a.sectorsize)
     }
 }

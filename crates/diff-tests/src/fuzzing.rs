@@ -20,7 +20,7 @@ fn options(a: u8, b: u8) -> Options {
         page_size,
         folio_order: order,
         out_order: order,
-        decompress_in_place: b & 1 == 1,
+        decompress_loop: btrfs_compress::LoopVariant::in_place(b & 1 == 1),
         ..Options::default()
     }
 }
@@ -59,7 +59,7 @@ pub fn roundtrip(data: &[u8]) {
     const SPECS: [&str; 8] = ["zlib:1", "zlib:3", "zlib:9", "lzo", "zstd:-5", "zstd:1", "zstd:3", "zstd:9"];
     let spec = parse_compress_option(SPECS[data[0] as usize % SPECS.len()]).expect("valid");
     let mut o = options(data[1], data[2]);
-    o.zstd_lifo_remap = data[2] & 2 != 0;
+    o.compress_loop = btrfs_compress::LoopVariant::lifo_remap(data[2] & 2 != 0);
     let body = &data[3..data.len().min(3 + 131072)];
     let reference = Options { page_size: o.page_size, ..Options::default() };
     match (compress_extent_raw(body, spec, &o), compress_extent_raw(body, spec, &reference)) {

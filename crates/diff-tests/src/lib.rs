@@ -111,11 +111,11 @@ pub fn variant(o: Options, spec: CompressSpec, alt: bool) -> Options {
     if alt {
         match spec.alg {
             CompressType::Zstd => {
-                o.zstd_lifo_remap = true;
-                o.decompress_in_place = true;
+                o.compress_loop = btrfs_compress::LoopVariant::LifoRemap2022;
+                o.decompress_loop = btrfs_compress::LoopVariant::InPlace;
             }
             CompressType::Lzo => o.lzo_backend = LzoBackend::Lzokay,
-            CompressType::Zlib => o.decompress_in_place = true,
+            CompressType::Zlib => o.decompress_loop = btrfs_compress::LoopVariant::InPlace,
             CompressType::None => {}
         }
     }

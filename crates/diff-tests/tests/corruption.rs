@@ -116,7 +116,7 @@ fn bit_flips_truncation_and_extension() {
             strategy: Strategy::Range,
             folio_order: 5,
             out_order: 5,
-            decompress_in_place: true,
+            decompress_loop: btrfs_compress::LoopVariant::InPlace,
             ..Options::default()
         },
     ];

@@ -20,7 +20,8 @@ fn every_kernel_extent_decodes_under_every_strategy() {
             for backend in Backend::ALL {
                 for strategy in Strategy::ALL {
                     for (folio_order, decompress_in_place) in [(0, false), (5, false), (0, true), (5, true)] {
-                        let o = Options { strategy, backend, folio_order, decompress_in_place, ..Options::default() };
+                        let decompress_loop = btrfs_compress::LoopVariant::in_place(decompress_in_place);
+                        let o = Options { strategy, backend, folio_order, decompress_loop, ..Options::default() };
                         let what =
                             format!("{} {} {}/{} @{} {o:?}", f.dir.display(), e.option, e.dir, e.file, e.file_offset);
                         let got = if e.inline {

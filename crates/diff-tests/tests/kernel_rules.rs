@@ -150,7 +150,10 @@ fn zlib_and_zstd_damage_is_eio() {
         let spec = parse_compress_option(spec).unwrap();
         let ext = compress_extent(&data, spec, &Options::default()).unwrap();
         for decompress_in_place in [false, true] {
-            let o = Options { decompress_in_place, ..Options::default() };
+            let o = Options {
+                decompress_loop: btrfs_compress::LoopVariant::in_place(decompress_in_place),
+                ..Options::default()
+            };
             // Truncated stream.
             let cut = &ext.data[..ext.data.len() / 2];
             match decompress_extent_full(spec.alg, cut, 131072, 0, 131072, &o) {
@@ -177,7 +180,10 @@ fn buf2page_honours_offset_and_num_bytes() {
         let Ok(ext) = compress_extent(&data, spec, &Options::default()) else { continue };
         for (off, n) in [(0, 131072), (4096, 8192), (65536 + 100, 1000), (131071, 1), (12345, 131072 - 12345)] {
             for decompress_in_place in [false, true] {
-                let o = Options { decompress_in_place, ..Options::default() };
+                let o = Options {
+                    decompress_loop: btrfs_compress::LoopVariant::in_place(decompress_in_place),
+                    ..Options::default()
+                };
                 let got = decompress_extent(spec.alg, &ext.data, 131072, off, n, &o).unwrap();
                 assert_eq!(&got[..], &data[off..off + n], "{spec} {off}+{n} in place {decompress_in_place}");
             }

@@ -38,8 +38,8 @@ proptest! {
             backend: Backend::ALL[backend_i],
             folio_order: order,
             out_order: order,
-            zstd_lifo_remap: variant,
-            decompress_in_place: variant,
+            compress_loop: btrfs_compress::LoopVariant::lifo_remap(variant),
+            decompress_loop: btrfs_compress::LoopVariant::in_place(variant),
             ..base
         };
         let reference = compress_extent_raw(&data, spec, &base);

@@ -74,7 +74,12 @@ fn zstd_lifo_variant_pays_forced_remaps_only_with_kmap_local() {
     let data = make(Shape::Text, 131072, 9);
     let base = Options { strategy: Strategy::KmapLocal, ..Options::default() };
     let merged = compress_extent_raw(&data, spec, &base).unwrap();
-    let lifo = compress_extent_raw(&data, spec, &Options { zstd_lifo_remap: true, ..base }).unwrap();
+    let lifo = compress_extent_raw(
+        &data,
+        spec,
+        &Options { compress_loop: btrfs_compress::LoopVariant::LifoRemap2022, ..base },
+    )
+    .unwrap();
     assert_same(&merged.data, &lifo.data, "zstd:3 lifo");
     assert_eq!(merged.counters.forced_remaps, 0);
     // 32 input pages: every input switch but the ones that coincide with an output switch forces a
