@@ -215,7 +215,10 @@ pub struct Row {
     /// Kernel loop.
     #[serde(rename = "loop")]
     pub kloop: &'static str,
-    /// zlib, lzo or zstd.
+    /// Codec and level (none for the heuristic rows); `codec` and `level` are its JSON spelling.
+    #[serde(skip)]
+    pub spec: Option<CompressSpec>,
+    /// zlib, lzo, zstd or heuristic (from `spec`, for the JSON).
     pub codec: String,
     /// zlib rows: kernel (lib/zlib_deflate) or zlib-rs; empty for the other codecs.
     pub zlib_backend: &'static str,
@@ -342,6 +345,13 @@ fn list<T>(s: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec
         return Err(format!("empty {what} list"));
     }
     Ok(v)
+}
+
+impl Row {
+    /// The codec as the mount option spells it (`zstd:3`, `lzo`), or `heuristic`.
+    pub fn codec_label(&self) -> String {
+        self.spec.map_or_else(|| "heuristic".into(), |s| s.to_string())
+    }
 }
 
 /// Everything decided before a run: the rows, the cost table, the report directory.
@@ -649,6 +659,7 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         kind: "strategy",
         config: rs.config.name(),
         kloop: rs.kloop.name(),
+        spec: (rs.op != Op::Heuristic).then_some(rs.spec),
         codec: if rs.op == Op::Heuristic { "heuristic".into() } else { rs.spec.alg.name().into() },
         level: if rs.op == Op::Heuristic { 0 } else { rs.spec.level },
         zlib_backend: match (rs.spec.alg, plan.zlib_rs) {

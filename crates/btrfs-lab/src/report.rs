@@ -69,8 +69,7 @@ fn num(v: f64) -> String {
 pub fn line(r: &Row, wide: bool) -> String {
     let codec = match r.op {
         Op::Heuristic => "heur".to_string(),
-        _ if r.codec == "lzo" => "lzo".into(),
-        _ => format!("{}:{}", r.codec, r.level),
+        _ => r.codec_label(),
     };
     let op = match r.op {
         Op::Compress => "comp",
@@ -124,11 +123,7 @@ fn plot(rows: &[Row], op: Op, title: &str, y: &str, value: impl Fn(&Row) -> f64)
         .collect();
     let mut cats: Vec<String> = Vec::new();
     for r in &sel {
-        let c = if r.codec == "lzo" || r.op == Op::Heuristic {
-            r.codec.clone()
-        } else {
-            format!("{}:{}", r.codec, r.level)
-        };
+        let c = r.codec_label();
         if !cats.contains(&c) {
             cats.push(c);
         }
@@ -140,11 +135,7 @@ fn plot(rows: &[Row], op: Op, title: &str, y: &str, value: impl Fn(&Row) -> f64)
             let v = cats
                 .iter()
                 .map(|c| {
-                    sel.iter()
-                        .find(|r| {
-                            r.strategy == st.name() && (r.codec == *c || format!("{}:{}", r.codec, r.level) == *c)
-                        })
-                        .map_or(0.0, |r| value(r))
+                    sel.iter().find(|r| r.strategy == st.name() && r.codec_label() == *c).map_or(0.0, |r| value(r))
                 })
                 .collect();
             (st.name().to_string(), v)

@@ -14,12 +14,7 @@ fn rows_of<'a>(rows: &'a [Row], config: &str, kloop: &str) -> impl Iterator<Item
 fn label(r: &Row) -> String {
     match r.op {
         Op::Heuristic => "heuristic (compress=)".into(),
-        _ => format!(
-            "{}{} {}",
-            r.codec,
-            if r.codec == "lzo" { String::new() } else { format!(":{}", r.level) },
-            r.op.name()
-        ),
+        _ => format!("{} {}", r.codec_label(), r.op.name()),
     }
 }
 
@@ -136,15 +131,14 @@ fn v4_loop(s: &mut String, rows: &[Row], groups: &Groups<'_>) {
         if let Some(b) = groups
             .iter()
             .flat_map(|g| g.1.iter())
-            .find(|r| r.codec == v4.codec && r.level == v4.level && r.op == v4.op && r.strategy == "kmap-local")
+            .find(|r| r.spec == v4.spec && r.op == v4.op && r.strategy == "kmap-local")
         {
             let d = v4.modeled_ns_per_extent - b.modeled_ns_per_extent;
             let _ = writeln!(
                 s,
-                "- The June 2022 v4 zstd loop ({}:{}): {:.1} forced re-maps per extent, {:+.1} maps, {:+.2} µs modeled \
+                "- The June 2022 v4 zstd loop ({}): {:.1} forced re-maps per extent, {:+.1} maps, {:+.2} µs modeled \
                  ({:+.2} % of the codec's time).",
-                v4.codec,
-                v4.level,
+                v4.codec_label(),
                 v4.forced_remaps_per_extent,
                 v4.api_calls_per_extent - b.api_calls_per_extent,
                 d / 1000.0,
@@ -192,7 +186,7 @@ fn large_folios(s: &mut String, rows: &[Row]) {
     let b64: Vec<&Row> = rows_of(rows, "64-bit", "7.2").collect();
     let k61: Vec<&Row> = rows_of(rows, "64-bit", "6.1").filter(|r| r.strategy == "kmap-local").collect();
     for r in b64.iter().filter(|r| r.strategy == "folio-map-local" && r.op != Op::Heuristic) {
-        if let Some(o) = k61.iter().find(|o| o.codec == r.codec && o.level == r.level && o.op == r.op) {
+        if let Some(o) = k61.iter().find(|o| o.spec == r.spec && o.op == r.op) {
             let _ = writeln!(
                 s,
                 "- 64-bit, {}: kmap_local is page_address(): {:.1} calls per extent with 6.1's order-0 folios, \
