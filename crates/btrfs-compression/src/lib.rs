@@ -8,6 +8,8 @@
 //! * [`codec`]: the [`Codec`] trait, the kernel's three entry points per codec, and
 //!   [`LoopVariant`];
 //! * [`bio`]: the compressed bio and destination range, and `btrfs_decompress_buf2page()`;
+//! * [`out`]: [`OutCursor`], the compressed output of one call (pages offered, folios
+//!   allocated, `max_out` enforced, `tot_out` known);
 //! * [`in_place`]: our in-place decompression driver for zlib and zstd (not in the kernel);
 //! * the "must save at least one sector" rule, [`compression_saves_sector`].
 #![forbid(unsafe_code)]
@@ -17,11 +19,13 @@ pub mod codec;
 mod error;
 pub mod heuristic;
 pub mod in_place;
+pub mod out;
 pub mod workspace;
 
 pub use bio::{btrfs_decompress_buf2page, finish_inline, CompressedBio, DestRange};
 pub use codec::{Codec, CodecArgs, LoopVariant};
 pub use error::{CorruptKind, Error, Incompressible, Result};
+pub use out::OutCursor;
 
 use std::fmt;
 

@@ -23,8 +23,8 @@ use btrfs_compression::{
     btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
     Error, Result, BTRFS_MAX_COMPRESSED,
 };
-use btrfs_compression::{Codec, CodecArgs};
-use highmem::{FolioVec, Frame, MapCtx, PhysMem};
+use btrfs_compression::{Codec, CodecArgs, OutCursor};
+use highmem::{FolioVec, Frame, MapCtx};
 use rust_lzo::{LZOContext, LZOError};
 
 /// `LZO_LEN`: size of the total and segment length fields.
@@ -174,37 +174,25 @@ fn decompress_segment(src: &[u8], dst: &mut [u8]) -> Result<usize> {
 }
 
 /// Make sure output folios cover byte `upto` (exclusive), allocating lazily like lzo.c.
-fn ensure_out(mem: &PhysMem, out: &mut FolioVec, order: u32, upto: usize, max_out: usize) -> Result<()> {
-    while out.len() < upto {
-        if out.len() >= max_out {
-            return Err(Error::Incompressible(Incompressible::OutOfOutput));
-        }
-        btrfs_compression::alloc_compr_folio(mem, out, order, max_out)?;
-    }
-    Ok(())
-}
-
 /// Models `copy_compressed_data_to_page()`: write the segment header and payload at
 /// `*cur_out`, then zero-pad the sector if fewer than 4 bytes are left in it. Output is mapped
 /// with the context's strategy, one mapping per contiguous piece it offers.
 #[allow(clippy::too_many_arguments)]
 fn copy_compressed_data_to_page(
     frame: &mut Frame<'_>,
-    mem: &PhysMem,
     payload: &[u8],
-    out: &mut FolioVec,
-    order: u32,
-    max_out: usize,
+    out: &mut OutCursor<'_>,
     sectorsize: usize,
     cur_out: &mut usize,
 ) -> Result<()> {
+    let max_out = out.max_out();
     if *cur_out >= max_out {
         return Err(Error::Incompressible(Incompressible::OutOfOutput));
     }
     debug_assert_eq!(*cur_out / sectorsize, (*cur_out + LZO_LEN - 1) / sectorsize);
-    ensure_out(mem, out, order, *cur_out + LZO_LEN, max_out)?;
+    out.reserve(*cur_out + LZO_LEN)?;
     {
-        let mut m = frame.map_mut(out, *cur_out, LZO_LEN)?;
+        let mut m = frame.map_mut(out.folios(), *cur_out, LZO_LEN)?;
         m[..LZO_LEN].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     }
     *cur_out += LZO_LEN;
@@ -220,8 +208,8 @@ fn copy_compressed_data_to_page(
         if at >= max_out {
             return Err(Error::Incompressible(Incompressible::OutOfOutput));
         }
-        ensure_out(mem, out, order, (at + 1).min(max_out), max_out)?;
-        let mut m = frame.map_mut(out, at, total - done)?;
+        out.reserve((at + 1).min(max_out))?;
+        let mut m = frame.map_mut(out.folios(), at, total - done)?;
         let n = m.len();
         let from_payload = payload.len().saturating_sub(done).min(n);
         m[..from_payload].copy_from_slice(&payload[done..done + from_payload]);
@@ -250,7 +238,8 @@ pub fn compress_folios(
     let mut cur_in = start;
     let mut cur_out = LZO_LEN; // the total is written last
     let mut frame = ctx.frame();
-    ensure_out(&mem, out, args.out_order, LZO_LEN, args.max_out)?;
+    let mut cur = OutCursor::lazy(&mem, out, args.out_order, args.max_out);
+    cur.reserve(LZO_LEN)?;
 
     while cur_in < end {
         let mut in_map = frame.map(args.input, cur_in, end - cur_in)?;
@@ -263,16 +252,7 @@ pub fn compress_folios(
             let seg = &src[cur_in - map_start..cur_in - map_start + in_len];
             above.ctx().note_library_call(in_len);
             let out_len = ws.compress_segment(seg)?;
-            copy_compressed_data_to_page(
-                &mut above,
-                &mem,
-                &ws.cbuf[..out_len],
-                out,
-                args.out_order,
-                args.max_out,
-                ss,
-                &mut cur_out,
-            )?;
+            copy_compressed_data_to_page(&mut above, &ws.cbuf[..out_len], &mut cur, ss, &mut cur_out)?;
             cur_in += in_len;
             // Making it bigger after two sectors? Give up.
             if cur_in - start > ss * 2 && cur_in - start < cur_out {
@@ -282,7 +262,7 @@ pub fn compress_folios(
     }
     // Store the total size.
     {
-        let mut m = frame.map_mut(out, 0, LZO_LEN)?;
+        let mut m = frame.map_mut(cur.folios(), 0, LZO_LEN)?;
         m[..LZO_LEN].copy_from_slice(&(cur_out as u32).to_le_bytes());
     }
     Ok(CompressResult { total_in: cur_in - start, total_out: cur_out })

@@ -19,10 +19,10 @@ pub use reference::*;
 use btrfs_compression::workspace::{WorkspaceGuard, WorkspaceManager};
 use btrfs_compression::Incompressible;
 use btrfs_compression::{
-    alloc_compr_folio, btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio,
-    CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
+    btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
+    Error, Result, EARLY_BAIL_INPUT,
 };
-use btrfs_compression::{Codec, CodecArgs, LoopVariant};
+use btrfs_compression::{Codec, CodecArgs, LoopVariant, OutCursor};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use highmem::{FolioVec, MapCtx};
 pub use kernel_deflate::KernelEra;
@@ -213,9 +213,7 @@ pub fn compress_folios(
     let strm = ws.deflate_init(level)?;
     let mut frame = ctx.frame();
 
-    let mut out_size = alloc_compr_folio(&mem, out, args.out_order, args.max_out)?;
-    let mut out_base = 0usize;
-    let mut out_pos = 0usize;
+    let mut cur = OutCursor::new(&mem, out, args.out_order, args.max_out)?;
 
     let mut start = args.start;
     // The mapped chunk and how far deflate has been fed from it.
@@ -244,9 +242,8 @@ pub fn compress_folios(
         let (in0, out0) = (strm.total_in(), strm.total_out());
         // Output is offered one page at a time as in the kernel: zlib's bytes depend on where
         // avail_out runs out during a flush.
-        let dst = out.folio_address_mut(out_base + out_pos, page_rest(out_pos, out_size, ps));
         in_map.ctx().note_library_call(src.len());
-        let st = strm.compress(src, dst, FlushCompress::Sync)?;
+        let st = strm.compress(src, cur.chunk_mut(), FlushCompress::Sync)?;
         let consumed = (strm.total_in() - in0) as usize;
         let produced = (strm.total_out() - out0) as usize;
         if st == Status::BufError && consumed == 0 && produced == 0 {
@@ -257,17 +254,15 @@ pub fn compress_folios(
         if avail_in == 0 && map_pos == map_len {
             start += map_len;
         }
-        out_pos += produced;
+        cur.advance(produced);
         let (t_in, t_out) = (strm.total_in() as usize, strm.total_out() as usize);
         // We're making it bigger, give up.
         if t_in > EARLY_BAIL_INPUT && t_in < t_out {
             return Err(Error::Incompressible(Incompressible::EarlyBail));
         }
         // Another output folio, tested before the end so the stream end has room.
-        if out_pos == out_size {
-            out_base += out_size;
-            out_size = alloc_compr_folio(&mem, out, args.out_order, args.max_out)?;
-            out_pos = 0;
+        if cur.folio_full() {
+            cur.next_folio()?;
         }
         if t_in >= len {
             break;
@@ -278,17 +273,15 @@ pub fn compress_folios(
     // Z_FINISH until Z_STREAM_END, adding output folios as needed.
     loop {
         let out0 = strm.total_out();
-        let dst = out.folio_address_mut(out_base + out_pos, page_rest(out_pos, out_size, ps));
+        let dst = cur.chunk_mut();
         frame.ctx().note_library_call(dst.len());
         let st = strm.compress(&[], dst, FlushCompress::Finish)?;
-        out_pos += (strm.total_out() - out0) as usize;
+        cur.advance((strm.total_out() - out0) as usize);
         if st == Status::StreamEnd {
             break;
         }
-        if out_pos == out_size {
-            out_base += out_size;
-            out_size = alloc_compr_folio(&mem, out, args.out_order, args.max_out)?;
-            out_pos = 0;
+        if cur.folio_full() {
+            cur.next_folio()?;
         } else if strm.total_out() == out0 {
             return Err(lib_err("deflate(Z_FINISH) made no progress"));
         }
@@ -302,10 +295,6 @@ pub fn compress_folios(
 }
 
 /// Bytes left in the output page holding `pos` (output folios may span several pages).
-fn page_rest(pos: usize, folio_size: usize, page_size: usize) -> usize {
-    (page_size - pos % page_size).min(folio_size - pos)
-}
-
 /// The kernel's header test: a 2-byte zlib header without preset dictionary. Returns the raw
 /// inflate window bits to use after skipping it, or `None` to inflate with the zlib wrapper.
 fn raw_window_bits(head: &[u8], srclen: usize) -> Option<Result<u8>> {

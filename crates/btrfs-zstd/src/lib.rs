@@ -26,10 +26,10 @@ mod workspace;
 
 use btrfs_compression::Incompressible;
 use btrfs_compression::{
-    alloc_compr_folio, btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio,
-    CorruptKind, DestRange, Error, Result, EARLY_BAIL_INPUT,
+    btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
+    Error, Result, EARLY_BAIL_INPUT,
 };
-use btrfs_compression::{Codec, CodecArgs, LoopVariant};
+use btrfs_compression::{Codec, CodecArgs, LoopVariant, OutCursor};
 use highmem::{FolioVec, MapCtx};
 pub use workspace::{zstd_clip_level, ZstdWorkspaceGuard, ZstdWorkspaceManager, ZSTD_BTRFS_RECLAIM};
 use zstd_safe::{CCtx, CParameter, DCtx, DParameter, InBuffer, OutBuffer, ParamSwitch, ResetDirective};
@@ -126,9 +126,7 @@ pub fn compress_folios(
 
     let mut start = args.start;
     let mut len = args.len;
-    let mut max_out = args.max_out;
     let mut tot_in = 0usize;
-    let mut tot_out = 0usize;
 
     // Map the first input chunk.
     let mut in_map = frame.map(input, start, len)?;
@@ -136,38 +134,30 @@ pub fn compress_folios(
     let mut in_pos = 0usize;
 
     // Allocate the first output folio.
-    let mut out_size = alloc_compr_folio(&mem, out, args.out_order, max_out)?.min(max_out);
-    let mut out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
-    let mut out_pos = 0usize;
+    let mut cur = OutCursor::new(&mem, out, args.out_order, args.max_out)?;
 
     loop {
         {
             // One output page at a time, as the kernel offers it.
-            let ps = mem.page_size();
-            let avail = (ps - out_pos % ps).min(out_size - out_pos);
-            let dst = out.folio_address_mut(out_base + out_pos, avail);
-            let mut ob = OutBuffer::around(dst);
+            let mut ob = OutBuffer::around(cur.chunk_mut());
             let mut ib = InBuffer { src: &in_map[..cur_len], pos: in_pos };
             in_map.ctx().note_library_call(cur_len - in_pos);
             ws.cctx.compress_stream2(&mut ob, &mut ib, zstd_sys_continue()).map_err(lib_err)?;
             in_pos = ib.pos;
-            out_pos += ob.pos();
+            let n = ob.pos();
+            cur.advance(n);
         }
         // Check to see if we are making it bigger.
-        if tot_in + in_pos > EARLY_BAIL_INPUT && tot_in + in_pos < tot_out + out_pos {
+        if tot_in + in_pos > EARLY_BAIL_INPUT && tot_in + in_pos < cur.tot_out() {
             return Err(Error::Incompressible(Incompressible::EarlyBail));
         }
         // We've reached the end of our output range.
-        if out_pos >= max_out {
+        if cur.at_limit() {
             return Err(Error::Incompressible(Incompressible::OutOfOutput));
         }
         // Need more output space?
-        if out_pos == out_size {
-            tot_out += out_size;
-            max_out -= out_size;
-            out_size = alloc_compr_folio(&mem, out, args.out_order, out.len() + max_out)?.min(max_out);
-            out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
-            out_pos = 0;
+        if cur.folio_full() {
+            cur.next_folio()?;
         }
         // End of the input?
         if in_pos >= len {
@@ -186,7 +176,8 @@ pub fn compress_folios(
         }
     }
     drop(in_map);
-    end_stream(ws, &mem, args, out, &mut tot_out, &mut max_out, &mut out_size, &mut out_base, &mut out_pos)?;
+    end_stream(ws, &mut cur)?;
+    let tot_out = cur.tot_out();
     if tot_out >= tot_in {
         return Err(Error::Incompressible(Incompressible::NotSmaller));
     }
@@ -197,44 +188,26 @@ fn zstd_sys_continue() -> zstd_safe::zstd_sys::ZSTD_EndDirective {
     zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_continue
 }
 
-/// The `zstd_end_stream()` loop of `zstd_compress_folios()`, output through the direct map.
-#[allow(clippy::too_many_arguments)]
-fn end_stream(
-    ws: &mut Workspace,
-    mem: &highmem::PhysMem,
-    args: &CompressArgs<'_>,
-    out: &mut FolioVec,
-    tot_out: &mut usize,
-    max_out: &mut usize,
-    out_size: &mut usize,
-    out_base: &mut usize,
-    out_pos: &mut usize,
-) -> Result<()> {
+/// `zstd_end_stream()` until it reports nothing left, adding output folios as needed.
+fn end_stream(ws: &mut Workspace, cur: &mut OutCursor<'_>) -> Result<()> {
     loop {
         let remaining = {
-            let ps = mem.page_size();
-            let avail = (ps - *out_pos % ps).min(*out_size - *out_pos);
-            let dst = out.folio_address_mut(*out_base + *out_pos, avail);
-            let mut ob = OutBuffer::around(dst);
+            let mut ob = OutBuffer::around(cur.chunk_mut());
             let r = ws.cctx.end_stream(&mut ob).map_err(lib_err)?;
-            *out_pos += ob.pos();
+            let n = ob.pos();
+            cur.advance(n);
             r
         };
         if remaining == 0 {
-            *tot_out += *out_pos;
             return Ok(());
         }
-        if *out_pos >= *max_out {
+        if cur.at_limit() {
             return Err(Error::Incompressible(Incompressible::OutOfOutput));
         }
-        if *out_pos < *out_size {
+        if !cur.folio_full() {
             continue; // next page of a multi-page output folio
         }
-        *tot_out += *out_size;
-        *max_out -= *out_size;
-        *out_size = alloc_compr_folio(mem, out, args.out_order, out.len() + *max_out)?.min(*max_out);
-        *out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
-        *out_pos = 0;
+        cur.next_folio()?;
     }
 }
 

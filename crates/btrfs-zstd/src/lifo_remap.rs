@@ -1,7 +1,7 @@
 //! The zstd compression loop of v1-v4 of the 2022 kmap_local conversion (not merged): it
 //! kmaps the output page too, so LIFO forces re-maps; kept to count them.
 use crate::*;
-use btrfs_compression::Incompressible;
+use btrfs_compression::{Incompressible, OutCursor};
 
 /// The zstd loop of Fabio De Francesco's 2022 kmap_local conversion, v1-v4 (11-16 Jun 2022;
 /// v4 was briefly in for-next, never merged):
@@ -24,12 +24,9 @@ pub fn compress_folios_lifo_remap(
 
     let mut start = args.start;
     let mut len = args.len;
-    let mut max_out = args.max_out;
     let mut tot_in = 0usize;
-    let mut tot_out = 0usize;
-    let mut out_size = alloc_compr_folio(&mem, out, args.out_order, max_out)?.min(max_out);
-    let mut out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
-    let mut out_pos = 0usize;
+    let mut cur = OutCursor::new(&mem, out, args.out_order, args.max_out)?;
+    let max_out = cur.max_out();
     let mut remap_out = false;
 
     'input: loop {
@@ -43,7 +40,8 @@ pub fn compress_folios_lifo_remap(
                 above.ctx().note_forced_remap();
                 remap_out = false;
             }
-            let mut out_map = above.map_mut(out, out_base + out_pos, out_size - out_pos)?;
+            let (at, room) = cur.position();
+            let mut out_map = above.map_mut(cur.folios(), at, room)?;
             let win = out_map.len();
             let mut win_pos = 0usize;
             loop {
@@ -56,21 +54,18 @@ pub fn compress_folios_lifo_remap(
                 };
                 in_pos += consumed;
                 win_pos += produced;
-                out_pos += produced;
-                if tot_in + in_pos > EARLY_BAIL_INPUT && tot_in + in_pos < tot_out + out_pos {
+                let tot_out = at + win_pos;
+                if tot_in + in_pos > EARLY_BAIL_INPUT && tot_in + in_pos < tot_out {
                     return Err(Error::Incompressible(Incompressible::EarlyBail));
                 }
-                if out_pos >= max_out {
+                if tot_out >= max_out {
                     return Err(Error::Incompressible(Incompressible::OutOfOutput));
                 }
-                if out_pos == out_size {
+                if win_pos == room {
                     // Output switch: only the top slot changes.
                     drop(out_map);
-                    tot_out += out_size;
-                    max_out -= out_size;
-                    out_size = alloc_compr_folio(&mem, out, args.out_order, out.len() + max_out)?.min(max_out);
-                    out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
-                    out_pos = 0;
+                    cur.advance(win_pos);
+                    cur.next_folio()?;
                     if in_pos >= len {
                         tot_in += in_pos;
                         break 'input;
@@ -79,7 +74,8 @@ pub fn compress_folios_lifo_remap(
                         // v4 checks the output switch first: the new output page is mapped at
                         // once, then the input switch must unmap it (LIFO) and map it again
                         // above the next input page.
-                        drop(above.map_mut(out, out_base, out_size)?);
+                        let (at, room) = cur.position();
+                        drop(above.map_mut(cur.folios(), at, room)?);
                         remap_out = true;
                         tot_in += cur_len;
                         start += cur_len;
@@ -89,12 +85,16 @@ pub fn compress_folios_lifo_remap(
                     continue 'out;
                 }
                 if in_pos >= len {
+                    drop(out_map);
+                    cur.advance(win_pos);
                     tot_in += in_pos;
                     break 'input;
                 }
                 if in_pos == cur_len {
                     // Input switch with the output page half full: LIFO forces unmapping the
                     // output first, then the input; the output page is mapped again afterwards.
+                    drop(out_map);
+                    cur.advance(win_pos);
                     tot_in += cur_len;
                     start += cur_len;
                     len -= cur_len;
@@ -103,6 +103,8 @@ pub fn compress_folios_lifo_remap(
                 }
                 if win_pos == win {
                     // The strategy mapped less than the rest of the folio: map the next piece.
+                    drop(out_map);
+                    cur.advance(win_pos);
                     continue 'out;
                 }
             }
@@ -112,29 +114,28 @@ pub fn compress_folios_lifo_remap(
     let mut frame = ctx.frame();
     loop {
         let remaining = {
-            let mut out_map = frame.map_mut(out, out_base + out_pos, out_size - out_pos)?;
+            let (at, room) = cur.position();
+            let mut out_map = frame.map_mut(cur.folios(), at, room)?;
             let dst: &mut [u8] = &mut out_map;
             let mut ob = OutBuffer::around(dst);
             let r = ws.cctx.end_stream(&mut ob).map_err(lib_err)?;
-            out_pos += ob.pos();
+            let n = ob.pos();
+            drop(out_map);
+            cur.advance(n);
             r
         };
         if remaining == 0 {
-            tot_out += out_pos;
             break;
         }
-        if out_pos >= max_out {
+        if cur.at_limit() {
             return Err(Error::Incompressible(Incompressible::OutOfOutput));
         }
-        if out_pos < out_size {
+        if !cur.folio_full() {
             continue; // the strategy mapped only part of the page
         }
-        tot_out += out_size;
-        max_out -= out_size;
-        out_size = alloc_compr_folio(&mem, out, args.out_order, out.len() + max_out)?.min(max_out);
-        out_base = out.len() - out.folios().last().map_or(0, |f| f.size());
-        out_pos = 0;
+        cur.next_folio()?;
     }
+    let tot_out = cur.tot_out();
     if tot_out >= tot_in {
         return Err(Error::Incompressible(Incompressible::NotSmaller));
     }
