@@ -1,21 +1,13 @@
 //! The generic workspace manager under many more threads than CPUs: no deadlock, bounded idle
 //! lists.
 
+mod common;
+use common::within;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::sync::Arc;
 
 use btrfs_compression::workspace::WorkspaceManager;
-
-/// Run `f` on a helper thread; fail (instead of hanging the suite) if it does not finish.
-fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    rx.recv_timeout(Duration::from_secs(secs)).expect("deadlock: the workers did not finish in time");
-}
 
 #[test]
 fn generic_manager_64_threads_on_few_cpus() {

@@ -1,19 +1,13 @@
 //! zstd's workspace manager under many threads: its reclaim running while workspaces are in use.
 
-use std::sync::{mpsc, Arc};
+#[path = "../../btrfs-compression/tests/common/mod.rs"]
+mod common;
+use common::within;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use btrfs_zstd::{ZstdWorkspaceManager, ZSTD_BTRFS_RECLAIM};
-
-/// Run `f` on a helper thread; fail (instead of hanging the suite) if it does not finish.
-fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    rx.recv_timeout(Duration::from_secs(secs)).expect("deadlock: the workers did not finish in time");
-}
 
 #[test]
 fn zstd_reclaim_runs_while_workspaces_are_in_use() {
