@@ -110,7 +110,17 @@ pub fn compress_folios_lifo_remap(
             }
         }
     }
-    // End of stream: the output page is mapped alone.
+    end_stream_mapped(ws, ctx, &mut cur)?;
+    let tot_out = cur.tot_out();
+    if tot_out >= tot_in {
+        return Err(Error::Incompressible(Incompressible::NotSmaller));
+    }
+    Ok(CompressResult { total_in: tot_in, total_out: tot_out })
+}
+
+/// The end of the stream in the 2022 loop: `zstd_end_stream()` into the output page mapped
+/// alone, adding output folios as needed.
+fn end_stream_mapped(ws: &mut Workspace, ctx: &mut MapCtx, cur: &mut OutCursor<'_>) -> Result<()> {
     let mut frame = ctx.frame();
     loop {
         let remaining = {
@@ -125,7 +135,7 @@ pub fn compress_folios_lifo_remap(
             r
         };
         if remaining == 0 {
-            break;
+            return Ok(());
         }
         if cur.at_limit() {
             return Err(Error::Incompressible(Incompressible::OutOfOutput));
@@ -135,9 +145,4 @@ pub fn compress_folios_lifo_remap(
         }
         cur.next_folio()?;
     }
-    let tot_out = cur.tot_out();
-    if tot_out >= tot_in {
-        return Err(Error::Incompressible(Incompressible::NotSmaller));
-    }
-    Ok(CompressResult { total_in: tot_in, total_out: tot_out })
 }
