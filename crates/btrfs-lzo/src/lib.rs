@@ -220,69 +220,13 @@ fn copy_compressed_data_to_page(
     Ok(())
 }
 
-/// Models `lzo_compress_folios()`: one LZO1X-1 segment per sector of input, each written with
-/// its header into the output folios; `Incompressible` after two sectors if the output is
-/// larger than the input, or when the output folios run out. Like the kernel, no final size
-/// test: the caller's "must save a sector" rule decides.
-pub fn compress_folios(
-    ws: &mut Workspace,
-    ctx: &mut MapCtx,
-    args: &CompressArgs<'_>,
-    out: &mut FolioVec,
-) -> Result<CompressResult> {
-    let mem = ctx.mem().clone();
-    ws.ensure(mem.page_size());
-    let ss = args.sectorsize;
-    let start = args.start;
-    let end = start + args.len;
-    let mut cur_in = start;
-    let mut cur_out = LZO_LEN; // the total is written last
-    let mut frame = ctx.frame();
-    let mut cur = OutCursor::lazy(&mem, out, args.out_order, args.max_out);
-    cur.reserve(LZO_LEN)?;
-
-    while cur_in < end {
-        let mut in_map = frame.map(args.input, cur_in, end - cur_in)?;
-        let map_start = cur_in;
-        let map_end = cur_in + in_map.len();
-        let (src, mut above) = in_map.split();
-        while cur_in < map_end {
-            let sector_off = (cur_in - start) % ss;
-            let in_len = (end - cur_in).min(ss - sector_off).min(map_end - cur_in);
-            let seg = &src[cur_in - map_start..cur_in - map_start + in_len];
-            above.ctx().note_library_call(in_len);
-            let out_len = ws.compress_segment(seg)?;
-            copy_compressed_data_to_page(&mut above, &ws.cbuf[..out_len], &mut cur, ss, &mut cur_out)?;
-            cur_in += in_len;
-            // Making it bigger after two sectors? Give up.
-            if cur_in - start > ss * 2 && cur_in - start < cur_out {
-                return Err(Error::Incompressible(Incompressible::EarlyBail));
-            }
-        }
-    }
-    // Store the total size.
-    {
-        let mut m = frame.map_mut(cur.folios(), 0, LZO_LEN)?;
-        m[..LZO_LEN].copy_from_slice(&(cur_out as u32).to_le_bytes());
-    }
-    Ok(CompressResult { total_in: cur_in - start, total_out: cur_out })
-}
-
 fn read_le32(frame: &mut Frame<'_>, pages: &FolioVec, off: usize) -> Result<usize> {
     let mut b = [0u8; 4];
     frame.memcpy_from_pages(pages, off, &mut b)?;
     Ok(u32::from_le_bytes(b) as usize)
 }
 
-/// Models `lzo_decompress_bio()`: check the total length, then per segment read the header,
-/// gather the payload across pages (`copy_compressed_segment()`), decompress it into the
-/// workspace and hand it to [`btrfs_decompress_buf2page`]. Header checks are `-EUCLEAN`, bad
-/// segments `-EIO`.
-pub fn decompress_bio(ws: &mut Workspace, ctx: &mut MapCtx, cb: &CompressedBio, dest: &mut DestRange) -> Result<()> {
-    decompress_bio_sectorsize(ws, ctx, cb, dest, btrfs_compression::SECTORSIZE)
-}
-
-/// [`decompress_bio`] for a given sector size (the `LZO_xK` encoded-I/O sizes).
+/// `lzo_decompress_bio()` for a given sector size (the `LZO_xK` encoded-I/O sizes).
 pub fn decompress_bio_sectorsize(
     ws: &mut Workspace,
     ctx: &mut MapCtx,
@@ -339,58 +283,16 @@ pub fn decompress_bio_sectorsize(
     Ok(())
 }
 
-/// Models `lzo_decompress()` for inline extents: the data must be exactly one segment
-/// (`total == srclen`, `seg_len == srclen - 8`, else `-EUCLEAN`); it decompresses into at most
-/// one sector, and fewer than `destlen` bytes is `-EIO` (the rest zero-filled). Newer kernels
-/// store a whole sector; only `destlen` bytes are kept.
-pub fn decompress(
-    ws: &mut Workspace,
-    ctx: &mut MapCtx,
-    data_in: &[u8],
-    dest: &mut FolioVec,
-    dest_off: usize,
-    destlen: usize,
-    sectorsize: usize,
-) -> Result<()> {
-    let ps = ctx.mem().page_size();
-    ws.ensure(ps.max(sectorsize));
-    let max_segment_len = lzo1x_worst_compress(ps);
-    let srclen = data_in.len();
-    if srclen < 2 * LZO_LEN || srclen > max_segment_len + 2 * LZO_LEN {
-        return Err(Error::corrupt(CorruptKind::LzoInline(format!(
-            "inline extent of {srclen} bytes (must be 8..={})",
-            max_segment_len + 2 * LZO_LEN
-        ))));
-    }
-    let le = |o: usize| u32::from_le_bytes([data_in[o], data_in[o + 1], data_in[o + 2], data_in[o + 3]]) as usize;
-    let total = le(0);
-    if total != srclen {
-        return Err(Error::corrupt(CorruptKind::LzoInline(format!("total length {total} != {srclen}"))));
-    }
-    let seg = le(LZO_LEN);
-    if seg != srclen - 2 * LZO_LEN {
-        return Err(Error::corrupt(CorruptKind::LzoInline(format!(
-            "segment length {seg} != {}",
-            srclen - 2 * LZO_LEN
-        ))));
-    }
-    let mut frame = ctx.frame();
-    let out_len = match decompress_segment(&data_in[2 * LZO_LEN..], &mut ws.buf[..sectorsize]) {
-        Ok(n) => n,
-        Err(e) => {
-            frame.memzero_pages(dest, dest_off, destlen)?;
-            return Err(e);
-        }
-    };
-    finish_inline(&mut frame, dest, dest_off, destlen, &ws.buf[..out_len], CODEC, None)
-}
-
 /// lzo.c's entry points behind the [`Codec`] interface.
 pub struct Lzo;
 
 impl Codec for Lzo {
     type Workspace = Workspace;
 
+    /// Models `lzo_compress_folios()`: one LZO1X-1 segment per sector of input, each written with
+    /// its header into the output folios; `Incompressible` after two sectors if the output is
+    /// larger than the input, or when the output folios run out. Like the kernel, no final size
+    /// test: the caller's "must save a sector" rule decides.
     fn compress_folios(
         ws: &mut Workspace,
         _a: &CodecArgs,
@@ -398,7 +300,42 @@ impl Codec for Lzo {
         args: &CompressArgs<'_>,
         out: &mut FolioVec,
     ) -> Result<CompressResult> {
-        compress_folios(ws, ctx, args, out)
+        let mem = ctx.mem().clone();
+        ws.ensure(mem.page_size());
+        let ss = args.sectorsize;
+        let start = args.start;
+        let end = start + args.len;
+        let mut cur_in = start;
+        let mut cur_out = LZO_LEN; // the total is written last
+        let mut frame = ctx.frame();
+        let mut cur = OutCursor::lazy(&mem, out, args.out_order, args.max_out);
+        cur.reserve(LZO_LEN)?;
+
+        while cur_in < end {
+            let mut in_map = frame.map(args.input, cur_in, end - cur_in)?;
+            let map_start = cur_in;
+            let map_end = cur_in + in_map.len();
+            let (src, mut above) = in_map.split();
+            while cur_in < map_end {
+                let sector_off = (cur_in - start) % ss;
+                let in_len = (end - cur_in).min(ss - sector_off).min(map_end - cur_in);
+                let seg = &src[cur_in - map_start..cur_in - map_start + in_len];
+                above.ctx().note_library_call(in_len);
+                let out_len = ws.compress_segment(seg)?;
+                copy_compressed_data_to_page(&mut above, &ws.cbuf[..out_len], &mut cur, ss, &mut cur_out)?;
+                cur_in += in_len;
+                // Making it bigger after two sectors? Give up.
+                if cur_in - start > ss * 2 && cur_in - start < cur_out {
+                    return Err(Error::Incompressible(Incompressible::EarlyBail));
+                }
+            }
+        }
+        // Store the total size.
+        {
+            let mut m = frame.map_mut(cur.folios(), 0, LZO_LEN)?;
+            m[..LZO_LEN].copy_from_slice(&(cur_out as u32).to_le_bytes());
+        }
+        Ok(CompressResult { total_in: cur_in - start, total_out: cur_out })
     }
 
     fn decompress_bio(
@@ -411,6 +348,10 @@ impl Codec for Lzo {
         decompress_bio_sectorsize(ws, ctx, cb, dest, a.sectorsize)
     }
 
+    /// Models `lzo_decompress()` for inline extents: the data must be exactly one segment
+    /// (`total == srclen`, `seg_len == srclen - 8`, else `-EUCLEAN`); it decompresses into at most
+    /// one sector, and fewer than `destlen` bytes is `-EIO` (the rest zero-filled). Newer kernels
+    /// store a whole sector; only `destlen` bytes are kept.
     fn decompress(
         ws: &mut Workspace,
         a: &CodecArgs,
@@ -420,6 +361,37 @@ impl Codec for Lzo {
         dest_off: usize,
         destlen: usize,
     ) -> Result<()> {
-        decompress(ws, ctx, data_in, dest, dest_off, destlen, a.sectorsize)
+        let sectorsize = a.sectorsize;
+        let ps = ctx.mem().page_size();
+        ws.ensure(ps.max(sectorsize));
+        let max_segment_len = lzo1x_worst_compress(ps);
+        let srclen = data_in.len();
+        if srclen < 2 * LZO_LEN || srclen > max_segment_len + 2 * LZO_LEN {
+            return Err(Error::corrupt(CorruptKind::LzoInline(format!(
+                "inline extent of {srclen} bytes (must be 8..={})",
+                max_segment_len + 2 * LZO_LEN
+            ))));
+        }
+        let le = |o: usize| u32::from_le_bytes([data_in[o], data_in[o + 1], data_in[o + 2], data_in[o + 3]]) as usize;
+        let total = le(0);
+        if total != srclen {
+            return Err(Error::corrupt(CorruptKind::LzoInline(format!("total length {total} != {srclen}"))));
+        }
+        let seg = le(LZO_LEN);
+        if seg != srclen - 2 * LZO_LEN {
+            return Err(Error::corrupt(CorruptKind::LzoInline(format!(
+                "segment length {seg} != {}",
+                srclen - 2 * LZO_LEN
+            ))));
+        }
+        let mut frame = ctx.frame();
+        let out_len = match decompress_segment(&data_in[2 * LZO_LEN..], &mut ws.buf[..sectorsize]) {
+            Ok(n) => n,
+            Err(e) => {
+                frame.memzero_pages(dest, dest_off, destlen)?;
+                return Err(e);
+            }
+        };
+        finish_inline(&mut frame, dest, dest_off, destlen, &ws.buf[..out_len], CODEC, None)
     }
 }

@@ -27,7 +27,7 @@ pub fn reference_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
 /// A second baseline: btrfs's per-sector segments built from a contiguous buffer into a
 /// contiguous output (no pages, no mappings). The difference to [`reference_compress`] is the
 /// cost of the format (one LZO1X call per sector, headers, padding); the difference to
-/// [`compress_folios`] on the direct map is the cost of the page loop itself.
+/// [`Lzo::compress_folios`](crate::Lzo) on the direct map is the cost of the page loop itself.
 pub fn reference_compress_segments(src: &[u8], dst: &mut [u8], sectorsize: usize) -> Result<usize> {
     let mut cur = LZO_LEN;
     for chunk in src.chunks(sectorsize) {

@@ -6,12 +6,12 @@ use highmem::MapCtx;
 
 use crate::{new_inflate, stream_err, Workspace, CODEC};
 
-/// A variant of [`decompress_bio`](crate::decompress_bio) that the kernel does not have: inflate straight into the
+/// A variant of [`Zlib::decompress_bio`](crate::Zlib) that the kernel does not have: inflate straight into the
 /// destination pages, mapped with the context's strategy above the input mapping, instead of
 /// through the page-sized workspace buffer and [`btrfs_decompress_buf2page`](btrfs_compression::btrfs_decompress_buf2page). Output before
 /// `dest.start` still goes through the workspace buffer and is dropped. With a destination
 /// mapped as one range, inflate also keeps its 32 KiB window in the output itself instead of
-/// copying every page of output into a separate window. Same results as [`decompress_bio`](crate::decompress_bio).
+/// copying every page of output into a separate window. Same results as [`Zlib::decompress_bio`](crate::Zlib).
 pub fn decompress_bio_in_place(
     ws: &mut Workspace,
     ctx: &mut MapCtx,

@@ -193,107 +193,6 @@ fn lib_err(e: impl std::fmt::Display) -> Error {
     Error::Library { codec: CODEC, msg: e.to_string() }
 }
 
-/// Models `zlib_compress_folios()`: each input chunk is mapped with the context's strategy
-/// (`kmap_local_folio()`), and deflate is fed one page piece at a time with `Z_SYNC_FLUSH`, so
-/// the bytes do not depend on how much the strategy maps at once. Output goes through the
-/// direct map. `Incompressible` on the early bail (more than 8 KiB in and output larger than
-/// input), when the output folios run out, or when the result is not smaller than the input.
-pub fn compress_folios(
-    ws: &mut Workspace,
-    level: i32,
-    ctx: &mut MapCtx,
-    args: &CompressArgs<'_>,
-    out: &mut FolioVec,
-) -> Result<CompressResult> {
-    let mem = ctx.mem().clone();
-    let ps = mem.page_size();
-    let input = args.input;
-    let len = args.len;
-    let folio_input = ws.folio_input;
-    let strm = ws.deflate_init(level)?;
-    let mut frame = ctx.frame();
-
-    let mut cur = OutCursor::new(&mem, out, args.out_order, args.max_out)?;
-
-    let mut start = args.start;
-    // The mapped chunk and how far deflate has been fed from it.
-    let mut in_map = frame.map(input, start, len)?;
-    let mut map_len = in_map.len();
-    let mut map_pos = 0usize;
-    let mut avail_in = 0usize;
-
-    while (strm.total_in() as usize) < len {
-        if avail_in == 0 {
-            if map_pos == map_len {
-                // Refill: unmap the previous chunk, map the next one.
-                drop(in_map);
-                let want = len - strm.total_in() as usize;
-                in_map = frame.map(input, start, want)?;
-                map_len = in_map.len();
-                map_pos = 0;
-            }
-            // Feed up to the end of the current page (6.x's cur_len), or of the current folio
-            // (7.x's btrfs_calc_input_length()) when the mapping reaches that far.
-            let cur = start + map_pos;
-            let chunk_end = if folio_input { input.folio_end(cur) } else { ps - cur % ps + cur };
-            avail_in = (map_len - map_pos).min(chunk_end - cur);
-        }
-        let src = &in_map[map_pos..map_pos + avail_in];
-        let (in0, out0) = (strm.total_in(), strm.total_out());
-        // Output is offered one page at a time as in the kernel: zlib's bytes depend on where
-        // avail_out runs out during a flush.
-        in_map.ctx().note_library_call(src.len());
-        let st = strm.compress(src, cur.chunk_mut(), FlushCompress::Sync)?;
-        let consumed = (strm.total_in() - in0) as usize;
-        let produced = (strm.total_out() - out0) as usize;
-        if st == Status::BufError && consumed == 0 && produced == 0 {
-            return Err(lib_err("deflate made no progress"));
-        }
-        map_pos += consumed;
-        avail_in -= consumed;
-        if avail_in == 0 && map_pos == map_len {
-            start += map_len;
-        }
-        cur.advance(produced);
-        let (t_in, t_out) = (strm.total_in() as usize, strm.total_out() as usize);
-        // We're making it bigger, give up.
-        if t_in > EARLY_BAIL_INPUT && t_in < t_out {
-            return Err(Error::Incompressible(Incompressible::EarlyBail));
-        }
-        // Another output folio, tested before the end so the stream end has room.
-        if cur.folio_full() {
-            cur.next_folio()?;
-        }
-        if t_in >= len {
-            break;
-        }
-    }
-    drop(in_map);
-
-    // Z_FINISH until Z_STREAM_END, adding output folios as needed.
-    loop {
-        let out0 = strm.total_out();
-        let dst = cur.chunk_mut();
-        frame.ctx().note_library_call(dst.len());
-        let st = strm.compress(&[], dst, FlushCompress::Finish)?;
-        cur.advance((strm.total_out() - out0) as usize);
-        if st == Status::StreamEnd {
-            break;
-        }
-        if cur.folio_full() {
-            cur.next_folio()?;
-        } else if strm.total_out() == out0 {
-            return Err(lib_err("deflate(Z_FINISH) made no progress"));
-        }
-    }
-    let total_in = strm.total_in() as usize;
-    let total_out = strm.total_out() as usize;
-    if total_out >= total_in {
-        return Err(Error::Incompressible(Incompressible::NotSmaller));
-    }
-    Ok(CompressResult { total_in, total_out })
-}
-
 /// Bytes left in the output page holding `pos` (output folios may span several pages).
 /// The kernel's header test: a 2-byte zlib header without preset dictionary. Returns the raw
 /// inflate window bits to use after skipping it, or `None` to inflate with the zlib wrapper.
@@ -329,126 +228,17 @@ fn stream_err(e: impl std::fmt::Display) -> Error {
     Error::corrupt(CorruptKind::Stream { codec: CODEC, msg: e.to_string() })
 }
 
-/// Models `zlib_decompress_bio()`: inflate the compressed pages (each mapped with the context's
-/// strategy) through the page-sized workspace buffer into `dest`. Stops successfully once `dest`
-/// is full; otherwise the stream must reach its end (`-EIO` if not).
-pub fn decompress_bio(ws: &mut Workspace, ctx: &mut MapCtx, cb: &CompressedBio, dest: &mut DestRange) -> Result<()> {
-    let ps = ctx.mem().page_size();
-    ws.ensure_buf(ps);
-    let srclen = cb.compressed_len;
-    let mut head = [0u8; 2];
-    let hn = srclen.min(2);
-    cb.folios.read_direct(0, &mut head[..hn]);
-    let (mut strm, skip) = new_inflate(&head[..hn], srclen)?;
-
-    let mut frame = ctx.frame();
-    let mut in_off = 0usize;
-    let mut in_map = frame.map(&cb.folios, 0, srclen)?;
-    let mut in_size = in_map.len();
-    let mut in_pos = skip.min(in_size);
-    let mut total_out = 0usize;
-    let mut last = Status::Ok;
-    let mut satisfied = false;
-    let mut err: Option<String> = None;
-    while in_off + in_pos < srclen {
-        let (st, produced) = {
-            let src = &in_map[in_pos..in_size];
-            let (i0, o0) = (strm.total_in(), strm.total_out());
-            in_map.ctx().note_library_call(ps);
-            let r = strm.decompress(src, &mut ws.buf[..ps], FlushDecompress::None);
-            match r {
-                Ok(st) => {
-                    in_pos += (strm.total_in() - i0) as usize;
-                    (st, (strm.total_out() - o0) as usize)
-                }
-                Err(e) => {
-                    // inflate() failed: the kernel breaks out and reports -EIO.
-                    err = Some(e.to_string());
-                    break;
-                }
-            }
-        };
-        last = st;
-        if produced == 0 {
-            break; // no progress: done
-        }
-        let buf_start = total_out;
-        total_out += produced;
-        let more = {
-            let (_, mut above) = in_map.split();
-            btrfs_decompress_buf2page(&mut above, &ws.buf[..produced], buf_start, dest)?
-        };
-        if !more {
-            satisfied = true;
-            break;
-        }
-        if st == Status::StreamEnd {
-            break;
-        }
-        if in_pos == in_size {
-            if in_off + in_size >= srclen {
-                in_pos = in_size;
-                break; // past the last page
-            }
-            drop(in_map);
-            in_off += in_size;
-            in_map = frame.map(&cb.folios, in_off, srclen - in_off)?;
-            in_size = in_map.len();
-            in_pos = 0;
-        }
-    }
-    drop(in_map);
-    if let Some(msg) = err {
-        return Err(stream_err(msg));
-    }
-    if !satisfied && last != Status::StreamEnd {
-        if in_off + in_pos >= srclen {
-            return Err(Error::corrupt(CorruptKind::Truncated { codec: CODEC }));
-        }
-        return Err(stream_err("inflate made no progress before the end of the stream"));
-    }
-    dest.zero_rest(&mut frame)?;
-    Ok(())
-}
-
-/// Models `zlib_decompress()` for inline extents: one `inflate(Z_FINISH)` into the workspace
-/// buffer; the output must cover `destlen` (`-EIO` otherwise, the rest zero-filled). Newer
-/// kernels store a whole sector; only `destlen` bytes are kept.
-pub fn decompress(
-    ws: &mut Workspace,
-    ctx: &mut MapCtx,
-    data_in: &[u8],
-    dest: &mut FolioVec,
-    dest_off: usize,
-    destlen: usize,
-) -> Result<()> {
-    let buf_size = ctx.mem().page_size().max(destlen);
-    ws.ensure_buf(buf_size);
-    let mut frame = ctx.frame();
-    let res = new_inflate(data_in, data_in.len()).and_then(|(mut strm, skip)| {
-        let src = data_in.get(skip..).unwrap_or(&[]);
-        frame.ctx().note_library_call(buf_size);
-        let st = strm.decompress(src, &mut ws.buf[..buf_size], FlushDecompress::Finish).map_err(stream_err)?;
-        Ok((st, strm.total_out() as usize))
-    });
-    let (st, total_out) = match res {
-        Ok(v) => v,
-        Err(e) => {
-            frame.memzero_pages(dest, dest_off, destlen)?;
-            return Err(e);
-        }
-    };
-    // Like the kernel, a stream that did not reach its end but gave all `destlen` bytes is read.
-    let short = (st != Status::StreamEnd).then_some(CorruptKind::Truncated { codec: CODEC });
-    finish_inline(&mut frame, dest, dest_off, destlen, &ws.buf[..total_out.min(buf_size)], CODEC, short)
-}
-
 /// zlib.c's entry points behind the [`Codec`] interface.
 pub struct Zlib;
 
 impl Codec for Zlib {
     type Workspace = Workspace;
 
+    /// Models `zlib_compress_folios()`: each input chunk is mapped with the context's strategy
+    /// (`kmap_local_folio()`), and deflate is fed one page piece at a time with `Z_SYNC_FLUSH`, so
+    /// the bytes do not depend on how much the strategy maps at once. Output goes through the
+    /// direct map. `Incompressible` on the early bail (more than 8 KiB in and output larger than
+    /// input), when the output folios run out, or when the result is not smaller than the input.
     fn compress_folios(
         ws: &mut Workspace,
         a: &CodecArgs,
@@ -456,9 +246,99 @@ impl Codec for Zlib {
         args: &CompressArgs<'_>,
         out: &mut FolioVec,
     ) -> Result<CompressResult> {
-        compress_folios(ws, a.level, ctx, args, out)
+        let level = a.level;
+        let mem = ctx.mem().clone();
+        let ps = mem.page_size();
+        let input = args.input;
+        let len = args.len;
+        let folio_input = ws.folio_input;
+        let strm = ws.deflate_init(level)?;
+        let mut frame = ctx.frame();
+
+        let mut cur = OutCursor::new(&mem, out, args.out_order, args.max_out)?;
+
+        let mut start = args.start;
+        // The mapped chunk and how far deflate has been fed from it.
+        let mut in_map = frame.map(input, start, len)?;
+        let mut map_len = in_map.len();
+        let mut map_pos = 0usize;
+        let mut avail_in = 0usize;
+
+        while (strm.total_in() as usize) < len {
+            if avail_in == 0 {
+                if map_pos == map_len {
+                    // Refill: unmap the previous chunk, map the next one.
+                    drop(in_map);
+                    let want = len - strm.total_in() as usize;
+                    in_map = frame.map(input, start, want)?;
+                    map_len = in_map.len();
+                    map_pos = 0;
+                }
+                // Feed up to the end of the current page (6.x's cur_len), or of the current folio
+                // (7.x's btrfs_calc_input_length()) when the mapping reaches that far.
+                let cur = start + map_pos;
+                let chunk_end = if folio_input { input.folio_end(cur) } else { ps - cur % ps + cur };
+                avail_in = (map_len - map_pos).min(chunk_end - cur);
+            }
+            let src = &in_map[map_pos..map_pos + avail_in];
+            let (in0, out0) = (strm.total_in(), strm.total_out());
+            // Output is offered one page at a time as in the kernel: zlib's bytes depend on where
+            // avail_out runs out during a flush.
+            in_map.ctx().note_library_call(src.len());
+            let st = strm.compress(src, cur.chunk_mut(), FlushCompress::Sync)?;
+            let consumed = (strm.total_in() - in0) as usize;
+            let produced = (strm.total_out() - out0) as usize;
+            if st == Status::BufError && consumed == 0 && produced == 0 {
+                return Err(lib_err("deflate made no progress"));
+            }
+            map_pos += consumed;
+            avail_in -= consumed;
+            if avail_in == 0 && map_pos == map_len {
+                start += map_len;
+            }
+            cur.advance(produced);
+            let (t_in, t_out) = (strm.total_in() as usize, strm.total_out() as usize);
+            // We're making it bigger, give up.
+            if t_in > EARLY_BAIL_INPUT && t_in < t_out {
+                return Err(Error::Incompressible(Incompressible::EarlyBail));
+            }
+            // Another output folio, tested before the end so the stream end has room.
+            if cur.folio_full() {
+                cur.next_folio()?;
+            }
+            if t_in >= len {
+                break;
+            }
+        }
+        drop(in_map);
+
+        // Z_FINISH until Z_STREAM_END, adding output folios as needed.
+        loop {
+            let out0 = strm.total_out();
+            let dst = cur.chunk_mut();
+            frame.ctx().note_library_call(dst.len());
+            let st = strm.compress(&[], dst, FlushCompress::Finish)?;
+            cur.advance((strm.total_out() - out0) as usize);
+            if st == Status::StreamEnd {
+                break;
+            }
+            if cur.folio_full() {
+                cur.next_folio()?;
+            } else if strm.total_out() == out0 {
+                return Err(lib_err("deflate(Z_FINISH) made no progress"));
+            }
+        }
+        let total_in = strm.total_in() as usize;
+        let total_out = strm.total_out() as usize;
+        if total_out >= total_in {
+            return Err(Error::Incompressible(Incompressible::NotSmaller));
+        }
+        Ok(CompressResult { total_in, total_out })
     }
 
+    /// Models `zlib_decompress_bio()`: inflate the compressed pages (each mapped with the context's
+    /// strategy) through the page-sized workspace buffer into `dest`. Stops successfully once `dest`
+    /// is full; otherwise the stream must reach its end (`-EIO` if not).
     fn decompress_bio(
         ws: &mut Workspace,
         a: &CodecArgs,
@@ -466,12 +346,90 @@ impl Codec for Zlib {
         cb: &CompressedBio,
         dest: &mut DestRange,
     ) -> Result<()> {
-        match a.variant {
-            LoopVariant::InPlace => decompress_bio_in_place(ws, ctx, cb, dest),
-            _ => decompress_bio(ws, ctx, cb, dest),
+        if a.variant == LoopVariant::InPlace {
+            return decompress_bio_in_place(ws, ctx, cb, dest);
         }
+        let ps = ctx.mem().page_size();
+        ws.ensure_buf(ps);
+        let srclen = cb.compressed_len;
+        let mut head = [0u8; 2];
+        let hn = srclen.min(2);
+        cb.folios.read_direct(0, &mut head[..hn]);
+        let (mut strm, skip) = new_inflate(&head[..hn], srclen)?;
+
+        let mut frame = ctx.frame();
+        let mut in_off = 0usize;
+        let mut in_map = frame.map(&cb.folios, 0, srclen)?;
+        let mut in_size = in_map.len();
+        let mut in_pos = skip.min(in_size);
+        let mut total_out = 0usize;
+        let mut last = Status::Ok;
+        let mut satisfied = false;
+        let mut err: Option<String> = None;
+        while in_off + in_pos < srclen {
+            let (st, produced) = {
+                let src = &in_map[in_pos..in_size];
+                let (i0, o0) = (strm.total_in(), strm.total_out());
+                in_map.ctx().note_library_call(ps);
+                let r = strm.decompress(src, &mut ws.buf[..ps], FlushDecompress::None);
+                match r {
+                    Ok(st) => {
+                        in_pos += (strm.total_in() - i0) as usize;
+                        (st, (strm.total_out() - o0) as usize)
+                    }
+                    Err(e) => {
+                        // inflate() failed: the kernel breaks out and reports -EIO.
+                        err = Some(e.to_string());
+                        break;
+                    }
+                }
+            };
+            last = st;
+            if produced == 0 {
+                break; // no progress: done
+            }
+            let buf_start = total_out;
+            total_out += produced;
+            let more = {
+                let (_, mut above) = in_map.split();
+                btrfs_decompress_buf2page(&mut above, &ws.buf[..produced], buf_start, dest)?
+            };
+            if !more {
+                satisfied = true;
+                break;
+            }
+            if st == Status::StreamEnd {
+                break;
+            }
+            if in_pos == in_size {
+                if in_off + in_size >= srclen {
+                    in_pos = in_size;
+                    break; // past the last page
+                }
+                drop(in_map);
+                in_off += in_size;
+                in_map = frame.map(&cb.folios, in_off, srclen - in_off)?;
+                in_size = in_map.len();
+                in_pos = 0;
+            }
+        }
+        drop(in_map);
+        if let Some(msg) = err {
+            return Err(stream_err(msg));
+        }
+        if !satisfied && last != Status::StreamEnd {
+            if in_off + in_pos >= srclen {
+                return Err(Error::corrupt(CorruptKind::Truncated { codec: CODEC }));
+            }
+            return Err(stream_err("inflate made no progress before the end of the stream"));
+        }
+        dest.zero_rest(&mut frame)?;
+        Ok(())
     }
 
+    /// Models `zlib_decompress()` for inline extents: one `inflate(Z_FINISH)` into the workspace
+    /// buffer; the output must cover `destlen` (`-EIO` otherwise, the rest zero-filled). Newer
+    /// kernels store a whole sector; only `destlen` bytes are kept.
     fn decompress(
         ws: &mut Workspace,
         _a: &CodecArgs,
@@ -481,6 +439,24 @@ impl Codec for Zlib {
         dest_off: usize,
         destlen: usize,
     ) -> Result<()> {
-        decompress(ws, ctx, data_in, dest, dest_off, destlen)
+        let buf_size = ctx.mem().page_size().max(destlen);
+        ws.ensure_buf(buf_size);
+        let mut frame = ctx.frame();
+        let res = new_inflate(data_in, data_in.len()).and_then(|(mut strm, skip)| {
+            let src = data_in.get(skip..).unwrap_or(&[]);
+            frame.ctx().note_library_call(buf_size);
+            let st = strm.decompress(src, &mut ws.buf[..buf_size], FlushDecompress::Finish).map_err(stream_err)?;
+            Ok((st, strm.total_out() as usize))
+        });
+        let (st, total_out) = match res {
+            Ok(v) => v,
+            Err(e) => {
+                frame.memzero_pages(dest, dest_off, destlen)?;
+                return Err(e);
+            }
+        };
+        // Like the kernel, a stream that did not reach its end but gave all `destlen` bytes is read.
+        let short = (st != Status::StreamEnd).then_some(CorruptKind::Truncated { codec: CODEC });
+        finish_inline(&mut frame, dest, dest_off, destlen, &ws.buf[..total_out.min(buf_size)], CODEC, short)
     }
 }

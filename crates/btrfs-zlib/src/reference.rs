@@ -4,7 +4,7 @@ use crate::*;
 use btrfs_compression::Incompressible;
 
 /// The baseline of the benchmarks (not a kernel function): one zlib-rs deflate call with
-/// `Z_FINISH` on a contiguous buffer, fresh stream each time like [`compress_folios`].
+/// `Z_FINISH` on a contiguous buffer, fresh stream each time like [`Zlib::compress_folios`](crate::Zlib).
 pub fn reference_compress(level: i32, src: &[u8], dst: &mut [u8]) -> Result<usize> {
     reference_compress_with(ZlibBackend::ZlibRs, level, src, dst)
 }
@@ -29,7 +29,7 @@ pub fn reference_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
 /// A second baseline: the contiguous buffer fed to deflate with the kernel's flush pattern
 /// (`Z_SYNC_FLUSH` after every `page_size` bytes, then `Z_FINISH`) but no pages or mappings.
 /// The difference to [`reference_compress`] is the cost of the flush pattern; the difference
-/// to [`compress_folios`] on the direct map is the cost of the page loop itself.
+/// to [`Zlib::compress_folios`](crate::Zlib) on the direct map is the cost of the page loop itself.
 pub fn reference_compress_page_flushes(
     backend: ZlibBackend,
     level: i32,

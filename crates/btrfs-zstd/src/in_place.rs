@@ -6,14 +6,14 @@ use zstd_safe::{DCtx, InBuffer, OutBuffer};
 
 use crate::{init_dstream, stream_err, Workspace, CODEC};
 
-/// A variant of [`decompress_bio`](crate::decompress_bio) that the kernel does not have: decompress straight into the
+/// A variant of [`Zstd::decompress_bio`](crate::Zstd) that the kernel does not have: decompress straight into the
 /// destination pages, mapped with the context's strategy above the input mapping, instead of
 /// through the page-sized workspace buffer and [`btrfs_decompress_buf2page`](btrfs_compression::btrfs_decompress_buf2page). Output before
 /// `dest.start` still goes to the workspace buffer and is dropped. This is what mapping the
 /// destination as one range enables: with `range` over large folios the whole extent is two
 /// mappings and no copy. With per-page kmap_local the destination page sits above the input
 /// page, so an input switch while a destination page is half full must unmap both and map the
-/// destination page again (counted as forced re-maps). Same results as [`decompress_bio`](crate::decompress_bio).
+/// destination page again (counted as forced re-maps). Same results as [`Zstd::decompress_bio`](crate::Zstd).
 pub fn decompress_bio_in_place(
     ws: &mut Workspace,
     ctx: &mut MapCtx,

@@ -6,12 +6,12 @@
 //! (the kernel's build has no SIMD, so libzstd never uses it there): at the same level the bytes
 //! are the kernel's.
 //!
-//! * [`compress_folios`]: the merged loop (input mapped one chunk at a time, output written
+//! * [`Zstd::compress_folios`](crate::Zstd): the merged loop (input mapped one chunk at a time, output written
 //!   through the direct map as `folio_address()` does);
 //! * [`compress_folios_lifo_remap`]: the 2022 v1-v4 loop that maps the output page with
 //!   kmap_local too, above the input page, and so must unmap and re-map the output page at every
 //!   input switch to keep LIFO order;
-//! * [`decompress_bio`] and [`decompress`] (inline extents).
+//! * [`Zstd::decompress_bio`](crate::Zstd) and [`Zstd::decompress`](crate::Zstd) (inline extents).
 #![forbid(unsafe_code)]
 
 mod in_place;
@@ -104,84 +104,6 @@ fn init_cstream(cctx: &mut CCtx<'static>, level: i32, len: usize) -> Result<()> 
     }
     cctx.set_pledged_src_size(Some(len as u64)).map_err(lib_err)?;
     Ok(())
-}
-
-/// Models `zstd_compress_folios()` (6.15 merged form; under HIGHMEM it makes the calls of 6.1's
-/// `zstd_compress_pages()` v6, 6.12 and 7.2 page by page, which the kmap trace fixture checks against
-/// 6.1): each input chunk is mapped with the
-/// context's strategy (`kmap_local_folio()` in the kernel), output pages are written through the
-/// direct map. Returns `Incompressible` (`-E2BIG`) on the early bail, when the output folios run
-/// out, or when the output is not smaller than the input.
-pub fn compress_folios(
-    ws: &mut Workspace,
-    level: i32,
-    ctx: &mut MapCtx,
-    args: &CompressArgs<'_>,
-    out: &mut FolioVec,
-) -> Result<CompressResult> {
-    let mem = ctx.mem().clone();
-    let input = args.input;
-    init_cstream(&mut ws.cctx, level, args.len)?;
-    let mut frame = ctx.frame();
-
-    let mut start = args.start;
-    let mut len = args.len;
-    let mut tot_in = 0usize;
-
-    // Map the first input chunk.
-    let mut in_map = frame.map(input, start, len)?;
-    let mut cur_len = in_map.len();
-    let mut in_pos = 0usize;
-
-    // Allocate the first output folio.
-    let mut cur = OutCursor::new(&mem, out, args.out_order, args.max_out)?;
-
-    loop {
-        {
-            // One output page at a time, as the kernel offers it.
-            let mut ob = OutBuffer::around(cur.chunk_mut());
-            let mut ib = InBuffer { src: &in_map[..cur_len], pos: in_pos };
-            in_map.ctx().note_library_call(cur_len - in_pos);
-            ws.cctx.compress_stream2(&mut ob, &mut ib, zstd_sys_continue()).map_err(lib_err)?;
-            in_pos = ib.pos;
-            let n = ob.pos();
-            cur.advance(n);
-        }
-        // Check to see if we are making it bigger.
-        if tot_in + in_pos > EARLY_BAIL_INPUT && tot_in + in_pos < cur.tot_out() {
-            return Err(Error::Incompressible(Incompressible::EarlyBail));
-        }
-        // We've reached the end of our output range.
-        if cur.at_limit() {
-            return Err(Error::Incompressible(Incompressible::OutOfOutput));
-        }
-        // Need more output space?
-        if cur.folio_full() {
-            cur.next_folio()?;
-        }
-        // End of the input?
-        if in_pos >= len {
-            tot_in += in_pos;
-            break;
-        }
-        // More input?
-        if in_pos == cur_len {
-            tot_in += cur_len;
-            drop(in_map);
-            start += cur_len;
-            len -= cur_len;
-            in_map = frame.map(input, start, len)?;
-            cur_len = in_map.len();
-            in_pos = 0;
-        }
-    }
-    drop(in_map);
-    end_stream(ws, &mut cur)?;
-    let tot_out = cur.tot_out();
-    if tot_out >= tot_in {
-        return Err(Error::Incompressible(Incompressible::NotSmaller));
-    }
-    Ok(CompressResult { total_in: tot_in, total_out: tot_out })
 }
 
 fn zstd_sys_continue() -> zstd_safe::zstd_sys::ZSTD_EndDirective {
@@ -290,109 +212,18 @@ pub fn frame_content_size(src: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-/// Models `zstd_decompress_bio()`: stream the compressed pages (each mapped with the context's
-/// strategy) through the page-sized workspace buffer into `dest` with
-/// [`btrfs_decompress_buf2page`]. A frame that ends early is not an error (the rest of `dest` is
-/// zero-filled); a frame that needs more input than the extent holds is `-EIO`.
-pub fn decompress_bio(ws: &mut Workspace, ctx: &mut MapCtx, cb: &CompressedBio, dest: &mut DestRange) -> Result<()> {
-    let ps = ctx.mem().page_size();
-    ws.ensure_buf(ps);
-    let mut head = [0u8; 18];
-    let hn = head.len().min(cb.compressed_len);
-    cb.folios.read_direct(0, &mut head[..hn]);
-    init_dstream(&mut ws.dctx, &head[..hn])?;
-
-    let mut frame = ctx.frame();
-    let mut srclen = cb.compressed_len;
-    let mut in_off = 0usize;
-    let mut total_out = 0usize;
-    let mut in_map = frame.map(&cb.folios, in_off, srclen)?;
-    let mut in_size = in_map.len();
-    let mut in_pos = 0usize;
-    loop {
-        let (ret, produced) = {
-            let (src, above) = in_map.split();
-            let mut ob = OutBuffer::around(&mut ws.buf[..ps]);
-            let mut ib = InBuffer { src: &src[..in_size], pos: in_pos };
-            above.ctx().note_library_call(ps);
-            let r = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, &head[..hn]));
-            in_pos = ib.pos;
-            (r, ob.pos())
-        };
-        let ret = ret?;
-        let buf_start = total_out;
-        total_out += produced;
-        let more = {
-            let (_, mut above) = in_map.split();
-            btrfs_decompress_buf2page(&mut above, &ws.buf[..produced], buf_start, dest)?
-        };
-        if !more {
-            break;
-        }
-        if in_pos >= srclen {
-            break;
-        }
-        if ret == 0 {
-            break; // end of the frame
-        }
-        if in_pos == in_size {
-            drop(in_map);
-            in_off += in_size;
-            srclen -= in_size;
-            if in_off >= cb.folios.len() || srclen == 0 {
-                return Err(Error::corrupt(CorruptKind::Truncated { codec: CODEC }));
-            }
-            in_map = frame.map(&cb.folios, in_off, srclen)?;
-            in_size = in_map.len();
-            in_pos = 0;
-        }
-    }
-    drop(in_map);
-    dest.zero_rest(&mut frame)?;
-    Ok(())
-}
-
-/// Models `zstd_decompress()` for inline extents: one `decompress_stream` call into a
-/// sector-sized buffer, copied to `dest` at `dest_off`; fewer than `destlen` bytes is `-EIO`
-/// (the rest is zero-filled first). Newer kernels store a whole sector in compressed inline
-/// extents; only `destlen` bytes are kept.
-pub fn decompress(
-    ws: &mut Workspace,
-    ctx: &mut MapCtx,
-    data_in: &[u8],
-    dest: &mut FolioVec,
-    dest_off: usize,
-    destlen: usize,
-    sectorsize: usize,
-) -> Result<()> {
-    ws.ensure_buf(sectorsize);
-    let mut frame = ctx.frame();
-    if let Err(e) = init_dstream(&mut ws.dctx, data_in) {
-        frame.memzero_pages(dest, dest_off, destlen)?;
-        return Err(e);
-    }
-    let res = {
-        let mut ob = OutBuffer::around(&mut ws.buf[..sectorsize]);
-        let mut ib = InBuffer::around(data_in);
-        frame.ctx().note_library_call(sectorsize);
-        let r = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, data_in));
-        r.map(|_| ob.pos())
-    };
-    match res {
-        Ok(n) => finish_inline(&mut frame, dest, dest_off, destlen, &ws.buf[..n], CODEC, None),
-        Err(e) => {
-            frame.memzero_pages(dest, dest_off, destlen)?;
-            Err(e)
-        }
-    }
-}
-
 /// zstd.c's entry points behind the [`Codec`] interface.
 pub struct Zstd;
 
 impl Codec for Zstd {
     type Workspace = Workspace;
 
+    /// Models `zstd_compress_folios()` (6.15 merged form; under HIGHMEM it makes the calls of 6.1's
+    /// `zstd_compress_pages()` v6, 6.12 and 7.2 page by page, which the kmap trace fixture checks against
+    /// 6.1): each input chunk is mapped with the
+    /// context's strategy (`kmap_local_folio()` in the kernel), output pages are written through the
+    /// direct map. Returns `Incompressible` (`-E2BIG`) on the early bail, when the output folios run
+    /// out, or when the output is not smaller than the input.
     fn compress_folios(
         ws: &mut Workspace,
         a: &CodecArgs,
@@ -400,12 +231,79 @@ impl Codec for Zstd {
         args: &CompressArgs<'_>,
         out: &mut FolioVec,
     ) -> Result<CompressResult> {
-        match a.variant {
-            LoopVariant::LifoRemap2022 => compress_folios_lifo_remap(ws, a.level, ctx, args, out),
-            _ => compress_folios(ws, a.level, ctx, args, out),
+        if a.variant == LoopVariant::LifoRemap2022 {
+            return compress_folios_lifo_remap(ws, a.level, ctx, args, out);
         }
+        let level = a.level;
+        let mem = ctx.mem().clone();
+        let input = args.input;
+        init_cstream(&mut ws.cctx, level, args.len)?;
+        let mut frame = ctx.frame();
+
+        let mut start = args.start;
+        let mut len = args.len;
+        let mut tot_in = 0usize;
+
+        // Map the first input chunk.
+        let mut in_map = frame.map(input, start, len)?;
+        let mut cur_len = in_map.len();
+        let mut in_pos = 0usize;
+
+        // Allocate the first output folio.
+        let mut cur = OutCursor::new(&mem, out, args.out_order, args.max_out)?;
+
+        loop {
+            {
+                // One output page at a time, as the kernel offers it.
+                let mut ob = OutBuffer::around(cur.chunk_mut());
+                let mut ib = InBuffer { src: &in_map[..cur_len], pos: in_pos };
+                in_map.ctx().note_library_call(cur_len - in_pos);
+                ws.cctx.compress_stream2(&mut ob, &mut ib, zstd_sys_continue()).map_err(lib_err)?;
+                in_pos = ib.pos;
+                let n = ob.pos();
+                cur.advance(n);
+            }
+            // Check to see if we are making it bigger.
+            if tot_in + in_pos > EARLY_BAIL_INPUT && tot_in + in_pos < cur.tot_out() {
+                return Err(Error::Incompressible(Incompressible::EarlyBail));
+            }
+            // We've reached the end of our output range.
+            if cur.at_limit() {
+                return Err(Error::Incompressible(Incompressible::OutOfOutput));
+            }
+            // Need more output space?
+            if cur.folio_full() {
+                cur.next_folio()?;
+            }
+            // End of the input?
+            if in_pos >= len {
+                tot_in += in_pos;
+                break;
+            }
+            // More input?
+            if in_pos == cur_len {
+                tot_in += cur_len;
+                drop(in_map);
+                start += cur_len;
+                len -= cur_len;
+                in_map = frame.map(input, start, len)?;
+                cur_len = in_map.len();
+                in_pos = 0;
+            }
+        }
+        drop(in_map);
+        end_stream(ws, &mut cur)?;
+        let tot_out = cur.tot_out();
+        if tot_out >= tot_in {
+            return Err(Error::Incompressible(Incompressible::NotSmaller));
+        }
+        Ok(CompressResult { total_in: tot_in, total_out: tot_out })
     }
 
+    /// Models `zstd_decompress_bio()`: stream the compressed pages (each mapped with the context's
+    /// strategy) through the page-sized workspace buffer into `dest` with
+    /// [`btrfs_decompress_buf2page`]. A frame that ends early is not an error (the rest of `dest` is
+    /// zero-filled); a frame that needs more input than the extent holds is `-EIO`.
     fn decompress_bio(
         ws: &mut Workspace,
         a: &CodecArgs,
@@ -413,12 +311,70 @@ impl Codec for Zstd {
         cb: &CompressedBio,
         dest: &mut DestRange,
     ) -> Result<()> {
-        match a.variant {
-            LoopVariant::InPlace => decompress_bio_in_place(ws, ctx, cb, dest),
-            _ => decompress_bio(ws, ctx, cb, dest),
+        if a.variant == LoopVariant::InPlace {
+            return decompress_bio_in_place(ws, ctx, cb, dest);
         }
+        let ps = ctx.mem().page_size();
+        ws.ensure_buf(ps);
+        let mut head = [0u8; 18];
+        let hn = head.len().min(cb.compressed_len);
+        cb.folios.read_direct(0, &mut head[..hn]);
+        init_dstream(&mut ws.dctx, &head[..hn])?;
+
+        let mut frame = ctx.frame();
+        let mut srclen = cb.compressed_len;
+        let mut in_off = 0usize;
+        let mut total_out = 0usize;
+        let mut in_map = frame.map(&cb.folios, in_off, srclen)?;
+        let mut in_size = in_map.len();
+        let mut in_pos = 0usize;
+        loop {
+            let (ret, produced) = {
+                let (src, above) = in_map.split();
+                let mut ob = OutBuffer::around(&mut ws.buf[..ps]);
+                let mut ib = InBuffer { src: &src[..in_size], pos: in_pos };
+                above.ctx().note_library_call(ps);
+                let r = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, &head[..hn]));
+                in_pos = ib.pos;
+                (r, ob.pos())
+            };
+            let ret = ret?;
+            let buf_start = total_out;
+            total_out += produced;
+            let more = {
+                let (_, mut above) = in_map.split();
+                btrfs_decompress_buf2page(&mut above, &ws.buf[..produced], buf_start, dest)?
+            };
+            if !more {
+                break;
+            }
+            if in_pos >= srclen {
+                break;
+            }
+            if ret == 0 {
+                break; // end of the frame
+            }
+            if in_pos == in_size {
+                drop(in_map);
+                in_off += in_size;
+                srclen -= in_size;
+                if in_off >= cb.folios.len() || srclen == 0 {
+                    return Err(Error::corrupt(CorruptKind::Truncated { codec: CODEC }));
+                }
+                in_map = frame.map(&cb.folios, in_off, srclen)?;
+                in_size = in_map.len();
+                in_pos = 0;
+            }
+        }
+        drop(in_map);
+        dest.zero_rest(&mut frame)?;
+        Ok(())
     }
 
+    /// Models `zstd_decompress()` for inline extents: one `decompress_stream` call into a
+    /// sector-sized buffer, copied to `dest` at `dest_off`; fewer than `destlen` bytes is `-EIO`
+    /// (the rest is zero-filled first). Newer kernels store a whole sector in compressed inline
+    /// extents; only `destlen` bytes are kept.
     fn decompress(
         ws: &mut Workspace,
         a: &CodecArgs,
@@ -428,6 +384,26 @@ impl Codec for Zstd {
         dest_off: usize,
         destlen: usize,
     ) -> Result<()> {
-        decompress(ws, ctx, data_in, dest, dest_off, destlen, a.sectorsize)
+        let sectorsize = a.sectorsize;
+        ws.ensure_buf(sectorsize);
+        let mut frame = ctx.frame();
+        if let Err(e) = init_dstream(&mut ws.dctx, data_in) {
+            frame.memzero_pages(dest, dest_off, destlen)?;
+            return Err(e);
+        }
+        let res = {
+            let mut ob = OutBuffer::around(&mut ws.buf[..sectorsize]);
+            let mut ib = InBuffer::around(data_in);
+            frame.ctx().note_library_call(sectorsize);
+            let r = ws.dctx.decompress_stream(&mut ob, &mut ib).map_err(|c| stream_err(c, data_in));
+            r.map(|_| ob.pos())
+        };
+        match res {
+            Ok(n) => finish_inline(&mut frame, dest, dest_off, destlen, &ws.buf[..n], CODEC, None),
+            Err(e) => {
+                frame.memzero_pages(dest, dest_off, destlen)?;
+                Err(e)
+            }
+        }
     }
 }

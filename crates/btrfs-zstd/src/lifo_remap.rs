@@ -9,7 +9,7 @@ use btrfs_compression::{Incompressible, OutCursor};
 /// switch only replaces the top slot, but an input switch while the output page is half full must
 /// unmap the output, unmap the input, map the next input and map the same output page again;
 /// those re-maps are counted as [`highmem::MapCounters::forced_remaps`]. Produces the same bytes
-/// as [`compress_folios`].
+/// as [`Zstd::compress_folios`](crate::Zstd).
 pub fn compress_folios_lifo_remap(
     ws: &mut Workspace,
     level: i32,

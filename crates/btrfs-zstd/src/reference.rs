@@ -3,7 +3,7 @@
 use crate::*;
 
 /// The baseline of the benchmarks (not a kernel function): one library call on a contiguous
-/// buffer with the same parameters as [`compress_folios`].
+/// buffer with the same parameters as [`Zstd::compress_folios`](crate::Zstd).
 pub struct Reference {
     cctx: CCtx<'static>,
     dctx: DCtx<'static>,
