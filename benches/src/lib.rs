@@ -3,7 +3,7 @@
 //! call on the contiguous buffer).
 #![forbid(unsafe_code)]
 
-use btrfs_compress::{with_ctx, Codecs, CompressArgs, CompressSpec, CompressType, CompressedBio, DestRange, Options};
+use btrfs_compress::{with_ctx, CompressArgs, CompressSpec, CompressType, CompressedBio, DestRange, Options};
 use btrfs_lab::corpus::{generate, Kind};
 use highmem::FolioVec;
 
@@ -27,7 +27,7 @@ pub fn page_loop_compress(spec: CompressSpec, opts: &Options, pages: &[FolioVec]
             let mut args = CompressArgs::new(p, 0, len)?;
             args.out_order = opts.effective_out_order();
             let mut out = FolioVec::new();
-            if let Ok(r) = Codecs::global().compress_folios(spec, opts, ctx, &args, &mut out) {
+            if let Ok(r) = btrfs_compress::Engine::global().codecs().compress_folios(spec, opts, ctx, &args, &mut out) {
                 total += r.total_out;
             }
         }
@@ -68,7 +68,7 @@ pub fn page_loop_decompress(alg: CompressType, opts: &Options, bios: &mut [(Comp
     with_ctx(opts, |ctx| {
         for (cb, dest) in bios.iter_mut() {
             dest.reset();
-            Codecs::global().decompress_bio(alg, opts, ctx, cb, dest)?;
+            btrfs_compress::Engine::global().codecs().decompress_bio(alg, opts, ctx, cb, dest)?;
         }
         Ok(())
     })

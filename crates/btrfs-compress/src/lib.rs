@@ -138,12 +138,6 @@ impl Codecs {
         }
     }
 
-    /// The process-wide instance.
-    pub fn global() -> &'static Codecs {
-        static C: OnceLock<Codecs> = OnceLock::new();
-        C.get_or_init(Codecs::new)
-    }
-
     /// Workspace statistics: (zlib, lzo, zstd).
     pub fn stats(
         &self,
@@ -229,45 +223,6 @@ pub fn workspace_cpus() -> usize {
 /// Frames per shared physical memory: 64 MiB, enough for well over a hundred extents in flight.
 const MEM_BYTES: usize = 64 << 20;
 
-/// The process-wide "physical memory" (and its global kmap pool) for a backend and page size.
-pub fn shared_mem(backend: Backend, page_size: usize) -> Result<(PhysMem, Arc<KmapPool>)> {
-    type Key = (Backend, usize);
-    type Shared = (PhysMem, Arc<KmapPool>);
-    static MEMS: OnceLock<Mutex<HashMap<Key, Shared>>> = OnceLock::new();
-    let mut m = MEMS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(v) = m.get(&(backend, page_size)) {
-        return Ok(v.clone());
-    }
-    let mem = PhysMem::new(backend, page_size, MEM_BYTES / page_size)?;
-    let pool = Arc::new(KmapPool::new(&mem)?);
-    m.insert((backend, page_size), (mem.clone(), Arc::clone(&pool)));
-    Ok((mem, pool))
-}
-
-thread_local! {
-    static CTXS: RefCell<HashMap<(Backend, usize, Strategy), MapCtx>> = RefCell::new(HashMap::new());
-}
-
-/// Run `f` with this thread's mapping context for `opts` (created on first use; the global
-/// kmap pool is shared by all threads).
-pub fn with_ctx<T>(opts: &Options, f: impl FnOnce(&mut MapCtx) -> Result<T>) -> Result<T> {
-    let key = (opts.backend, opts.page_size, opts.strategy);
-    CTXS.with(|c| {
-        let mut map = c.borrow_mut();
-        let ctx = match map.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let (mem, pool) = shared_mem(opts.backend, opts.page_size)?;
-                v.insert(match opts.strategy {
-                    Strategy::GlobalKmap => MapCtx::with_pool(pool)?,
-                    s => MapCtx::new(&mem, s)?,
-                })
-            }
-        };
-        f(ctx)
-    })
-}
-
 /// One compressed extent.
 #[derive(Clone)]
 pub struct CompressedExtent {
@@ -277,22 +232,6 @@ pub struct CompressedExtent {
     pub total_in: usize,
     /// What the mapping layer did for this extent.
     pub counters: MapCounters,
-}
-
-/// Compress one extent of at most 128 KiB as btrfs would write it: `Incompressible` when the
-/// codec gives up (`-E2BIG`) or when the result would not save at least one sector.
-pub fn compress_extent(data: &[u8], spec: CompressSpec, opts: &Options) -> Result<CompressedExtent> {
-    let ext = compress_extent_raw(data, spec, opts)?;
-    if !compression_saves_sector(ext.total_in, ext.data.len(), SECTORSIZE) {
-        return Err(Error::Incompressible(Incompressible::SavesNoSector));
-    }
-    Ok(ext)
-}
-
-/// Compress one extent without the caller's "must save a sector" rule (the codec's own
-/// `-E2BIG` rules still apply). Used for inline extents and by benchmarks.
-pub fn compress_extent_raw(data: &[u8], spec: CompressSpec, opts: &Options) -> Result<CompressedExtent> {
-    compress_extent_in_folios(data, spec, opts, None)
 }
 
 /// The page-cache folios 7.x on 64-bit holds a file in after it was written once, as the
@@ -313,67 +252,6 @@ pub fn page_cache_folios_7x(off: usize, len: usize, file_size: usize) -> Vec<u32
         p += SECTORSIZE << order;
     }
     orders
-}
-
-/// [`compress_extent_raw`] with the page cache in folios of the given orders, in file order
-/// (a real page cache mixes them: 7.x on 64-bit writes 64 KiB folios where they fit before the
-/// end of the file and single pages after). `None`: all of [`Options::folio_order`]. The folios
-/// must cover `data`.
-pub fn compress_extent_in_folios(
-    data: &[u8],
-    spec: CompressSpec,
-    opts: &Options,
-    orders: Option<&[u32]>,
-) -> Result<CompressedExtent> {
-    if data.is_empty() || data.len() > BTRFS_MAX_UNCOMPRESSED {
-        return Err(Error::InvalidArgument(format!(
-            "extent input of {} bytes (must be 1..={BTRFS_MAX_UNCOMPRESSED})",
-            data.len()
-        )));
-    }
-    with_ctx(opts, |ctx| {
-        let before = ctx.counters();
-        let pages = match orders {
-            None => FolioVec::from_slice(ctx.mem(), data, opts.effective_folio_order())?,
-            Some(orders) => {
-                let mut v = FolioVec::new();
-                for &o in orders {
-                    v.push(ctx.mem().alloc_folio(clamp_order(o, opts.page_size))?);
-                }
-                if v.len() < data.len() {
-                    return Err(Error::InvalidArgument(format!(
-                        "folios of {} bytes for {} bytes",
-                        v.len(),
-                        data.len()
-                    )));
-                }
-                v.write_direct(0, data);
-                v
-            }
-        };
-        let mut args = CompressArgs::new(&pages, 0, data.len())?;
-        args.out_order = opts.effective_out_order();
-        let mut out = FolioVec::new();
-        let res = Codecs::global().compress_folios(spec, opts, ctx, &args, &mut out)?;
-        let bytes = Bytes::from(out.to_vec(0, res.total_out));
-        Ok(CompressedExtent { data: bytes, total_in: res.total_in, counters: ctx.counters().since(&before) })
-    })
-}
-
-/// Compress data for an inline extent (file offset 0, the whole file, at most one sector), as
-/// `compress_file_range()` does: whatever the codec returns without an error is stored inline
-/// if it is no more than `max_inline` (the mount option, default 2048) — even when it is larger
-/// than the data, which lzo (no final size check) does for short inputs: the running 6.18 kernel
-/// stores a 300-byte text file as 302 bytes of lzo inline (the estimate oracle test).
-pub fn compress_inline(data: &[u8], spec: CompressSpec, max_inline: usize, opts: &Options) -> Result<CompressedExtent> {
-    if data.len() > SECTORSIZE {
-        return Err(Error::InvalidArgument(format!("inline data of {} bytes is larger than a sector", data.len())));
-    }
-    let ext = compress_extent_raw(data, spec, opts)?;
-    if ext.data.len() > max_inline {
-        return Err(Error::Incompressible(Incompressible::InlineTooLarge));
-    }
-    Ok(ext)
 }
 
 impl std::fmt::Debug for CompressedExtent {
@@ -407,72 +285,6 @@ impl std::fmt::Debug for Decompressed {
     }
 }
 
-/// Decompress a regular extent (`btrfs_decompress_bio()`): `disk` is the on-disk data
-/// (sector padding allowed), `ram_bytes` the decompressed size of the whole extent, and the
-/// file uses bytes `[offset, offset + num_bytes)` of it. Output the stream does not cover is
-/// zero-filled; output past `ram_bytes` is dropped.
-pub fn decompress_extent(
-    alg: CompressType,
-    disk: &[u8],
-    ram_bytes: usize,
-    offset: usize,
-    num_bytes: usize,
-    opts: &Options,
-) -> Result<Bytes> {
-    decompress_extent_full(alg, disk, ram_bytes, offset, num_bytes, opts).map(|d| d.data)
-}
-
-/// [`decompress_extent`] with the details.
-pub fn decompress_extent_full(
-    alg: CompressType,
-    disk: &[u8],
-    ram_bytes: usize,
-    offset: usize,
-    num_bytes: usize,
-    opts: &Options,
-) -> Result<Decompressed> {
-    if ram_bytes == 0 || ram_bytes > BTRFS_MAX_UNCOMPRESSED {
-        return Err(Error::InvalidArgument(format!(
-            "ram_bytes {ram_bytes} (a compressed extent holds 1..={BTRFS_MAX_UNCOMPRESSED} bytes)"
-        )));
-    }
-    if num_bytes == 0 || offset.checked_add(num_bytes).is_none_or(|e| e > ram_bytes) {
-        return Err(Error::InvalidArgument(format!(
-            "range offset {offset} + num_bytes {num_bytes} outside ram_bytes {ram_bytes}"
-        )));
-    }
-    with_ctx(opts, |ctx| {
-        let before = ctx.counters();
-        let cb = CompressedBio::from_slice(ctx.mem(), disk)?;
-        let mut dest = DestRange::new(ctx.mem(), offset, num_bytes, opts.effective_folio_order())?;
-        Codecs::global().decompress_bio(alg, opts, ctx, &cb, &mut dest)?;
-        Ok(Decompressed {
-            data: Bytes::from(dest.to_vec()),
-            stream_bytes: dest.stream_bytes(),
-            counters: ctx.counters().since(&before),
-        })
-    })
-}
-
-/// Decompress an inline extent (`btrfs_decompress()`): the item's data and its `ram_bytes`
-/// (at most one page). Newer kernels store a full sector; the output is cut to `ram_bytes`.
-pub fn decompress_inline(alg: CompressType, data: &[u8], ram_bytes: usize, opts: &Options) -> Result<Bytes> {
-    if ram_bytes == 0 || ram_bytes > opts.page_size.min(SECTORSIZE) {
-        return Err(Error::InvalidArgument(format!(
-            "inline ram_bytes {ram_bytes} (must be 1..={})",
-            opts.page_size.min(SECTORSIZE)
-        )));
-    }
-    if data.is_empty() || data.len() > BTRFS_MAX_COMPRESSED {
-        return Err(Error::InvalidArgument(format!("inline data of {} bytes", data.len())));
-    }
-    with_ctx(opts, |ctx| {
-        let mut dest = FolioVec::alloc(ctx.mem(), ram_bytes, 0)?;
-        Codecs::global().decompress(alg, ctx, data, &mut dest, 0, ram_bytes)?;
-        Ok(Bytes::from(dest.to_vec(0, ram_bytes)))
-    })
-}
-
 /// One 128 KiB piece of a buffer as btrfs would store it.
 #[derive(Clone)]
 pub enum Extent {
@@ -501,19 +313,372 @@ impl Extent {
     }
 }
 
+/// A "physical memory" and its kmap pool.
+type SharedMem = (PhysMem, Arc<KmapPool>);
+
+/// An explicit compression context: the workspace managers of the three codecs (`Codecs`) and
+/// the "physical memories" (one per backend and page size, with its kmap pool) the page loops
+/// run in. Each thread keeps one mapping context per engine, backend, page size and strategy, so
+/// an engine is meant to live long (the free functions use [`Engine::global`]).
+pub struct Engine {
+    id: u64,
+    codecs: Codecs,
+    mems: Mutex<HashMap<(Backend, usize), SharedMem>>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+thread_local! {
+    static CTXS: RefCell<HashMap<(u64, Backend, usize, Strategy), MapCtx>> = RefCell::new(HashMap::new());
+}
+
+impl Engine {
+    /// A new engine: codecs sized for the online CPUs (`btrfs_init_compress()`), no memory yet.
+    pub fn new() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self { id: NEXT.fetch_add(1, Ordering::Relaxed), codecs: Codecs::new(), mems: Mutex::new(HashMap::new()) }
+    }
+
+    /// The process-wide engine the free functions use.
+    pub fn global() -> &'static Engine {
+        static E: OnceLock<Engine> = OnceLock::new();
+        E.get_or_init(Engine::new)
+    }
+
+    /// Its codecs.
+    pub fn codecs(&self) -> &Codecs {
+        &self.codecs
+    }
+
+    /// Its "physical memory" (and kmap pool) for a backend and page size, made on first use.
+    pub fn mem(&self, backend: Backend, page_size: usize) -> Result<(PhysMem, Arc<KmapPool>)> {
+        let mut m = self.mems.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = m.get(&(backend, page_size)) {
+            return Ok(v.clone());
+        }
+        let mem = PhysMem::new(backend, page_size, MEM_BYTES / page_size)?;
+        let pool = Arc::new(KmapPool::new(&mem)?);
+        m.insert((backend, page_size), (mem.clone(), Arc::clone(&pool)));
+        Ok((mem, pool))
+    }
+
+    /// Run `f` with this thread's mapping context for `opts` (created on first use; the kmap
+    /// pool is shared by all threads).
+    pub fn with_ctx<T>(&self, opts: &Options, f: impl FnOnce(&mut MapCtx) -> Result<T>) -> Result<T> {
+        let key = (self.id, opts.backend, opts.page_size, opts.strategy);
+        CTXS.with(|c| {
+            let mut map = c.borrow_mut();
+            let ctx = match map.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let (mem, pool) = self.mem(opts.backend, opts.page_size)?;
+                    v.insert(match opts.strategy {
+                        Strategy::GlobalKmap => MapCtx::with_pool(pool)?,
+                        s => MapCtx::new(&mem, s)?,
+                    })
+                }
+            };
+            f(ctx)
+        })
+    }
+
+    /// Compress one extent of at most 128 KiB as btrfs would write it: `Incompressible` when the
+    /// codec gives up (`-E2BIG`) or when the result would not save at least one sector.
+    pub fn compress_extent(&self, data: &[u8], spec: CompressSpec, opts: &Options) -> Result<CompressedExtent> {
+        let ext = self.compress_extent_raw(data, spec, opts)?;
+        if !compression_saves_sector(ext.total_in, ext.data.len(), SECTORSIZE) {
+            return Err(Error::Incompressible(Incompressible::SavesNoSector));
+        }
+        Ok(ext)
+    }
+
+    /// Compress one extent without the caller's "must save a sector" rule (the codec's own
+    /// `-E2BIG` rules still apply). Used for inline extents and by benchmarks.
+    pub fn compress_extent_raw(&self, data: &[u8], spec: CompressSpec, opts: &Options) -> Result<CompressedExtent> {
+        self.compress_extent_in_folios(data, spec, opts, None)
+    }
+
+    /// [`compress_extent_raw`] with the page cache in folios of the given orders, in file order
+    /// (a real page cache mixes them: 7.x on 64-bit writes 64 KiB folios where they fit before the
+    /// end of the file and single pages after). `None`: all of [`Options::folio_order`]. The folios
+    /// must cover `data`.
+    pub fn compress_extent_in_folios(
+        &self,
+        data: &[u8],
+        spec: CompressSpec,
+        opts: &Options,
+        orders: Option<&[u32]>,
+    ) -> Result<CompressedExtent> {
+        if data.is_empty() || data.len() > BTRFS_MAX_UNCOMPRESSED {
+            return Err(Error::InvalidArgument(format!(
+                "extent input of {} bytes (must be 1..={BTRFS_MAX_UNCOMPRESSED})",
+                data.len()
+            )));
+        }
+        self.with_ctx(opts, |ctx| {
+            let before = ctx.counters();
+            let pages = match orders {
+                None => FolioVec::from_slice(ctx.mem(), data, opts.effective_folio_order())?,
+                Some(orders) => {
+                    let mut v = FolioVec::new();
+                    for &o in orders {
+                        v.push(ctx.mem().alloc_folio(clamp_order(o, opts.page_size))?);
+                    }
+                    if v.len() < data.len() {
+                        return Err(Error::InvalidArgument(format!(
+                            "folios of {} bytes for {} bytes",
+                            v.len(),
+                            data.len()
+                        )));
+                    }
+                    v.write_direct(0, data);
+                    v
+                }
+            };
+            let mut args = CompressArgs::new(&pages, 0, data.len())?;
+            args.out_order = opts.effective_out_order();
+            let mut out = FolioVec::new();
+            let res = self.codecs.compress_folios(spec, opts, ctx, &args, &mut out)?;
+            let bytes = Bytes::from(out.to_vec(0, res.total_out));
+            Ok(CompressedExtent { data: bytes, total_in: res.total_in, counters: ctx.counters().since(&before) })
+        })
+    }
+
+    /// Compress data for an inline extent (file offset 0, the whole file, at most one sector), as
+    /// `compress_file_range()` does: whatever the codec returns without an error is stored inline
+    /// if it is no more than `max_inline` (the mount option, default 2048) — even when it is larger
+    /// than the data, which lzo (no final size check) does for short inputs: the running 6.18 kernel
+    /// stores a 300-byte text file as 302 bytes of lzo inline (the estimate oracle test).
+    pub fn compress_inline(
+        &self,
+        data: &[u8],
+        spec: CompressSpec,
+        max_inline: usize,
+        opts: &Options,
+    ) -> Result<CompressedExtent> {
+        if data.len() > SECTORSIZE {
+            return Err(Error::InvalidArgument(format!("inline data of {} bytes is larger than a sector", data.len())));
+        }
+        let ext = self.compress_extent_raw(data, spec, opts)?;
+        if ext.data.len() > max_inline {
+            return Err(Error::Incompressible(Incompressible::InlineTooLarge));
+        }
+        Ok(ext)
+    }
+
+    /// Decompress a regular extent (`btrfs_decompress_bio()`): `disk` is the on-disk data
+    /// (sector padding allowed), `ram_bytes` the decompressed size of the whole extent, and the
+    /// file uses bytes `[offset, offset + num_bytes)` of it. Output the stream does not cover is
+    /// zero-filled; output past `ram_bytes` is dropped.
+    pub fn decompress_extent(
+        &self,
+        alg: CompressType,
+        disk: &[u8],
+        ram_bytes: usize,
+        offset: usize,
+        num_bytes: usize,
+        opts: &Options,
+    ) -> Result<Bytes> {
+        self.decompress_extent_full(alg, disk, ram_bytes, offset, num_bytes, opts).map(|d| d.data)
+    }
+
+    /// [`decompress_extent`] with the details.
+    pub fn decompress_extent_full(
+        &self,
+        alg: CompressType,
+        disk: &[u8],
+        ram_bytes: usize,
+        offset: usize,
+        num_bytes: usize,
+        opts: &Options,
+    ) -> Result<Decompressed> {
+        if ram_bytes == 0 || ram_bytes > BTRFS_MAX_UNCOMPRESSED {
+            return Err(Error::InvalidArgument(format!(
+                "ram_bytes {ram_bytes} (a compressed extent holds 1..={BTRFS_MAX_UNCOMPRESSED} bytes)"
+            )));
+        }
+        if num_bytes == 0 || offset.checked_add(num_bytes).is_none_or(|e| e > ram_bytes) {
+            return Err(Error::InvalidArgument(format!(
+                "range offset {offset} + num_bytes {num_bytes} outside ram_bytes {ram_bytes}"
+            )));
+        }
+        self.with_ctx(opts, |ctx| {
+            let before = ctx.counters();
+            let cb = CompressedBio::from_slice(ctx.mem(), disk)?;
+            let mut dest = DestRange::new(ctx.mem(), offset, num_bytes, opts.effective_folio_order())?;
+            self.codecs.decompress_bio(alg, opts, ctx, &cb, &mut dest)?;
+            Ok(Decompressed {
+                data: Bytes::from(dest.to_vec()),
+                stream_bytes: dest.stream_bytes(),
+                counters: ctx.counters().since(&before),
+            })
+        })
+    }
+
+    /// Decompress an inline extent (`btrfs_decompress()`): the item's data and its `ram_bytes`
+    /// (at most one page). Newer kernels store a full sector; the output is cut to `ram_bytes`.
+    pub fn decompress_inline(&self, alg: CompressType, data: &[u8], ram_bytes: usize, opts: &Options) -> Result<Bytes> {
+        if ram_bytes == 0 || ram_bytes > opts.page_size.min(SECTORSIZE) {
+            return Err(Error::InvalidArgument(format!(
+                "inline ram_bytes {ram_bytes} (must be 1..={})",
+                opts.page_size.min(SECTORSIZE)
+            )));
+        }
+        if data.is_empty() || data.len() > BTRFS_MAX_COMPRESSED {
+            return Err(Error::InvalidArgument(format!("inline data of {} bytes", data.len())));
+        }
+        self.with_ctx(opts, |ctx| {
+            let mut dest = FolioVec::alloc(ctx.mem(), ram_bytes, 0)?;
+            self.codecs.decompress(alg, ctx, data, &mut dest, 0, ram_bytes)?;
+            Ok(Bytes::from(dest.to_vec(0, ram_bytes)))
+        })
+    }
+
+    /// Compress a whole buffer in 128 KiB extents, in parallel with rayon, results in order.
+    /// Errors other than `Incompressible` are returned.
+    pub fn compress_buffer(&self, data: &Bytes, spec: CompressSpec, opts: &Options) -> Result<Vec<Extent>> {
+        let chunks: Vec<Bytes> = (0..data.len())
+            .step_by(BTRFS_MAX_UNCOMPRESSED)
+            .map(|o| data.slice(o..(o + BTRFS_MAX_UNCOMPRESSED).min(data.len())))
+            .collect();
+        chunks
+            .into_par_iter()
+            .map(|c| match self.compress_extent(&c, spec, opts) {
+                Ok(e) => Ok(Extent::Compressed(e)),
+                Err(Error::Incompressible(_)) => Ok(Extent::Plain(c)),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+}
+
+/// The "physical memory" of [`Engine::global`] for a backend and page size.
+pub fn shared_mem(backend: Backend, page_size: usize) -> Result<(PhysMem, Arc<KmapPool>)> {
+    Engine::global().mem(backend, page_size)
+}
+
+/// Run `f` with this thread's mapping context of [`Engine::global`] for `opts`.
+pub fn with_ctx<T>(opts: &Options, f: impl FnOnce(&mut MapCtx) -> Result<T>) -> Result<T> {
+    Engine::global().with_ctx(opts, f)
+}
+
+/// Compress one extent of at most 128 KiB as btrfs would write it: `Incompressible` when the
+/// codec gives up (`-E2BIG`) or when the result would not save at least one sector.
+///
+/// On [`Engine::global`].
+pub fn compress_extent(data: &[u8], spec: CompressSpec, opts: &Options) -> Result<CompressedExtent> {
+    Engine::global().compress_extent(data, spec, opts)
+}
+
+/// Compress one extent without the caller's "must save a sector" rule (the codec's own
+/// `-E2BIG` rules still apply). Used for inline extents and by benchmarks.
+///
+/// On [`Engine::global`].
+pub fn compress_extent_raw(data: &[u8], spec: CompressSpec, opts: &Options) -> Result<CompressedExtent> {
+    Engine::global().compress_extent_raw(data, spec, opts)
+}
+
+/// [`compress_extent_raw`] with the page cache in folios of the given orders, in file order
+/// (a real page cache mixes them: 7.x on 64-bit writes 64 KiB folios where they fit before the
+/// end of the file and single pages after). `None`: all of [`Options::folio_order`]. The folios
+/// must cover `data`.
+///
+/// On [`Engine::global`].
+pub fn compress_extent_in_folios(
+    data: &[u8],
+    spec: CompressSpec,
+    opts: &Options,
+    orders: Option<&[u32]>,
+) -> Result<CompressedExtent> {
+    Engine::global().compress_extent_in_folios(data, spec, opts, orders)
+}
+
+/// Compress data for an inline extent (file offset 0, the whole file, at most one sector), as
+/// `compress_file_range()` does: whatever the codec returns without an error is stored inline
+/// if it is no more than `max_inline` (the mount option, default 2048) — even when it is larger
+/// than the data, which lzo (no final size check) does for short inputs: the running 6.18 kernel
+/// stores a 300-byte text file as 302 bytes of lzo inline (the estimate oracle test).
+///
+/// On [`Engine::global`].
+pub fn compress_inline(data: &[u8], spec: CompressSpec, max_inline: usize, opts: &Options) -> Result<CompressedExtent> {
+    Engine::global().compress_inline(data, spec, max_inline, opts)
+}
+
+/// Decompress a regular extent (`btrfs_decompress_bio()`): `disk` is the on-disk data
+/// (sector padding allowed), `ram_bytes` the decompressed size of the whole extent, and the
+/// file uses bytes `[offset, offset + num_bytes)` of it. Output the stream does not cover is
+/// zero-filled; output past `ram_bytes` is dropped.
+///
+/// On [`Engine::global`].
+pub fn decompress_extent(
+    alg: CompressType,
+    disk: &[u8],
+    ram_bytes: usize,
+    offset: usize,
+    num_bytes: usize,
+    opts: &Options,
+) -> Result<Bytes> {
+    Engine::global().decompress_extent(alg, disk, ram_bytes, offset, num_bytes, opts)
+}
+
+/// [`decompress_extent`] with the details.
+///
+/// On [`Engine::global`].
+pub fn decompress_extent_full(
+    alg: CompressType,
+    disk: &[u8],
+    ram_bytes: usize,
+    offset: usize,
+    num_bytes: usize,
+    opts: &Options,
+) -> Result<Decompressed> {
+    Engine::global().decompress_extent_full(alg, disk, ram_bytes, offset, num_bytes, opts)
+}
+
+/// Decompress an inline extent (`btrfs_decompress()`): the item's data and its `ram_bytes`
+/// (at most one page). Newer kernels store a full sector; the output is cut to `ram_bytes`.
+///
+/// On [`Engine::global`].
+pub fn decompress_inline(alg: CompressType, data: &[u8], ram_bytes: usize, opts: &Options) -> Result<Bytes> {
+    Engine::global().decompress_inline(alg, data, ram_bytes, opts)
+}
+
 /// Compress a whole buffer in 128 KiB extents, in parallel with rayon, results in order.
 /// Errors other than `Incompressible` are returned.
+///
+/// On [`Engine::global`].
 pub fn compress_buffer(data: &Bytes, spec: CompressSpec, opts: &Options) -> Result<Vec<Extent>> {
-    let chunks: Vec<Bytes> = (0..data.len())
-        .step_by(BTRFS_MAX_UNCOMPRESSED)
-        .map(|o| data.slice(o..(o + BTRFS_MAX_UNCOMPRESSED).min(data.len())))
-        .collect();
-    chunks
-        .into_par_iter()
-        .map(|c| match compress_extent(&c, spec, opts) {
-            Ok(e) => Ok(Extent::Compressed(e)),
-            Err(Error::Incompressible(_)) => Ok(Extent::Plain(c)),
-            Err(e) => Err(e),
-        })
-        .collect()
+    Engine::global().compress_buffer(data, spec, opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_explicit_engine_gives_the_global_ones_bytes_with_its_own_workspaces() {
+        let data: Vec<u8> = (0..131072u32).map(|i| (i / 7 % 251) as u8).collect();
+        let spec = parse_compress_option("zstd:3").unwrap();
+        let opts = Options::default();
+        let mine = Engine::new();
+        let a = mine.compress_extent(&data, spec, &opts).unwrap();
+        let b = compress_extent(&data, spec, &opts).unwrap();
+        assert_eq!(a.data, b.data);
+        let back = mine.decompress_extent(spec.alg, &a.data, data.len(), 0, data.len(), &opts).unwrap();
+        assert_eq!(&back[..], &data[..]);
+        // The explicit engine used its own zstd workspaces, not the global ones.
+        assert!(mine.codecs().stats().2.gets >= 2);
+        let other = Engine::new();
+        let (m1, _) = mine.mem(Backend::Heap, 4096).unwrap();
+        let (m2, _) = other.mem(Backend::Heap, 4096).unwrap();
+        let before = m2.frames_in_use();
+        let held = m1.alloc_folio(3).unwrap();
+        assert_eq!(m2.frames_in_use(), before, "each engine has its own physical memory");
+        drop(held);
+    }
 }

@@ -185,7 +185,7 @@ pub fn compress_piece(ctx: &mut MapCtx, setup: &Setup, data: &[u8]) -> Result<Ca
     let mut out = FolioVec::new();
     ctx.reset_events();
     ctx.begin_extent();
-    let r = crate::Codecs::global().compress_folios(setup.spec, &opts, ctx, &args, &mut out);
+    let r = crate::Engine::global().codecs().compress_folios(setup.spec, &opts, ctx, &args, &mut out);
     ctx.note_page_allocs(out.folios().iter().map(|f| f.nr_pages() as u64).sum());
     let events = ctx.events();
     let extent = match r {
@@ -210,7 +210,7 @@ pub fn decompress_piece(ctx: &mut MapCtx, setup: &Setup, extent: &[u8], len: usi
     place_page_cache(&mut dest.pages, setup);
     ctx.reset_events();
     ctx.begin_extent();
-    crate::Codecs::global().decompress_bio(setup.spec.alg, &opts, ctx, &cb, &mut dest)?;
+    crate::Engine::global().codecs().decompress_bio(setup.spec.alg, &opts, ctx, &cb, &mut dest)?;
     let events = ctx.events();
     Ok(Call { entry: entry(setup.spec, true), events, len, extent: None })
 }

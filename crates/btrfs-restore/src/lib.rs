@@ -411,7 +411,7 @@ fn write_compressed(
         };
         let mut dest =
             btrfs_compress::DestRange::new_dirty(&mem, e.offset as usize, len, opts.effective_folio_order())?;
-        btrfs_compress::Codecs::global().decompress_bio(alg, opts, ctx, &cb, &mut dest)?;
+        btrfs_compress::Engine::global().codecs().decompress_bio(alg, opts, ctx, &cb, &mut dest)?;
         let mut w = 0;
         while w < len {
             let (i, o) = dest.pages.locate(w).expect("inside the destination");
