@@ -449,14 +449,25 @@ impl Unit {
 
 /// Bytes of each unit that [`probe`] compresses: two 4 KiB slices (start and middle).
 const PROBE: usize = 4096;
+/// Slices the probe compresses per unit, evenly spread.
+pub const PROBE_SLICES: usize = 16;
+/// Quantiles of the probe's ratio each kind of unit is stratified into.
+pub const QUANTILES: usize = 8;
+/// Small files are sampled at this multiple of the fraction (their disk usage follows the
+/// inline rules, which the probe predicts least well).
+pub const SMALL_OVERSAMPLE: f64 = 4.0;
+/// Units sampled at least per stratum (where it has them), so that its variance is estimated
+/// from more than a pair.
+pub const MIN_PER_STRATUM: usize = 6;
 
-/// The auxiliary variable of a unit: its length times the lzo ratio of two 4 KiB slices (about
-/// 1.6 % of a chunk, at lzo's speed), which tracks how compressible the unit is.
+/// The auxiliary variable of a unit: its length times the lzo ratio of up to sixteen 4 KiB slices
+/// spread over it (12.5 % of a chunk, at lzo's speed), which tracks how compressible the unit is.
 fn probe(f: &File, start: usize, len: usize) -> io::Result<f64> {
     let mut buf = vec![0u8; PROBE.min(len)];
     let mut out = vec![0u8; btrfs_lzo::lzo1x_worst_compress(PROBE)];
     let (mut inb, mut outb) = (0usize, 0usize);
-    for at in [start, start + len / 2] {
+    let slices = (len / PROBE).clamp(1, PROBE_SLICES);
+    for at in (0..slices).map(|i| start + i * (len / slices)) {
         let n = buf.len().min(start + len - at);
         f.read_exact_at(&mut buf[..n], at as u64)?;
         outb += btrfs_lzo::reference_compress(&buf[..n], &mut out).map_err(|e| io::Error::other(e.to_string()))?;
@@ -535,7 +546,7 @@ fn strata(files: &[(PathBuf, u64)], ss: usize) -> (Vec<Vec<Unit>>, HashSet<usize
         })
         .collect();
     let mut unreadable_files: HashSet<usize> = HashSet::new();
-    let mut strata: Vec<Vec<Unit>> = vec![Vec::new(); 12];
+    let mut strata: Vec<Vec<Unit>> = vec![Vec::new(); 3 * QUANTILES];
     let mut by_kind: [Vec<Unit>; 3] = Default::default();
     for (u, p) in units.iter().zip(probed) {
         match p {
@@ -547,16 +558,17 @@ fn strata(files: &[(PathBuf, u64)], ss: usize) -> (Vec<Vec<Unit>>, HashSet<usize
     }
     for (k, mut v) in by_kind.into_iter().enumerate() {
         v.sort_by(|a, b| (a.z / a.len as f64).total_cmp(&(b.z / b.len as f64)));
-        let q = v.len().div_ceil(4).max(1);
+        let q = v.len().div_ceil(QUANTILES).max(1);
         for (i, chunk) in v.chunks(q).enumerate() {
-            strata[k * 4 + i].extend_from_slice(chunk);
+            strata[k * QUANTILES + i].extend_from_slice(chunk);
         }
     }
     (strata, unreadable_files)
 }
 
-/// Stratified random sampling of units (`fraction` of each stratum, at least two where the
-/// stratum has them): per option the ratio estimator of every counter (per input byte, times
+/// Stratified random sampling of units (`fraction` of each stratum, small files at
+/// [`SMALL_OVERSAMPLE`] times it, at least [`MIN_PER_STRATUM`] where the stratum has them; strata
+/// are the three kinds of unit times [`QUANTILES`] of the probe's ratio): per option the ratio estimator of every counter (per input byte, times
 /// the stratum's bytes) and a 95 % interval of the disk bytes (normal approximation with the
 /// finite population correction).
 pub fn estimate_sampled(
@@ -585,10 +597,9 @@ pub fn estimate_sampled(
         if n_pop == 0 {
             continue;
         }
-        // Small files are all evaluated: they are few bytes, and the inline rules make their
-        // disk usage the least predictable.
         let small = units.first().is_some_and(|u| u.kind(ss) == 0);
-        let n = if small { n_pop } else { ((n_pop as f64 * fraction).ceil() as usize).clamp(n_pop.min(2), n_pop) };
+        let f = if small { (fraction * SMALL_OVERSAMPLE).min(1.0) } else { fraction };
+        let n = ((n_pop as f64 * f).ceil() as usize).clamp(n_pop.min(MIN_PER_STRATUM), n_pop);
         // A partial Fisher-Yates shuffle picks n units without replacement.
         for i in 0..n {
             let j = i + (next(&mut seed) % (n_pop - i) as u64) as usize;
