@@ -409,8 +409,13 @@ pub fn estimate(
     progress: &(dyn Fn(u64) + Sync),
 ) -> (Vec<Tally>, u64) {
     let zero = || (vec![Tally::default(); opts.len()], 0u64);
-    files
+    // Largest files first, one at a time from a shared queue: the last tasks are small, so both
+    // cores stay busy to the end (counters are sums: the order does not change them).
+    let mut order: Vec<&(PathBuf, u64)> = files.iter().collect();
+    order.sort_by_key(|f| std::cmp::Reverse(f.1));
+    order
         .par_iter()
+        .with_max_len(1)
         .fold(zero, |(mut acc, mut unreadable), (path, size)| {
             match estimate_file(path, *size, opts, rules) {
                 Ok(t) => acc.iter_mut().zip(&t).for_each(|(a, b)| a.add(b)),
@@ -592,27 +597,46 @@ pub fn estimate_sampled(
         .collect();
     let mut var = vec![0.0f64; opts.len()];
     let mut unreadable = unreadable_files.len() as u64;
+    // Choose every stratum's sample first (a partial Fisher-Yates shuffle picks n units without
+    // replacement), then evaluate all of them as one parallel job, largest first, so that no
+    // stratum waits for another.
+    let mut chosen = Vec::with_capacity(strata.len());
     for units in &mut strata {
         let n_pop = units.len();
-        if n_pop == 0 {
-            continue;
-        }
         let small = units.first().is_some_and(|u| u.kind(ss) == 0);
         let f = if small { (fraction * SMALL_OVERSAMPLE).min(1.0) } else { fraction };
         let n = ((n_pop as f64 * f).ceil() as usize).clamp(n_pop.min(MIN_PER_STRATUM), n_pop);
-        // A partial Fisher-Yates shuffle picks n units without replacement.
         for i in 0..n {
             let j = i + (next(&mut seed) % (n_pop - i) as u64) as usize;
             units.swap(i, j);
         }
-        let results: Vec<io::Result<Vec<Tally>>> = units[..n]
-            .par_iter()
-            .map(|u| {
-                let r = evaluate_unit(files, *u, opts, rules);
-                progress(u.len as u64);
-                r
-            })
-            .collect();
+        chosen.push(n);
+    }
+    let mut jobs: Vec<(usize, usize)> =
+        strata.iter().zip(&chosen).enumerate().flat_map(|(h, (_, &n))| (0..n).map(move |i| (h, i))).collect();
+    jobs.sort_by(|a, b| strata[b.0][b.1].len.cmp(&strata[a.0][a.1].len));
+    type Evaluated = ((usize, usize), io::Result<Vec<Tally>>);
+    let evaluated: Vec<Evaluated> = jobs
+        .par_iter()
+        .with_max_len(1)
+        .map(|&(h, i)| {
+            let u = strata[h][i];
+            let r = evaluate_unit(files, u, opts, rules);
+            progress(u.len as u64);
+            ((h, i), r)
+        })
+        .collect();
+    let mut results: Vec<Vec<Option<io::Result<Vec<Tally>>>>> =
+        chosen.iter().map(|&n| (0..n).map(|_| None).collect()).collect();
+    for ((h, i), r) in evaluated {
+        results[h][i] = Some(r);
+    }
+    for (units, results) in strata.iter().zip(results) {
+        let (n_pop, n) = (units.len(), results.len());
+        if n_pop == 0 {
+            continue;
+        }
+        let results = results.into_iter().map(|r| r.unwrap_or_else(|| Err(io::Error::other("not evaluated"))));
         let ok: Vec<(Unit, Vec<Tally>)> = units[..n]
             .iter()
             .zip(results)
