@@ -13,41 +13,12 @@ use std::path::{Path, PathBuf};
 
 use btrfs_compress::parse_compress_option;
 use btrfs_estimate::{collect_files, estimate, MountOption, Rules};
-use btrfs_lab::corpus::{generate, Kind};
 
 struct Mounted(PathBuf);
 
 impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = sh("umount", &[self.0.to_str().unwrap()]);
-    }
-}
-
-fn tree(dir: &Path) {
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    for (i, n) in [300usize, 1500, 2048, 3000, 4096, 4097, 10_000, 100_000, 131_072, 131_073, 600_000, 3 << 20]
-        .into_iter()
-        .enumerate()
-    {
-        files.push((format!("text-{n}"), generate(Kind::Text, n, 10 + i as u64)));
-    }
-    files.push(("binary-128k".into(), generate(Kind::Binary, 131_072, 30)));
-    files.push(("binary-700k".into(), generate(Kind::Binary, 700_000, 31)));
-    files.push(("random-64k".into(), generate(Kind::Incompressible, 65_536, 32)));
-    files.push(("random-1m".into(), generate(Kind::Incompressible, 1 << 20, 33)));
-    files.push(("mixed-300k".into(), generate(Kind::Mixed, 300_000, 34)));
-    files.push(("mixed-2m".into(), generate(Kind::Mixed, 2 << 20, 35)));
-    files.push(("zeros-1m".into(), vec![0; 1 << 20]));
-    let mut t = generate(Kind::Text, 700_000, 36);
-    t.extend(generate(Kind::Incompressible, 500_000, 37));
-    files.push(("text-then-random".into(), t));
-    let mut r = generate(Kind::Incompressible, 200_000, 38);
-    r.extend(generate(Kind::Text, 1_000_000, 39));
-    files.push(("random-then-text".into(), r));
-    std::fs::create_dir_all(dir.join("sub")).unwrap();
-    for (i, (n, d)) in files.iter().enumerate() {
-        let p = if i % 3 == 0 { dir.join("sub").join(n) } else { dir.join(n) };
-        std::fs::write(p, d).unwrap();
     }
 }
 
@@ -67,7 +38,7 @@ fn estimate_equals_compsize_on_the_running_kernel() {
     }
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("tree");
-    tree(&src);
+    btrfs_lab::corpus::estimate_tree(&src).unwrap();
     let osrelease = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     let mut v = osrelease.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse::<u32>().ok());
     let rules = Rules { kernel: (v.next().unwrap(), v.next().unwrap()), max_inline: 2048, sectorsize: 4096 };

@@ -208,3 +208,36 @@ pub fn trace_files() -> Vec<(String, Vec<u8>)> {
     out.push(("text-100000".into(), generate(Kind::Text, 100_000, 0x7a11)));
     out
 }
+
+/// The tree the estimate oracles write onto real kernels (the running one, and qemu kernels of
+/// other eras through tools/qemu-estimate.py): text, binaries, random data, zeros, files from
+/// 300 B to 3 MiB around the inline and extent limits, data that turns incompressible part-way
+/// and the reverse, a third of the files in a subdirectory. Deterministic.
+pub fn estimate_tree(dir: &Path) -> std::io::Result<()> {
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, n) in [300usize, 1500, 2048, 3000, 4096, 4097, 10_000, 100_000, 131_072, 131_073, 600_000, 3 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        files.push((format!("text-{n}"), generate(Kind::Text, n, 10 + i as u64)));
+    }
+    files.push(("binary-128k".into(), generate(Kind::Binary, 131_072, 30)));
+    files.push(("binary-700k".into(), generate(Kind::Binary, 700_000, 31)));
+    files.push(("random-64k".into(), generate(Kind::Incompressible, 65_536, 32)));
+    files.push(("random-1m".into(), generate(Kind::Incompressible, 1 << 20, 33)));
+    files.push(("mixed-300k".into(), generate(Kind::Mixed, 300_000, 34)));
+    files.push(("mixed-2m".into(), generate(Kind::Mixed, 2 << 20, 35)));
+    files.push(("zeros-1m".into(), vec![0; 1 << 20]));
+    let mut t = generate(Kind::Text, 700_000, 36);
+    t.extend(generate(Kind::Incompressible, 500_000, 37));
+    files.push(("text-then-random".into(), t));
+    let mut r = generate(Kind::Incompressible, 200_000, 38);
+    r.extend(generate(Kind::Text, 1_000_000, 39));
+    files.push(("random-then-text".into(), r));
+    std::fs::create_dir_all(dir.join("sub"))?;
+    for (i, (n, d)) in files.iter().enumerate() {
+        let p = if i % 3 == 0 { dir.join("sub").join(n) } else { dir.join(n) };
+        std::fs::write(p, d)?;
+    }
+    Ok(())
+}
