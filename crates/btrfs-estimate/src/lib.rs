@@ -464,7 +464,7 @@ pub const PROBE_SLICES: usize = 16;
 pub const QUANTILES: usize = 8;
 /// Small files are sampled at this multiple of the fraction (their disk usage follows the
 /// inline rules, which the probe predicts least well).
-pub const SMALL_OVERSAMPLE: f64 = 4.0;
+pub const SMALL_OVERSAMPLE: f64 = 2.0;
 /// Units sampled at least per stratum (where it has them), so that its variance is estimated
 /// from more than a pair.
 pub const MIN_PER_STRATUM: usize = 6;
