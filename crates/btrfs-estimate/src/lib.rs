@@ -459,7 +459,7 @@ impl Unit {
 /// Bytes of each unit that [`probe`] compresses: two 4 KiB slices (start and middle).
 const PROBE: usize = 4096;
 /// Slices the probe compresses per unit, evenly spread.
-pub const PROBE_SLICES: usize = 16;
+pub const PROBE_SLICES: usize = 8;
 /// Quantiles of the probe's ratio each kind of unit is stratified into.
 pub const QUANTILES: usize = 8;
 /// Small files are sampled at this multiple of the fraction (their disk usage follows the
@@ -469,8 +469,8 @@ pub const SMALL_OVERSAMPLE: f64 = 2.0;
 /// from more than a pair.
 pub const MIN_PER_STRATUM: usize = 6;
 
-/// The auxiliary variable of a unit: its length times the lzo ratio of up to sixteen 4 KiB slices
-/// spread over it (12.5 % of a chunk, at lzo's speed), which tracks how compressible the unit is.
+/// The auxiliary variable of a unit: its length times the lzo ratio of up to eight 4 KiB slices
+/// spread over it (6 % of a chunk, at lzo's speed), which tracks how compressible the unit is.
 fn probe(f: &File, start: usize, len: usize) -> io::Result<f64> {
     let mut buf = vec![0u8; PROBE.min(len)];
     let mut out = vec![0u8; btrfs_lzo::lzo1x_worst_compress(PROBE)];
