@@ -173,11 +173,9 @@ fn decompress_segment(src: &[u8], dst: &mut [u8]) -> Result<usize> {
     Ok(out.len())
 }
 
-/// Make sure output folios cover byte `upto` (exclusive), allocating lazily like lzo.c.
 /// Models `copy_compressed_data_to_page()`: write the segment header and payload at
 /// `*cur_out`, then zero-pad the sector if fewer than 4 bytes are left in it. Output is mapped
 /// with the context's strategy, one mapping per contiguous piece it offers.
-#[allow(clippy::too_many_arguments)]
 fn copy_compressed_data_to_page(
     frame: &mut Frame<'_>,
     payload: &[u8],

@@ -303,31 +303,35 @@ pub enum Csum {
     Skip,
 }
 
-/// A checksum mismatch as an error, or a warning under [`Csum::Warn`].
-fn csum_check(
-    img: &Image,
-    logical: u64,
-    data: &[u8],
-    path: &str,
-    file_offset: u64,
+/// Checks the on-disk bytes of one file's extents against the csum tree, under a [`Csum`]
+/// policy, collecting the warnings of [`Csum::Warn`].
+struct Checker<'a> {
+    img: &'a Image,
+    path: &'a str,
     csum: Csum,
-    warnings: &mut Vec<String>,
-) -> Result<(), ImageError> {
-    if csum == Csum::Skip {
-        return Ok(());
-    }
-    match img.verify_data(logical, data) {
-        Ok(_) => Ok(()),
-        Err(btrfs_image::Error::BadChecksum { at, .. }) => {
-            let e = ImageError::Csum { path: path.to_string(), file_offset, at };
-            if csum == Csum::Warn {
-                warnings.push(format!("{e} (written anyway: --ignore-csum)"));
-                Ok(())
-            } else {
-                Err(e)
-            }
+    warnings: Vec<String>,
+}
+
+impl Checker<'_> {
+    /// Check `data`, read at `logical`, of the extent at `file_offset`: a mismatch is an error,
+    /// or a warning under [`Csum::Warn`].
+    fn check(&mut self, logical: u64, data: &[u8], file_offset: u64) -> Result<(), ImageError> {
+        if self.csum == Csum::Skip {
+            return Ok(());
         }
-        Err(e) => Err(e.into()),
+        match self.img.verify_data(logical, data) {
+            Ok(_) => Ok(()),
+            Err(btrfs_image::Error::BadChecksum { at, .. }) => {
+                let e = ImageError::Csum { path: self.path.to_string(), file_offset, at };
+                if self.csum == Csum::Warn {
+                    self.warnings.push(format!("{e} (written anyway: --ignore-csum)"));
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -346,7 +350,7 @@ pub fn write_extents(
     use std::os::unix::fs::FileExt;
     let path = plan.entry.path_escaped();
     let ss = u64::from(img.sb.sectorsize);
-    let mut warnings = Vec::new();
+    let mut checker = Checker { img, path: &path, csum, warnings: Vec::new() };
     for e in &plan.extents[range] {
         if e.is_hole() || e.kind == ExtentKind::Prealloc {
             continue;
@@ -360,35 +364,32 @@ pub fn write_extents(
                 let at = e.disk_bytenr + e.offset + done;
                 let room = e.disk_num_bytes.saturating_sub(e.offset + done);
                 let mut buf = img.read_logical(at, k.next_multiple_of(ss).min(room.max(k)) as usize)?;
-                csum_check(img, at, &buf, &path, e.file_offset, csum, &mut warnings)?;
+                checker.check(at, &buf, e.file_offset)?;
                 buf.truncate(k as usize);
                 f.write_all_at(&buf, e.file_offset + done)?;
                 done += k;
             }
         } else if e.kind == ExtentKind::Regular {
-            write_compressed(img, e, len as usize, &path, f, opts, csum, &mut warnings)?;
+            write_compressed(e, len as usize, f, opts, &mut checker)?;
         } else {
             f.write_all_at(&extent_bytes(img, e, len, &path, opts)?, e.file_offset)?;
         }
     }
-    Ok(warnings)
+    Ok(checker.warnings)
 }
 
 /// Decode a compressed regular extent straight from the image into the file: the disk bytes are
 /// read into the compressed pages, decompressed into destination pages that are not cleared
 /// first, and written from those pages (no intermediate buffers).
-#[allow(clippy::too_many_arguments)]
 fn write_compressed(
-    img: &Image,
     e: &FileExtent,
     len: usize,
-    path: &str,
     f: &std::fs::File,
     opts: &Options,
-    csum: Csum,
-    warnings: &mut Vec<String>,
+    checker: &mut Checker<'_>,
 ) -> Result<(), ImageError> {
     use std::os::unix::fs::FileExt;
+    let (img, path) = (checker.img, checker.path);
     let fail = |err: Error| ImageError::Extent { path: path.to_string(), file_offset: e.file_offset, err };
     let alg = CompressType::from_code(e.compression).ok_or_else(|| fail(Error::InvalidArgument("codec".into())))?;
     let ram = e.ram_bytes as usize;
@@ -404,7 +405,7 @@ fn write_compressed(
         let cb = match btrfs_compress::CompressedBio::read_with(&mem, disk, opts.effective_out_order(), |off, buf| {
             let at = e.disk_bytenr + off as u64;
             img.read_logical_into(at, buf)?;
-            csum_check(img, at, buf, path, e.file_offset, csum, warnings)
+            checker.check(at, buf, e.file_offset)
         })? {
             Ok(cb) => cb,
             Err(err) => return Ok(Err(err)),
