@@ -40,6 +40,18 @@ impl Drop for Mount {
     }
 }
 
+/// A fresh 1 GiB btrfs image in `dir`, loop-mounted at `dir/mnt`; why not, if it cannot be.
+fn fresh_btrfs(dir: &std::path::Path) -> Result<Mount, String> {
+    let img = dir.join("img");
+    std::fs::File::create(&img).unwrap().set_len(1 << 30).unwrap();
+    sh("mkfs.btrfs", &["-q", "-f", img.to_str().unwrap()]).map_err(|e| format!("mkfs.btrfs failed: {e}"))?;
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut m = Mount { img, mnt, mounted: false };
+    m.mount().map_err(|e| format!("mount refused: {e}"))?;
+    Ok(m)
+}
+
 fn corpus() -> Vec<(String, Vec<u8>)> {
     let mut t = generate(Kind::Text, 200_000, 1);
     t.extend(generate(Kind::Incompressible, 30_000, 2));
@@ -63,17 +75,11 @@ fn encoded_write_round_trips_through_the_running_kernel() {
         return skip(&why);
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("img");
-    std::fs::File::create(&img).unwrap().set_len(1 << 30).unwrap();
-    if let Err(e) = sh("mkfs.btrfs", &["-q", "-f", img.to_str().unwrap()]) {
-        return skip(&format!("mkfs.btrfs failed: {e}"));
-    }
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let mut m = Mount { img: img.clone(), mnt: mnt.clone(), mounted: false };
-    if let Err(e) = m.mount() {
-        return skip(&format!("mount refused: {e}"));
-    }
+    let mut m = match fresh_btrfs(dir.path()) {
+        Ok(m) => m,
+        Err(why) => return skip(&why),
+    };
+    let (img, mnt) = (m.img.clone(), m.mnt.clone());
     let bin = env!("CARGO_BIN_EXE_btrfs-compress");
     let files = corpus();
     let inputs = dir.path().join("in");
@@ -172,17 +178,11 @@ fn an_interrupted_extract_removes_its_temporaries_and_exits_130() {
     // An image with enough data that extract is still writing when the signal comes: 48 files
     // of 8 MiB of random data (stored plain).
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("img");
-    std::fs::File::create(&img).unwrap().set_len(1 << 30).unwrap();
-    if let Err(e) = sh("mkfs.btrfs", &["-q", "-f", img.to_str().unwrap()]) {
-        return skip(&format!("mkfs.btrfs failed: {e}"));
-    }
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let mut m = Mount { img: img.clone(), mnt: mnt.clone(), mounted: false };
-    if let Err(e) = m.mount() {
-        return skip(&format!("mount refused: {e}"));
-    }
+    let mut m = match fresh_btrfs(dir.path()) {
+        Ok(m) => m,
+        Err(why) => return skip(&why),
+    };
+    let (img, mnt) = (m.img.clone(), m.mnt.clone());
     let data = generate(Kind::Incompressible, 8 << 20, 41);
     for i in 0..48 {
         std::fs::write(mnt.join(format!("f{i}")), &data).unwrap();
