@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use crate::dest::{self, split, Dest};
 use crate::meta::{self, Policy, Refused, Xattrs};
+use crate::paths::{at_or_under, trim_slashes, under};
 use crate::{extent_bytes, plan_file, read_options, write_extents, Csum, FilePlan, ImageError};
 
 /// What to extract, and how. The default restores everything the inodes say.
@@ -85,29 +86,11 @@ pub struct ExtractReport {
     pub warnings: Vec<String>,
 }
 
-/// True when `path` is one of `filters` or under one.
+/// True when `path` is one of `filters`, under one, or a directory leading to one.
 fn wanted(path: &OsStr, filters: &[OsString]) -> bool {
     let path = path.as_bytes();
     filters.is_empty()
-        || filters.iter().any(|f| {
-            let f = trim_slashes(f.as_bytes());
-            path == f || under(path, f) || under(f, path)
-        })
-}
-
-/// True when `path` lies strictly under directory `dir`.
-fn under(path: &[u8], dir: &[u8]) -> bool {
-    path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/'
-}
-
-fn trim_slashes(mut b: &[u8]) -> &[u8] {
-    while let [b'/', rest @ ..] = b {
-        b = rest;
-    }
-    while let [rest @ .., b'/'] = b {
-        b = rest;
-    }
-    b
+        || filters.iter().any(|f| at_or_under(path, f.as_bytes()) || under(trim_slashes(f.as_bytes()), path))
 }
 
 /// The entries to restore: snapshots dropped unless asked for, the subvolume selected and its

@@ -5,6 +5,7 @@
 mod dest;
 mod extract;
 mod meta;
+mod paths;
 mod usage;
 
 pub use extract::{extract, ExtractOptions, ExtractReport};

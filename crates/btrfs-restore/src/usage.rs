@@ -11,6 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use btrfs_compress::usage::{Usage, PREALLOC};
 use btrfs_image::{ExtentKind, FileKind, Image};
 
+use crate::paths::{at_or_under, trim_slashes};
 use crate::ImageError;
 
 /// compsize's counters over the regular files at or under `paths` (all when empty).
@@ -22,11 +23,7 @@ pub fn usage(img: &Image, paths: &[OsString]) -> Result<Usage, ImageError> {
     for e in entries.iter().filter(|e| e.kind == FileKind::Regular) {
         if !paths.is_empty() {
             let p = e.path.as_bytes();
-            let hit = paths.iter().position(|f| {
-                let f = f.as_bytes().strip_prefix(b"/").unwrap_or(f.as_bytes());
-                let f = f.strip_suffix(b"/").unwrap_or(f);
-                f.is_empty() || p == f || (p.starts_with(f) && p.get(f.len()) == Some(&b'/'))
-            });
+            let hit = paths.iter().position(|f| at_or_under(p, f.as_bytes()));
             match hit {
                 Some(i) => matched[i] = true,
                 None => continue,
@@ -49,8 +46,8 @@ pub fn usage(img: &Image, paths: &[OsString]) -> Result<Usage, ImageError> {
     }
     if let Some(i) = matched.iter().position(|m| !m) {
         // A path with no regular file under it may still be a directory or a symlink.
-        let f = paths[i].as_bytes().strip_prefix(b"/").unwrap_or(paths[i].as_bytes());
-        if !f.is_empty() && !entries.iter().any(|e| e.path.as_bytes() == f.strip_suffix(b"/").unwrap_or(f)) {
+        let f = trim_slashes(paths[i].as_bytes());
+        if !f.is_empty() && !entries.iter().any(|e| e.path.as_bytes() == f) {
             return Err(ImageError::NoSuchPath(paths[i].as_bytes().escape_ascii().to_string()));
         }
     }
