@@ -307,32 +307,35 @@ impl Image {
         Ok(m)
     }
 
+    /// The stored checksum of the sector at `sector`, if it has one.
+    fn sector_csum<'c>(&self, csums: &'c CsumItems, sector: u64) -> Option<&'c [u8]> {
+        let ss = u64::from(self.sb.sectorsize);
+        let cs = self.sb.csum_type.size();
+        let (&start, sums) = csums.range(..=sector).next_back()?;
+        let idx = usize::try_from((sector - start) / ss).ok()?;
+        sums.get(idx.checked_mul(cs)?..(idx + 1).checked_mul(cs)?)
+    }
+
     /// The checksums stored for the sectors of `[logical, logical + len)`, or `None` for sectors
     /// without one (NODATASUM). One entry per sector.
     pub fn data_csums(&self, logical: u64, len: u64) -> Result<Vec<Option<Vec<u8>>>> {
         let csums = self.csum_items()?;
         let ss = u64::from(self.sb.sectorsize);
-        let cs = self.sb.csum_type.size();
-        Ok((0..len.div_ceil(ss))
-            .map(|i| {
-                let sector = logical + i * ss;
-                let (&start, sums) = csums.range(..=sector).next_back()?;
-                let idx = usize::try_from((sector - start) / ss).ok()?;
-                sums.get(idx.checked_mul(cs)?..(idx + 1).checked_mul(cs)?).map(<[u8]>::to_vec)
-            })
-            .collect())
+        Ok((0..len.div_ceil(ss)).map(|i| self.sector_csum(&csums, logical + i * ss).map(<[u8]>::to_vec)).collect())
     }
 
     /// Check the on-disk bytes of a data extent against the csum tree. Returns the number of
-    /// sectors checked (sectors without a checksum are skipped).
+    /// sectors checked (sectors without a checksum are skipped). Extract calls it for every
+    /// piece it writes: no allocation per sector but the checksum itself.
     pub fn verify_data(&self, logical: u64, data: &[u8]) -> Result<usize> {
+        let csums = self.csum_items()?;
         let ss = usize::try_from(self.sb.sectorsize).unwrap_or(usize::MAX);
         let mut checked = 0;
-        for (i, sum) in self.data_csums(logical, to_u64(data.len()))?.into_iter().enumerate() {
-            let Some(sum) = sum else { continue };
-            let sector = &data[i * ss..((i + 1) * ss).min(data.len())];
+        for (i, sector) in data.chunks(ss).enumerate() {
+            let at = logical + to_u64(i * ss);
+            let Some(sum) = self.sector_csum(&csums, at) else { continue };
             if self.sb.csum_type.compute(sector) != sum {
-                return Err(Error::BadChecksum { what: "data", at: logical + to_u64(i * ss) });
+                return Err(Error::BadChecksum { what: "data", at });
             }
             checked += 1;
         }
