@@ -128,7 +128,7 @@ impl FilePass<'_> {
     /// `btrfs_compress_heuristic()` over `[at, at + 128 KiB)` of `data` (a chunk, or the whole
     /// small file: the kernel's range ends there).
     fn heuristic(&self, data: &[u8], at: usize) -> btrfs_compress::Result<bool> {
-        let mem = btrfs_compress::PhysMem::new(btrfs_compress::Backend::Heap, 4096, 64)?;
+        let (mem, _) = btrfs_compress::shared_mem(btrfs_compress::Backend::Heap, 4096)?;
         let setup = Setup {
             spec: self.opt.spec,
             kloop: KernelLoop::V6_12,
