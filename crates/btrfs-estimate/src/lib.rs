@@ -654,10 +654,75 @@ fn strata(files: &[(PathBuf, u64)], ss: usize) -> (Vec<Vec<Unit>>, HashSet<usize
     (strata, unreadable_files)
 }
 
+/// The weights of a stratum's sampled units in the regression estimator of any counter `y`,
+/// `N (ȳ + b (X̄ - x̄))` with `b` the least-squares slope of `y` on the prediction `x`: as `b` is
+/// linear in `y`, the estimate is `Σ wᵢ yᵢ` with `wᵢ = N/m + N (X̄ - x̄)(xᵢ - x̄) / Σ (xⱼ - x̄)²`,
+/// the same weights for every counter (so the types add up to the TOTAL). Also a residual
+/// variance of `ys`, for the interval. Fewer than three units, or predictions
+/// all alike: the plain expansion `N/m` and the variance of `ys`.
+fn regression_weights(n_pop: usize, xs: &[f64], x_pop_mean: f64, ys: &[f64]) -> (Vec<f64>, f64) {
+    let (n, m) = (n_pop as f64, xs.len() as f64);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / m;
+    let (xbar, ybar) = (mean(xs), mean(ys));
+    let sxx: f64 = xs.iter().map(|x| (x - xbar).powi(2)).sum();
+    if xs.len() < 3 || sxx <= 0.0 {
+        let s2 = if xs.len() > 1 { ys.iter().map(|y| (y - ybar).powi(2)).sum::<f64>() / (m - 1.0) } else { 0.0 };
+        return (vec![n / m; xs.len()], s2);
+    }
+    let b = xs.iter().zip(ys).map(|(x, y)| (x - xbar) * y).sum::<f64>() / sxx;
+    let w: Vec<f64> = xs.iter().map(|x| n / m + n * (x_pop_mean - xbar) * (x - xbar) / sxx).collect();
+    // The interval takes the larger of the residual variances about the fitted line and about
+    // the line through the origin (the ratio estimator's): the first alone is too optimistic in
+    // small strata (on a generated tree of 400 files, 24 of 30 intervals at 95 % covered the
+    // exact answer; with this, 28).
+    let s2_line = xs.iter().zip(ys).map(|(x, y)| (y - ybar - b * (x - xbar)).powi(2)).sum::<f64>() / (m - 2.0);
+    let r = ys.iter().sum::<f64>() / xs.iter().sum::<f64>();
+    let s2_ratio = xs.iter().zip(ys).map(|(x, y)| (y - r * x).powi(2)).sum::<f64>() / (m - 1.0);
+    let s2 = s2_line.max(s2_ratio);
+    (w, s2)
+}
+
+/// compsize's counters as weighted sums of the sampled units' counters.
+#[derive(Clone, Debug, Default)]
+struct Expanded {
+    regular_extents: f64,
+    refs: f64,
+    inline: f64,
+    disk: [f64; btrfs_compress::usage::TYPES],
+    uncompressed: [f64; btrfs_compress::usage::TYPES],
+    referenced: [f64; btrfs_compress::usage::TYPES],
+}
+
+impl Expanded {
+    fn add(&mut self, u: &Usage, w: f64) {
+        self.regular_extents += w * u.regular_extents as f64;
+        self.refs += w * u.refs as f64;
+        self.inline += w * u.inline as f64;
+        for t in 0..btrfs_compress::usage::TYPES {
+            self.disk[t] += w * u.disk[t] as f64;
+            self.uncompressed[t] += w * u.uncompressed[t] as f64;
+            self.referenced[t] += w * u.referenced[t] as f64;
+        }
+    }
+
+    /// Add the sums, rounded (a counter cannot go below zero), to `u`.
+    fn add_to(&self, u: &mut Usage) {
+        let r = |x: f64| x.max(0.0).round() as u64;
+        u.regular_extents += r(self.regular_extents);
+        u.refs += r(self.refs);
+        u.inline += r(self.inline);
+        for t in 0..btrfs_compress::usage::TYPES {
+            u.disk[t] += r(self.disk[t]);
+            u.uncompressed[t] += r(self.uncompressed[t]);
+            u.referenced[t] += r(self.referenced[t]);
+        }
+    }
+}
+
 /// Stratified random sampling of units (`fraction` of each stratum, at least
 /// [`MIN_PER_STRATUM`] where the stratum has them; strata are the three kinds of unit times
-/// [`QUANTILES`] of the lzo probe's ratio): per option the ratio estimator of every counter on
-/// that option's probe (zstd:1 on the middle of each piece for zstd and zlib, lzo slices for lzo), and a 95 % interval of the disk bytes
+/// [`QUANTILES`] of the lzo probe's ratio): per option the regression estimator of every counter
+/// on that option's probe (zstd:1 on the middle of each piece for zstd and zlib, lzo slices for lzo), and a 95 % interval of the disk bytes
 /// (normal approximation with the finite population correction).
 pub fn estimate_sampled(
     files: &[(PathBuf, u64)],
@@ -680,6 +745,7 @@ pub fn estimate_sampled(
         })
         .collect();
     let mut var = vec![0.0f64; opts.len()];
+    let mut acc = vec![Expanded::default(); opts.len()];
     let mut unreadable = unreadable_files.len() as u64;
     // Choose every stratum's sample first (a partial Fisher-Yates shuffle picks n units without
     // replacement), then evaluate all of them as one parallel job, largest first, so that no
@@ -730,31 +796,20 @@ pub fn estimate_sampled(
             continue;
         }
         for (k, o) in out.iter_mut().enumerate() {
-            // The ratio estimator: disk bytes per predicted byte in the sample, times the
-            // stratum's predicted total (disk usage follows the prediction closely).
             let x = |u: &Unit| u.z.for_codec(opts[k].spec.alg);
-            let x_pop: f64 = units.iter().map(x).sum();
-            let x_smp: f64 = ok.iter().map(|(u, _)| x(u)).sum();
-            let w = if x_smp > 0.0 { x_pop / x_smp } else { n_pop as f64 / m as f64 };
-            let d: Vec<(f64, f64)> = ok.iter().map(|(u, t)| (t[k].usage.disk_bytes() as f64, x(u))).collect();
-            let r = if x_smp > 0.0 { d.iter().map(|p| p.0).sum::<f64>() / x_smp } else { 0.0 };
-            let s2 = if m > 1 { d.iter().map(|(y, x)| (y - r * x).powi(2)).sum::<f64>() / (m - 1) as f64 } else { 0.0 };
+            let xs: Vec<f64> = ok.iter().map(|(u, _)| x(u)).collect();
+            let ys: Vec<f64> = ok.iter().map(|(_, t)| t[k].usage.disk_bytes() as f64).collect();
+            let x_pop_mean = units.iter().map(x).sum::<f64>() / n_pop as f64;
+            let (w, s2) = regression_weights(n_pop, &xs, x_pop_mean, &ys);
             var[k] += (n_pop as f64).powi(2) * (1.0 - m as f64 / n_pop as f64) * s2 / m as f64;
-            let mut sum = Usage::default();
-            for (_, t) in &ok {
-                sum.add(&t[k].usage);
+            for ((_, t), w) in ok.iter().zip(&w) {
+                acc[k].add(&t[k].usage, *w);
                 o.tally.add(&Tally { usage: Usage::default(), ..t[k].clone() });
             }
-            let scale = |x: u64| (x as f64 * w).round() as u64;
-            o.usage.regular_extents += scale(sum.regular_extents);
-            o.usage.refs += scale(sum.refs);
-            o.usage.inline += scale(sum.inline);
-            for t in 0..btrfs_compress::usage::TYPES {
-                o.usage.disk[t] += scale(sum.disk[t]);
-                o.usage.uncompressed[t] += scale(sum.uncompressed[t]);
-                o.usage.referenced[t] += scale(sum.referenced[t]);
-            }
         }
+    }
+    for (o, a) in out.iter_mut().zip(&acc) {
+        a.add_to(&mut o.usage);
     }
     for (o, v) in out.iter_mut().zip(&var) {
         let d = o.usage.disk_bytes() as f64;
