@@ -7,6 +7,7 @@ import fcntl
 import glob
 import re
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -346,3 +347,23 @@ class Apt:
     def download(self, pkgs):
         subprocess.run(["apt-get", *self.opts, "download", "-qq", *pkgs], cwd=self.work, check=True,
                        stderr=subprocess.DEVNULL)
+
+
+def qemu_fixtures():
+    """tools/qemu-fixtures.py as a module (its kernels, images and qemu runner), for the other
+    qemu tools."""
+    spec = importlib.util.spec_from_file_location("qf", os.path.join(os.path.dirname(__file__), "qemu-fixtures.py"))
+    qf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(qf)
+    return qf
+
+
+# The first lines of every qemu guest's init: mount the pseudo filesystems, load the modules,
+# unpack the corpus from the second disk and mount the btrfs image of the first.
+GUEST_INIT_HEAD = [
+    "#!/bin/sh",
+    "mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev",
+    "for m in $(cat /modules.order); do insmod /lib/$m.ko 2>/dev/null; done",
+    "tar -x -f /dev/vdb -C /corpus || echo CORPUS-FAILED",
+    "mount -t btrfs /dev/vda /mnt || { echo MOUNT-FAILED; poweroff -f; }",
+]

@@ -11,7 +11,6 @@ estimate_qemu` compares with `estimate --kernel MAJOR.MINOR` on the same tree, w
 Needs root, qemu-system-x86, busybox-static, cpio, zstd, btrfs-progs, a release build.
 Usage: tools/qemu-estimate.py [bookworm|bookworm-backports|sid ...]   (default: bookworm, 6.1)
 """
-import importlib.util
 import io
 import json
 import os
@@ -23,9 +22,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(__file__))
 import fixture_lib as fl  # noqa: E402
 
-spec = importlib.util.spec_from_file_location("qf", os.path.join(os.path.dirname(__file__), "qemu-fixtures.py"))
-qf = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(qf)
+qf = fl.qemu_fixtures()
 
 ROOT = qf.ROOT
 BIN = os.path.join(ROOT, "target", "release", "btrfs-compress")
@@ -39,12 +36,7 @@ def dirname(opt):
 
 
 def init_script():
-    lines = [
-        "#!/bin/sh",
-        "mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev",
-        "for m in $(cat /modules.order); do insmod /lib/$m.ko 2>/dev/null; done",
-        "tar -x -f /dev/vdb -C /corpus || echo CORPUS-FAILED",
-        "mount -t btrfs /dev/vda /mnt || { echo MOUNT-FAILED; poweroff -f; }",
+    lines = fl.GUEST_INIT_HEAD + [
     ]
     for opt in OPTIONS:
         d = dirname(opt)

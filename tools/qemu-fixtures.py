@@ -92,12 +92,7 @@ def corpus_tar(path):
 
 
 def init_script():
-    lines = [
-        "#!/bin/sh",
-        "mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev",
-        "for m in $(cat /modules.order); do insmod /lib/$m.ko 2>/dev/null; done",
-        "tar -x -f /dev/vdb -C /corpus || echo CORPUS-FAILED",
-        "mount -t btrfs /dev/vda /mnt || { echo MOUNT-FAILED; poweroff -f; }",
+    lines = fl.GUEST_INIT_HEAD + [
         "cd /mnt",
     ]
     for opt in OPTIONS:

@@ -25,11 +25,8 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 import fixture_lib as fl  # noqa: E402
-import importlib.util  # noqa: E402
 
-spec = importlib.util.spec_from_file_location("qf", os.path.join(os.path.dirname(__file__), "qemu-fixtures.py"))
-qf = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(qf)
+qf = fl.qemu_fixtures()
 
 ROOT = qf.ROOT
 BIN = os.path.join(ROOT, "target", "release", "btrfs-compress")

@@ -256,12 +256,20 @@ pub fn page_cache_folios_7x(off: usize, len: usize, file_size: usize) -> Vec<u32
 
 impl std::fmt::Debug for CompressedExtent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompressedExtent")
-            .field("len", &self.data.len())
-            .field("total_in", &self.total_in)
-            .field("counters", &self.counters)
-            .finish()
+        debug_sized(f, "CompressedExtent", &self.data, ("total_in", self.total_in), &self.counters)
     }
+}
+
+/// Debug output of a result holding bytes: their length (not the bytes), one size and the
+/// mapping counters.
+fn debug_sized(
+    f: &mut std::fmt::Formatter<'_>,
+    name: &str,
+    data: &Bytes,
+    (field, value): (&str, usize),
+    counters: &MapCounters,
+) -> std::fmt::Result {
+    f.debug_struct(name).field("len", &data.len()).field(field, &value).field("counters", counters).finish()
 }
 
 /// What a decompression produced.
@@ -277,11 +285,7 @@ pub struct Decompressed {
 
 impl std::fmt::Debug for Decompressed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Decompressed")
-            .field("len", &self.data.len())
-            .field("stream_bytes", &self.stream_bytes)
-            .field("counters", &self.counters)
-            .finish()
+        debug_sized(f, "Decompressed", &self.data, ("stream_bytes", self.stream_bytes), &self.counters)
     }
 }
 

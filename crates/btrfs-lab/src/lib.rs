@@ -215,15 +215,12 @@ pub struct Row {
     /// Kernel loop.
     #[serde(rename = "loop")]
     pub kloop: &'static str,
-    /// Codec and level (none for the heuristic rows); `codec` and `level` are its JSON spelling.
-    #[serde(skip)]
+    /// Codec and level (none for the heuristic rows). In the JSON: `codec` (zlib, lzo, zstd or
+    /// heuristic) and `level` (0 for lzo and the heuristic).
+    #[serde(flatten, serialize_with = "codec_and_level")]
     pub spec: Option<CompressSpec>,
-    /// zlib, lzo, zstd or heuristic (from `spec`, for the JSON).
-    pub codec: String,
     /// zlib rows: kernel (lib/zlib_deflate) or zlib-rs; empty for the other codecs.
     pub zlib_backend: &'static str,
-    /// Level (0 for lzo).
-    pub level: i32,
     /// Strategy name.
     pub strategy: String,
     /// heap, or highmem (the emulation).
@@ -345,6 +342,15 @@ fn list<T>(s: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec
         return Err(format!("empty {what} list"));
     }
     Ok(v)
+}
+
+/// A row's codec and level as the JSON spells them: `codec` and `level` keys.
+fn codec_and_level<S: serde::Serializer>(spec: &Option<CompressSpec>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut st = s.serialize_struct("CodecAndLevel", 2)?;
+    st.serialize_field("codec", spec.map_or("heuristic", |c| c.alg.name()))?;
+    st.serialize_field("level", &spec.map_or(0, |c| c.level))?;
+    st.end()
 }
 
 impl Row {
@@ -660,8 +666,6 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         config: rs.config.name(),
         kloop: rs.kloop.name(),
         spec: (rs.op != Op::Heuristic).then_some(rs.spec),
-        codec: if rs.op == Op::Heuristic { "heuristic".into() } else { rs.spec.alg.name().into() },
-        level: if rs.op == Op::Heuristic { 0 } else { rs.spec.level },
         zlib_backend: match (rs.spec.alg, plan.zlib_rs) {
             (CompressType::Zlib, true) => "zlib-rs",
             (CompressType::Zlib, false) => "kernel",

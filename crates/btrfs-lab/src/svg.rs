@@ -34,6 +34,18 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
+/// An SVG document of `w` by `h` on white, with `title` centred at `title_x`.
+fn svg_start(w: f64, h: f64, title: &str, title_x: f64) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = write!(s, r#"<text x="{title_x}" y="22" font-size="16" text-anchor="middle">{}</text>"#, esc(title));
+    s
+}
+
 /// A grouped bar chart: one group per category, one bar per series.
 pub fn bars(title: &str, y_label: &str, categories: &[String], series: &[(String, Vec<f64>)]) -> String {
     let (w, h) = (960.0, 480.0);
@@ -41,13 +53,7 @@ pub fn bars(title: &str, y_label: &str, categories: &[String], series: &[(String
     let pw = w - l - r;
     let ph = h - t - b;
     let max = nice_max(series.iter().flat_map(|s| s.1.iter().copied()).filter(|v| v.is_finite()).fold(0.0, f64::max));
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = write!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = write!(s, r#"<text x="{}" y="22" font-size="16" text-anchor="middle">{}</text>"#, l + pw / 2.0, esc(title));
+    let mut s = svg_start(w, h, title, l + pw / 2.0);
     for i in 0..=5 {
         let v = max * i as f64 / 5.0;
         let y = t + ph - ph * i as f64 / 5.0;
@@ -118,13 +124,7 @@ pub fn scatter(title: &str, x_label: &str, y_label: &str, points: &[(String, f64
     let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
     let xmax = nice_max(points.iter().map(|p| finite(p.1)).fold(0.0, f64::max));
     let ymax = nice_max(points.iter().map(|p| finite(p.2)).fold(0.0, f64::max));
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = write!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = write!(s, r#"<text x="{}" y="22" font-size="16" text-anchor="middle">{}</text>"#, l + pw / 2.0, esc(title));
+    let mut s = svg_start(w, h, title, l + pw / 2.0);
     for i in 0..=5 {
         let (fx, fy) = (xmax * i as f64 / 5.0, ymax * i as f64 / 5.0);
         let x = l + pw * i as f64 / 5.0;

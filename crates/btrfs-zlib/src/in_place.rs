@@ -4,7 +4,7 @@ use btrfs_compression::{CompressedBio, CorruptKind, DestRange, Error, Result};
 use flate2::{Decompress, FlushDecompress, Status};
 use highmem::MapCtx;
 
-use crate::{new_inflate, stream_err, Workspace, CODEC};
+use crate::{begin_bio, stream_err, Workspace, CODEC};
 
 /// A variant of [`Zlib::decompress_bio`](crate::Zlib) that the kernel does not have: inflate straight into the
 /// destination pages, mapped with the context's strategy above the input mapping, instead of
@@ -18,13 +18,7 @@ pub fn decompress_bio_in_place(
     cb: &CompressedBio,
     dest: &mut DestRange,
 ) -> Result<()> {
-    let ps = ctx.mem().page_size();
-    ws.ensure_buf(ps);
-    let total_in = cb.compressed_len;
-    let mut head = [0u8; 2];
-    let hn = total_in.min(2);
-    cb.folios.read_direct(0, &mut head[..hn]);
-    let (strm, skip) = new_inflate(&head[..hn], total_in)?;
+    let (ps, strm, skip) = begin_bio(ws, ctx, cb)?;
     let ended = decompress_in_place(&mut Inflate(strm), &mut ws.buf[..ps], skip, ctx, cb, dest)?;
     if !ended && !dest.is_full() {
         return Err(Error::corrupt(CorruptKind::Truncated { codec: CODEC }));

@@ -224,6 +224,18 @@ fn new_inflate(head: &[u8], srclen: usize) -> Result<(Decompress, usize)> {
     }
 }
 
+/// The start of `zlib_decompress_bio()`: the page-sized workspace buffer, and the stream set up
+/// from the extent's first two bytes. The page size, the stream and the header bytes to skip.
+fn begin_bio(ws: &mut Workspace, ctx: &MapCtx, cb: &CompressedBio) -> Result<(usize, Decompress, usize)> {
+    let ps = ctx.mem().page_size();
+    ws.ensure_buf(ps);
+    let mut head = [0u8; 2];
+    let hn = cb.compressed_len.min(2);
+    cb.folios.read_direct(0, &mut head[..hn]);
+    let (strm, skip) = new_inflate(&head[..hn], cb.compressed_len)?;
+    Ok((ps, strm, skip))
+}
+
 fn stream_err(e: impl std::fmt::Display) -> Error {
     Error::corrupt(CorruptKind::Stream { codec: CODEC, msg: e.to_string() })
 }
@@ -349,13 +361,8 @@ impl Codec for Zlib {
         if a.variant == LoopVariant::InPlace {
             return decompress_bio_in_place(ws, ctx, cb, dest);
         }
-        let ps = ctx.mem().page_size();
-        ws.ensure_buf(ps);
+        let (ps, mut strm, skip) = begin_bio(ws, ctx, cb)?;
         let srclen = cb.compressed_len;
-        let mut head = [0u8; 2];
-        let hn = srclen.min(2);
-        cb.folios.read_direct(0, &mut head[..hn]);
-        let (mut strm, skip) = new_inflate(&head[..hn], srclen)?;
 
         let mut frame = ctx.frame();
         let mut in_off = 0usize;

@@ -4,7 +4,7 @@ use btrfs_compression::{CompressedBio, CorruptKind, DestRange, Error, Result};
 use highmem::MapCtx;
 use zstd_safe::{DCtx, InBuffer, OutBuffer};
 
-use crate::{init_dstream, stream_err, Workspace, CODEC};
+use crate::{begin_bio, stream_err, Workspace, CODEC};
 
 /// A variant of [`Zstd::decompress_bio`](crate::Zstd) that the kernel does not have: decompress straight into the
 /// destination pages, mapped with the context's strategy above the input mapping, instead of
@@ -20,12 +20,7 @@ pub fn decompress_bio_in_place(
     cb: &CompressedBio,
     dest: &mut DestRange,
 ) -> Result<()> {
-    let ps = ctx.mem().page_size();
-    ws.ensure_buf(ps);
-    let mut head = [0u8; 18];
-    let hn = head.len().min(cb.compressed_len);
-    cb.folios.read_direct(0, &mut head[..hn]);
-    init_dstream(&mut ws.dctx, &head[..hn])?;
+    let (ps, head, hn) = begin_bio(ws, ctx, cb)?;
     let mut dec = ZstdStream { dctx: &mut ws.dctx, head: &head[..hn] };
     // A frame that stops early leaves the rest zero, as the kernel's loop does.
     decompress_in_place(&mut dec, &mut ws.buf[..ps], 0, ctx, cb, dest)?;

@@ -120,17 +120,26 @@ fn end_stream(ws: &mut Workspace, cur: &mut OutCursor<'_>) -> Result<()> {
             cur.advance(n);
             r
         };
-        if remaining == 0 {
+        if end_stream_done(cur, remaining)? {
             return Ok(());
         }
-        if cur.at_limit() {
-            return Err(Error::Incompressible(Incompressible::OutOfOutput));
-        }
-        if !cur.folio_full() {
-            continue; // next page of a multi-page output folio
-        }
+    }
+}
+
+/// After one `zstd_end_stream()` call that left `remaining` bytes to flush: done when nothing
+/// remains, `-E2BIG` at the output limit, else on to the next output folio once this one is full
+/// (a multi-page folio, or one the strategy mapped only in part, takes more calls first).
+pub(crate) fn end_stream_done(cur: &mut OutCursor<'_>, remaining: usize) -> Result<bool> {
+    if remaining == 0 {
+        return Ok(true);
+    }
+    if cur.at_limit() {
+        return Err(Error::Incompressible(Incompressible::OutOfOutput));
+    }
+    if cur.folio_full() {
         cur.next_folio()?;
     }
+    Ok(false)
 }
 
 /// Window size a zstd frame header announces, if the header can be read (RFC 8878 3.1.1.1):
@@ -182,6 +191,18 @@ fn init_dstream(dctx: &mut DCtx<'static>, head: &[u8]) -> Result<()> {
     }
     dctx.set_parameter(DParameter::WindowLogMax(log)).map_err(lib_err)?;
     Ok(())
+}
+
+/// The start of `zstd_decompress_bio()`: the page-sized workspace buffer, and the decoder set up
+/// from the frame header. The page size, and the header bytes read (up to 18) and their count.
+fn begin_bio(ws: &mut Workspace, ctx: &MapCtx, cb: &CompressedBio) -> Result<(usize, [u8; 18], usize)> {
+    let ps = ctx.mem().page_size();
+    ws.ensure_buf(ps);
+    let mut head = [0u8; 18];
+    let hn = head.len().min(cb.compressed_len);
+    cb.folios.read_direct(0, &mut head[..hn]);
+    init_dstream(&mut ws.dctx, &head[..hn])?;
+    Ok((ps, head, hn))
 }
 
 /// Content size a zstd frame header declares, if any (RFC 8878 3.1.1.1.4).
@@ -314,12 +335,7 @@ impl Codec for Zstd {
         if a.variant == LoopVariant::InPlace {
             return decompress_bio_in_place(ws, ctx, cb, dest);
         }
-        let ps = ctx.mem().page_size();
-        ws.ensure_buf(ps);
-        let mut head = [0u8; 18];
-        let hn = head.len().min(cb.compressed_len);
-        cb.folios.read_direct(0, &mut head[..hn]);
-        init_dstream(&mut ws.dctx, &head[..hn])?;
+        let (ps, head, hn) = begin_bio(ws, ctx, cb)?;
 
         let mut frame = ctx.frame();
         let mut srclen = cb.compressed_len;

@@ -134,15 +134,8 @@ fn end_stream_mapped(ws: &mut Workspace, ctx: &mut MapCtx, cur: &mut OutCursor<'
             cur.advance(n);
             r
         };
-        if remaining == 0 {
+        if end_stream_done(cur, remaining)? {
             return Ok(());
         }
-        if cur.at_limit() {
-            return Err(Error::Incompressible(Incompressible::OutOfOutput));
-        }
-        if !cur.folio_full() {
-            continue; // the strategy mapped only part of the page
-        }
-        cur.next_folio()?;
     }
 }

@@ -962,23 +962,33 @@ pub struct MapRef<'f> {
     _p: PhantomData<&'f [u8]>,
 }
 
-impl MapRef<'_> {
-    /// The context this mapping belongs to (for its counters).
-    pub fn ctx(&self) -> &MapCtx {
-        self.ctx
-    }
+/// What read and write mappings share: their context, and their bytes for reading.
+macro_rules! mapping_common {
+    ($map:ident) => {
+        impl $map<'_> {
+            /// The context this mapping belongs to (for its counters).
+            pub fn ctx(&self) -> &MapCtx {
+                self.ctx
+            }
+        }
 
+        impl Deref for $map<'_> {
+            type Target = [u8];
+            fn deref(&self) -> &[u8] {
+                self.span.bytes()
+            }
+        }
+    };
+}
+
+mapping_common!(MapRef);
+mapping_common!(MapMut);
+
+impl MapRef<'_> {
     /// The mapped bytes together with the frame above this mapping, for nested mappings that
     /// must be released before this one.
     pub fn split(&mut self) -> (&[u8], Frame<'_>) {
         (self.span.bytes(), Frame { ctx: self.ctx })
-    }
-}
-
-impl Deref for MapRef<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        self.span.bytes()
     }
 }
 
@@ -1001,21 +1011,9 @@ pub struct MapMut<'f> {
 }
 
 impl MapMut<'_> {
-    /// The context this mapping belongs to (for its counters).
-    pub fn ctx(&self) -> &MapCtx {
-        self.ctx
-    }
-
     /// The mapped bytes together with the frame above this mapping.
     pub fn split(&mut self) -> (&mut [u8], Frame<'_>) {
         (self.span.bytes_mut(), Frame { ctx: self.ctx })
-    }
-}
-
-impl Deref for MapMut<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        self.span.bytes()
     }
 }
 

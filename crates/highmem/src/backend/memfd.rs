@@ -28,6 +28,27 @@ fn last_os_error(what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// A new read-write shared mapping of `len` bytes of `fd` at `off`, at an address the kernel
+/// chooses.
+fn map_shared_anywhere(fd: &OwnedFd, len: usize, off: libc::off_t, what: &str) -> io::Result<NonNull<u8>> {
+    // SAFETY: a new mapping at a kernel-chosen address replaces no existing mapping, so no
+    // reference anywhere is invalidated; `fd` is a valid open descriptor.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            off,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(last_os_error(what));
+    }
+    NonNull::new(p.cast::<u8>()).ok_or_else(|| last_os_error(what))
+}
+
 impl MemfdStore {
     /// Create a memfd of `len` bytes and its linear (direct-map) mapping.
     pub(crate) fn new(len: usize) -> io::Result<Self> {
@@ -45,22 +66,7 @@ impl MemfdStore {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
             return Err(last_os_error("ftruncate"));
         }
-        // SAFETY: a fresh shared mapping of our own memfd at an address the kernel chooses; no
-        // existing mapping is affected.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(last_os_error("mmap linear map"));
-        }
-        let linear = NonNull::new(p.cast::<u8>()).ok_or_else(|| last_os_error("mmap"))?;
+        let linear = map_shared_anywhere(&fd, len, 0, "mmap linear map")?;
         // INVARIANT: `linear` maps all `len` bytes of `fd`.
         Ok(Self { fd, linear, len })
     }
@@ -80,22 +86,8 @@ impl MemfdStore {
     pub(crate) fn map_anywhere(&self, phys: usize, len: usize) -> io::Result<Span> {
         assert!(phys.checked_add(len).is_some_and(|e| e <= self.len), "frames out of range");
         let off = libc::off_t::try_from(phys).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset"))?;
-        // SAFETY: a new shared mapping of our memfd at a kernel-chosen address; it replaces
-        // nothing. The range lies inside the file (callers pass folio extents).
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                self.fd.as_raw_fd(),
-                off,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(last_os_error("mmap (vmap)"));
-        }
-        NonNull::new(p.cast::<u8>()).map(|p| Span::new(p, len)).ok_or_else(|| last_os_error("mmap"))
+        // The range lies inside the file (callers pass folio extents).
+        map_shared_anywhere(&self.fd, len, off, "mmap (vmap)").map(|p| Span::new(p, len))
     }
 
     /// Remove a mapping made by [`Self::map_anywhere`], given its span (models the purge of a
