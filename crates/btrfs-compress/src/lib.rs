@@ -37,7 +37,7 @@ pub use btrfs_compression::{
     compression_saves_sector, parse_compress_option, CompressArgs, CompressResult, CompressSpec, CompressType,
     CompressedBio, CorruptKind, DestRange, Error, Result, BTRFS_MAX_COMPRESSED, BTRFS_MAX_UNCOMPRESSED, SECTORSIZE,
 };
-pub use btrfs_compression::{Codec, CodecArgs, LoopVariant};
+pub use btrfs_compression::{Codec, CodecArgs, InlineRead, LoopVariant};
 use btrfs_lzo::Lzo;
 pub use btrfs_lzo::LzoBackend;
 use btrfs_zlib::Zlib;
@@ -76,7 +76,7 @@ pub struct Options {
     pub zlib_folio_input: bool,
     /// The decompression loop: the kernel's, or (zstd and zlib) straight into the mapped
     /// destination pages instead of through the workspace buffer and
-    /// `btrfs_decompress_buf2page()` (not a kernel loop; see `btrfs_zstd::decompress_bio_in_place`).
+    /// `btrfs_decompress_buf2page()` (not a kernel loop; see `btrfs_zstd::in_place::decompress_bio`).
     /// lzo runs the kernel's.
     pub decompress_loop: LoopVariant,
 }
@@ -196,20 +196,12 @@ impl Codecs {
     }
 
     /// Models `btrfs_decompress()`: decompress an inline extent into `dest` at `dest_off`.
-    pub fn decompress(
-        &self,
-        alg: CompressType,
-        ctx: &mut MapCtx,
-        data_in: &[u8],
-        dest: &mut FolioVec,
-        dest_off: usize,
-        destlen: usize,
-    ) -> Result<()> {
+    pub fn decompress(&self, alg: CompressType, ctx: &mut MapCtx, inline: InlineRead<'_>) -> Result<()> {
         let a = CodecArgs::default();
         match alg {
-            CompressType::Zlib => Zlib::decompress(&mut self.zlib.get(), &a, ctx, data_in, dest, dest_off, destlen),
-            CompressType::Lzo => Lzo::decompress(&mut self.lzo.get(), &a, ctx, data_in, dest, dest_off, destlen),
-            CompressType::Zstd => Zstd::decompress(&mut self.zstd.get(0), &a, ctx, data_in, dest, dest_off, destlen),
+            CompressType::Zlib => Zlib::decompress(&mut self.zlib.get(), &a, ctx, inline),
+            CompressType::Lzo => Lzo::decompress(&mut self.lzo.get(), &a, ctx, inline),
+            CompressType::Zstd => Zstd::decompress(&mut self.zstd.get(0), &a, ctx, inline),
             CompressType::None => Err(Error::InvalidArgument("extent is not compressed".into())),
         }
     }
@@ -538,7 +530,11 @@ impl Engine {
         }
         self.with_ctx(opts, |ctx| {
             let mut dest = FolioVec::alloc(ctx.mem(), ram_bytes, 0)?;
-            self.codecs.decompress(alg, ctx, data, &mut dest, 0, ram_bytes)?;
+            self.codecs.decompress(
+                alg,
+                ctx,
+                InlineRead { data_in: data, dest: &mut dest, dest_off: 0, destlen: ram_bytes },
+            )?;
             Ok(Bytes::from(dest.to_vec(0, ram_bytes)))
         })
     }

@@ -81,13 +81,19 @@ pub trait Codec {
     ) -> Result<()>;
 
     /// Models `*_decompress()` (inline extents): `data_in` into `dest` at `dest_off`.
-    fn decompress(
-        ws: &mut Self::Workspace,
-        a: &CodecArgs,
-        ctx: &mut MapCtx,
-        data_in: &[u8],
-        dest: &mut FolioVec,
-        dest_off: usize,
-        destlen: usize,
-    ) -> Result<()>;
+    fn decompress(ws: &mut Self::Workspace, a: &CodecArgs, ctx: &mut MapCtx, inline: InlineRead<'_>) -> Result<()>;
+}
+
+/// An inline extent to decompress and where its bytes go: the arguments of `btrfs_decompress()`
+/// and `*_decompress()` after the type and workspace.
+#[derive(Debug)]
+pub struct InlineRead<'a> {
+    /// The inline item's data (`srclen` is its length).
+    pub data_in: &'a [u8],
+    /// The destination folios (`dest_folio`).
+    pub dest: &'a mut FolioVec,
+    /// Offset of the first byte in `dest` (`dest_pgoff`).
+    pub dest_off: usize,
+    /// Bytes wanted (`destlen`, the item's `ram_bytes`).
+    pub destlen: usize,
 }

@@ -21,7 +21,7 @@ use btrfs_compression::workspace::{WorkspaceGuard, WorkspaceManager};
 use btrfs_compression::Incompressible;
 use btrfs_compression::{
     btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
-    Error, Result, BTRFS_MAX_COMPRESSED,
+    Error, InlineRead, Result, BTRFS_MAX_COMPRESSED,
 };
 use btrfs_compression::{Codec, CodecArgs, OutCursor};
 use highmem::{FolioVec, Frame, MapCtx};
@@ -350,15 +350,8 @@ impl Codec for Lzo {
     /// (`total == srclen`, `seg_len == srclen - 8`, else `-EUCLEAN`); it decompresses into at most
     /// one sector, and fewer than `destlen` bytes is `-EIO` (the rest zero-filled). Newer kernels
     /// store a whole sector; only `destlen` bytes are kept.
-    fn decompress(
-        ws: &mut Workspace,
-        a: &CodecArgs,
-        ctx: &mut MapCtx,
-        data_in: &[u8],
-        dest: &mut FolioVec,
-        dest_off: usize,
-        destlen: usize,
-    ) -> Result<()> {
+    fn decompress(ws: &mut Workspace, a: &CodecArgs, ctx: &mut MapCtx, inline: InlineRead<'_>) -> Result<()> {
+        let InlineRead { data_in, dest, dest_off, destlen } = inline;
         let sectorsize = a.sectorsize;
         let ps = ctx.mem().page_size();
         ws.ensure(ps.max(sectorsize));

@@ -12,12 +12,7 @@ use crate::{begin_bio, stream_err, Workspace, CODEC};
 /// `dest.start` still goes through the workspace buffer and is dropped. With a destination
 /// mapped as one range, inflate also keeps its 32 KiB window in the output itself instead of
 /// copying every page of output into a separate window. Same results as [`Zlib::decompress_bio`](crate::Zlib).
-pub fn decompress_bio_in_place(
-    ws: &mut Workspace,
-    ctx: &mut MapCtx,
-    cb: &CompressedBio,
-    dest: &mut DestRange,
-) -> Result<()> {
+pub fn decompress_bio(ws: &mut Workspace, ctx: &mut MapCtx, cb: &CompressedBio, dest: &mut DestRange) -> Result<()> {
     let (ps, strm, skip) = begin_bio(ws, ctx, cb)?;
     let ended = decompress_in_place(&mut Inflate(strm), &mut ws.buf[..ps], skip, ctx, cb, dest)?;
     if !ended && !dest.is_full() {

@@ -10,17 +10,16 @@
 //! wrapper; any valid inflater reads both backends' streams.
 #![forbid(unsafe_code)]
 
-mod in_place;
+pub mod in_place;
 mod reference;
 
-pub use in_place::decompress_bio_in_place;
 pub use reference::*;
 
 use btrfs_compression::workspace::{WorkspaceGuard, WorkspaceManager};
 use btrfs_compression::Incompressible;
 use btrfs_compression::{
     btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
-    Error, Result, EARLY_BAIL_INPUT,
+    Error, InlineRead, Result, EARLY_BAIL_INPUT,
 };
 use btrfs_compression::{Codec, CodecArgs, LoopVariant, OutCursor};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -359,7 +358,7 @@ impl Codec for Zlib {
         dest: &mut DestRange,
     ) -> Result<()> {
         if a.variant == LoopVariant::InPlace {
-            return decompress_bio_in_place(ws, ctx, cb, dest);
+            return in_place::decompress_bio(ws, ctx, cb, dest);
         }
         let (ps, mut strm, skip) = begin_bio(ws, ctx, cb)?;
         let srclen = cb.compressed_len;
@@ -437,15 +436,8 @@ impl Codec for Zlib {
     /// Models `zlib_decompress()` for inline extents: one `inflate(Z_FINISH)` into the workspace
     /// buffer; the output must cover `destlen` (`-EIO` otherwise, the rest zero-filled). Newer
     /// kernels store a whole sector; only `destlen` bytes are kept.
-    fn decompress(
-        ws: &mut Workspace,
-        _a: &CodecArgs,
-        ctx: &mut MapCtx,
-        data_in: &[u8],
-        dest: &mut FolioVec,
-        dest_off: usize,
-        destlen: usize,
-    ) -> Result<()> {
+    fn decompress(ws: &mut Workspace, _a: &CodecArgs, ctx: &mut MapCtx, inline: InlineRead<'_>) -> Result<()> {
+        let InlineRead { data_in, dest, dest_off, destlen } = inline;
         let buf_size = ctx.mem().page_size().max(destlen);
         ws.ensure_buf(buf_size);
         let mut frame = ctx.frame();

@@ -14,12 +14,7 @@ use crate::{begin_bio, stream_err, Workspace, CODEC};
 /// mappings and no copy. With per-page kmap_local the destination page sits above the input
 /// page, so an input switch while a destination page is half full must unmap both and map the
 /// destination page again (counted as forced re-maps). Same results as [`Zstd::decompress_bio`](crate::Zstd).
-pub fn decompress_bio_in_place(
-    ws: &mut Workspace,
-    ctx: &mut MapCtx,
-    cb: &CompressedBio,
-    dest: &mut DestRange,
-) -> Result<()> {
+pub fn decompress_bio(ws: &mut Workspace, ctx: &mut MapCtx, cb: &CompressedBio, dest: &mut DestRange) -> Result<()> {
     let (ps, head, hn) = begin_bio(ws, ctx, cb)?;
     let mut dec = ZstdStream { dctx: &mut ws.dctx, head: &head[..hn] };
     // A frame that stops early leaves the rest zero, as the kernel's loop does.

@@ -14,11 +14,10 @@
 //! * [`Zstd::decompress_bio`](crate::Zstd) and [`Zstd::decompress`](crate::Zstd) (inline extents).
 #![forbid(unsafe_code)]
 
-mod in_place;
+pub mod in_place;
 mod lifo_remap;
 mod reference;
 
-pub use in_place::decompress_bio_in_place;
 pub use lifo_remap::compress_folios_lifo_remap;
 pub use reference::*;
 
@@ -27,7 +26,7 @@ mod workspace;
 use btrfs_compression::Incompressible;
 use btrfs_compression::{
     btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
-    Error, Result, EARLY_BAIL_INPUT,
+    Error, InlineRead, Result, EARLY_BAIL_INPUT,
 };
 use btrfs_compression::{Codec, CodecArgs, LoopVariant, OutCursor};
 use highmem::{FolioVec, MapCtx};
@@ -333,7 +332,7 @@ impl Codec for Zstd {
         dest: &mut DestRange,
     ) -> Result<()> {
         if a.variant == LoopVariant::InPlace {
-            return decompress_bio_in_place(ws, ctx, cb, dest);
+            return in_place::decompress_bio(ws, ctx, cb, dest);
         }
         let (ps, head, hn) = begin_bio(ws, ctx, cb)?;
 
@@ -391,15 +390,8 @@ impl Codec for Zstd {
     /// sector-sized buffer, copied to `dest` at `dest_off`; fewer than `destlen` bytes is `-EIO`
     /// (the rest is zero-filled first). Newer kernels store a whole sector in compressed inline
     /// extents; only `destlen` bytes are kept.
-    fn decompress(
-        ws: &mut Workspace,
-        a: &CodecArgs,
-        ctx: &mut MapCtx,
-        data_in: &[u8],
-        dest: &mut FolioVec,
-        dest_off: usize,
-        destlen: usize,
-    ) -> Result<()> {
+    fn decompress(ws: &mut Workspace, a: &CodecArgs, ctx: &mut MapCtx, inline: InlineRead<'_>) -> Result<()> {
+        let InlineRead { data_in, dest, dest_off, destlen } = inline;
         let sectorsize = a.sectorsize;
         ws.ensure_buf(sectorsize);
         let mut frame = ctx.frame();

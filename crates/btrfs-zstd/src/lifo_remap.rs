@@ -22,9 +22,7 @@ pub fn compress_folios_lifo_remap(
     init_cstream(&mut ws.cctx, level, args.len)?;
     let mut frame = ctx.frame();
 
-    let mut start = args.start;
-    let mut len = args.len;
-    let mut tot_in = 0usize;
+    let (mut start, mut len, mut tot_in) = (args.start, args.len, 0usize);
     let mut cur = OutCursor::new(&mem, out, args.out_order, args.max_out)?;
     let max_out = cur.max_out();
     let mut remap_out = false;
