@@ -30,7 +30,7 @@ t1=$(date +%s.%N)
 t2=$(date +%s.%N)
 "$bin" estimate --force -a "$algs" --json --threads 1 "$tree" >/dev/null 2>&1
 t3=$(date +%s.%N)
-"$bin" estimate --force -a "$algs" --json --sample "${SAMPLE:-0.075}" "$tree" 2>/dev/null | python3 -c 'import sys,json; [print("sampled", d["option"]+":", d["disk_bytes"], "disk bytes, 95 % interval", [round(x) for x in d["disk_bytes_ci95"]]) for d in map(json.loads, sys.stdin)]'
+"$bin" estimate --force -a "$algs" --json --sample "${SAMPLE:-0.09}" "$tree" 2>/dev/null | python3 -c 'import sys,json; [print("sampled", d["option"]+":", d["disk_bytes"], "disk bytes, 95 % interval", [round(x) for x in d["disk_bytes_ci95"]]) for d in map(json.loads, sys.stdin)]'
 t4=$(date +%s.%N)
 python3 - "$t0" "$t1" "$t2" "$t3" "$t4" <<'PY'
 import sys
