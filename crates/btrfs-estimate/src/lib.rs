@@ -459,8 +459,8 @@ struct Prediction {
     /// From lzo on 4 KiB slices: btrfs's lzo compresses each sector on its own, so these slices
     /// are a sample of the very segments lzo will write. It also sorts the units into strata.
     lzo: f64,
-    /// From zstd level 1 on the middle 32 KiB of each 128 KiB piece: matches reach farther than
-    /// a sector, as they do for zstd and zlib (32 KiB window) at every level.
+    /// From zstd level 1 on the middle quarter of each 128 KiB piece (16 KiB): matches reach
+    /// farther than a sector, as they do for zstd and zlib (32 KiB window) at every level.
     lz77: f64,
 }
 
@@ -518,10 +518,11 @@ impl Probe {
         Probe { buf: vec![0; PROBE_WINDOW], out: vec![0; out], cctx: zstd_safe::CCtx::create() }
     }
 
-    /// Predict the unit `[start, start + len)` of `f`: its length times the lzo ratio of up to
-    /// eight 4 KiB slices spread over it (6 % of a chunk, at lzo's speed), and the sum over its
-    /// 128 KiB pieces of each piece's length times the zstd:1 ratio of its middle 32 KiB (25 %,
-    /// at zstd:1's speed), a ratio at most 1 (a piece that does not compress is stored as is).
+    /// Predict the unit `[start, start + len)` of `f`: its length times the lzo ratio of 4 KiB
+    /// slices spread over it (one per 64 KiB, at most eight: 6 % of a chunk, at lzo's speed),
+    /// and the sum over its 128 KiB pieces of each piece's length times the zstd:1 ratio of the
+    /// middle quarter of the piece (at most 16 KiB: 12.5 % of a chunk), a ratio at most 1 (a
+    /// piece that does not compress is stored as is).
     fn predict(&mut self, f: &File, start: usize, len: usize) -> io::Result<Prediction> {
         let other = |e: btrfs_compress::Error| io::Error::other(e.to_string());
         let (mut inb, mut outb) = (0usize, 0usize);
@@ -722,8 +723,9 @@ impl Expanded {
 /// Stratified random sampling of units (`fraction` of each stratum, at least
 /// [`MIN_PER_STRATUM`] where the stratum has them; strata are the three kinds of unit times
 /// [`QUANTILES`] of the lzo probe's ratio): per option the regression estimator of every counter
-/// on that option's probe (zstd:1 on the middle of each piece for zstd and zlib, lzo slices for lzo), and a 95 % interval of the disk bytes
-/// (normal approximation with the finite population correction).
+/// on that option's probe (zstd:1 on the middle of each piece for zstd and zlib, lzo slices for
+/// lzo), and a 95 % interval of the disk bytes (normal approximation with the finite population
+/// correction).
 pub fn estimate_sampled(
     files: &[(PathBuf, u64)],
     opts: &[MountOption],
@@ -734,7 +736,6 @@ pub fn estimate_sampled(
 ) -> io::Result<(Vec<Sampled>, u64)> {
     let ss = rules.sectorsize;
     let (mut strata, unreadable_files) = strata(files, ss);
-
     let mut seed = seed;
     let mut out: Vec<Sampled> = opts
         .iter()
