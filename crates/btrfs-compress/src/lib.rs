@@ -32,6 +32,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub use btrfs_compression::heuristic;
 use btrfs_compression::workspace::WorkspaceManager;
 pub use btrfs_compression::{
     compression_saves_sector, parse_compress_option, CompressArgs, CompressResult, CompressSpec, CompressType,

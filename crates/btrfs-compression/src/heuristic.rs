@@ -166,6 +166,27 @@ pub fn btrfs_compress_heuristic(frame: &mut Frame<'_>, pages: &FolioVec, start: 
     Ok(verdict_for_sample(&sample))
 }
 
+/// `btrfs_compress_heuristic()` of `data` read straight from a file at a page boundary, with
+/// 4 KiB pages: the sample [`collect_sample`] takes (16 bytes every 256 up to the last that ends
+/// by `data`'s end, at most 128 KiB; under 16 bytes, the unsigned end test lets the whole first
+/// page be sampled, zeros past the data as in the page cache), without mapping pages.
+pub fn verdict_of_bytes(data: &[u8]) -> Verdict {
+    let end = data.len().min(BTRFS_MAX_UNCOMPRESSED);
+    let mut sample = Vec::with_capacity(MAX_SAMPLE_SIZE);
+    if end >= SAMPLING_READ_SIZE {
+        for pos in (0..=end - SAMPLING_READ_SIZE).step_by(SAMPLING_INTERVAL) {
+            sample.extend_from_slice(&data[pos..pos + SAMPLING_READ_SIZE]);
+        }
+    } else if end > 0 {
+        let mut page = [0u8; 4096];
+        page[..end].copy_from_slice(&data[..end]);
+        for pos in (0..page.len() - SAMPLING_READ_SIZE).step_by(SAMPLING_INTERVAL) {
+            sample.extend_from_slice(&page[pos..pos + SAMPLING_READ_SIZE]);
+        }
+    }
+    verdict_for_sample(&sample)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +237,20 @@ mod tests {
         assert_eq!(&s[..16], &data[..16]);
         assert_eq!(&s[16..32], &data[256..272]);
         assert_eq!(ctx.counters().maps, 32, "one kmap_local per page");
+    }
+
+    #[test]
+    fn verdict_of_bytes_is_the_paged_verdict() {
+        let mut seed = 7;
+        let mut data: Vec<u8> =
+            (0..140_000).map(|i| if i % 3 == 0 { lcg(&mut seed) as u8 } else { (i / 100) as u8 }).collect();
+        for n in [0, 1, 10, 15, 16, 17, 255, 256, 300, 4095, 4096, 4097, 5000, 65_537, 131_072, 140_000] {
+            assert_eq!(verdict_of_bytes(&data[..n]), verdict(&data[..n]), "{n} bytes");
+        }
+        // Random bytes over the same lengths (other verdicts).
+        data.iter_mut().for_each(|b| *b = lcg(&mut seed) as u8);
+        for n in [10, 300, 4097, 131_072] {
+            assert_eq!(verdict_of_bytes(&data[..n]), verdict(&data[..n]), "random, {n} bytes");
+        }
     }
 }

@@ -26,7 +26,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -36,13 +36,11 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use btrfs_compress::replay::{self, KernelLoop, Setup};
 use btrfs_compress::usage::{TypeUsage, Usage};
 use btrfs_compress::{
     compress_extent_in_folios, compression_saves_sector, decompress_extent, decompress_inline, CompressSpec,
-    CompressType, Error, Options, Strategy, ZlibBackend,
+    CompressType, Error, Options, ZlibBackend,
 };
-use highmem::KernelConfig;
 
 const ASYNC_CHUNK: usize = 512 * 1024;
 const PIECE: usize = btrfs_compress::BTRFS_MAX_UNCOMPRESSED;
@@ -133,21 +131,9 @@ impl<'a> FilePass<'a> {
     }
 
     /// `btrfs_compress_heuristic()` over `[at, at + 128 KiB)` of `data` (a chunk, or the whole
-    /// small file: the kernel's range ends there).
+    /// small file: the kernel's range ends there), read from the bytes as 4 KiB pages hold them.
     fn heuristic(&self, data: &[u8], at: usize) -> btrfs_compress::Result<bool> {
-        let (mem, _) = btrfs_compress::shared_mem(btrfs_compress::Backend::Heap, 4096)?;
-        let setup = Setup {
-            spec: self.opt.spec,
-            kloop: KernelLoop::V6_12,
-            config: KernelConfig::Bit64 { cpus: 1 },
-            strategy: Strategy::Direct,
-            init_on_alloc: false,
-            range_reserve: 2,
-            highmem_fraction: 0.0,
-            zlib_backend: None,
-        };
-        let mut ctx = replay::context(&mem, &setup)?;
-        Ok(replay::heuristic_call(&mut ctx, &setup, data, at)?.1)
+        Ok(btrfs_compress::heuristic::verdict_of_bytes(&data[at..(at + PIECE).min(data.len())]).compress())
     }
 
     /// Compress one piece at `off` of the file; the kept extent, if the kernel keeps it.
@@ -462,9 +448,17 @@ struct Prediction {
     /// From zstd level 1 on the middle quarter of each 128 KiB piece (16 KiB): matches reach
     /// farther than a sector, as they do for zstd and zlib (32 KiB window) at every level.
     lz77: f64,
+    /// The two ratios of each 128 KiB piece of the unit (lzo's, zstd's), which tell the pieces
+    /// that may not compress (see [`nocompress_scan`]).
+    pieces: [[f32; 2]; ASYNC_CHUNK / PIECE],
 }
 
 impl Prediction {
+    /// The predicted compressed share of piece `p` for an option of codec `alg`.
+    fn piece_ratio(&self, p: usize, alg: CompressType) -> f32 {
+        self.pieces[p][usize::from(alg != CompressType::Lzo)]
+    }
+
     /// The auxiliary variable for an option: the lzo prediction for lzo, the other for zlib and
     /// zstd (lzo's 4 KiB slices see none of the longer matches that make zstd and zlib
     /// differ from lzo from one chunk to the next).
@@ -525,17 +519,19 @@ impl Probe {
     /// piece that does not compress is stored as is).
     fn predict(&mut self, f: &File, start: usize, len: usize) -> io::Result<Prediction> {
         let other = |e: btrfs_compress::Error| io::Error::other(e.to_string());
-        let (mut inb, mut outb) = (0usize, 0usize);
+        let mut per_piece = [(0usize, 0usize); ASYNC_CHUNK / PIECE];
         let slices = (len / PROBE_SPACING).clamp(1, PROBE_SLICES);
         for at in (0..slices).map(|i| start + i * (len / slices)) {
             let n = PROBE.min(len).min(start + len - at);
             f.read_exact_at(&mut self.buf[..n], at as u64)?;
-            outb += btrfs_lzo::reference_compress(&self.buf[..n], &mut self.out).map_err(other)?;
-            inb += n;
+            let c = btrfs_lzo::reference_compress(&self.buf[..n], &mut self.out).map_err(other)?;
+            let p = &mut per_piece[((at - start) / PIECE).min(per_piece.len() - 1)];
+            *p = (p.0 + n, p.1 + c);
         }
-        let lzo = len as f64 * (outb as f64 / inb.max(1) as f64).min(1.05);
-        let mut lz77 = 0.0;
-        for piece in (start..start + len).step_by(PIECE) {
+        let (inb, outb) = per_piece.iter().fold((0, 0), |a, p| (a.0 + p.0, a.1 + p.1));
+        let ratio = (outb as f64 / inb.max(1) as f64).min(1.05);
+        let mut z = Prediction { lzo: len as f64 * ratio, ..Prediction::default() };
+        for (i, piece) in (start..start + len).step_by(PIECE).enumerate() {
             let pl = PIECE.min(start + len - piece);
             let n = (pl / 4).clamp(PROBE.min(pl), PROBE_WINDOW);
             f.read_exact_at(&mut self.buf[..n], (piece + (pl - n) / 2) as u64)?;
@@ -543,9 +539,13 @@ impl Probe {
                 .cctx
                 .compress(&mut self.out[..], &self.buf[..n], 1)
                 .map_err(|code| io::Error::other(zstd_safe::get_error_name(code)))?;
-            lz77 += pl as f64 * (c as f64 / n as f64).min(1.0);
+            let r = (c as f64 / n as f64).min(1.0);
+            z.lz77 += pl as f64 * r;
+            let (pin, pout) = per_piece[i];
+            let lzo = if pin > 0 { pout as f64 / pin as f64 } else { ratio };
+            z.pieces[i] = [lzo as f32, r as f32];
         }
-        Ok(Prediction { lzo, lz77 })
+        Ok(z)
     }
 }
 
@@ -561,14 +561,15 @@ pub struct Sampled {
     pub tally: Tally,
 }
 
-/// Evaluate one unit under every option. A chunk is evaluated as if no earlier chunk of its
-/// file had set NOCOMPRESS (exact under compress-force; under compress= the flag's carry-over
-/// is not sampled). `measure_decompress`: decompress what is kept, to measure the speed.
+/// Evaluate one unit under every option, `nocompress[k]` saying whether an earlier chunk of its
+/// file set NOCOMPRESS under option `k` (see [`nocompress_scan`]). `measure_decompress`:
+/// decompress what is kept, to measure the speed.
 fn evaluate_unit(
     files: &[(PathBuf, u64)],
     u: Unit,
     opts: &[MountOption],
     rules: &Rules,
+    nocompress: &[bool],
     measure_decompress: bool,
 ) -> io::Result<Vec<Tally>> {
     let (path, size) = &files[u.file];
@@ -576,6 +577,9 @@ fn evaluate_unit(
     let f = File::open(path)?;
     let to_io = |e: Error| io::Error::other(e.to_string());
     let mut passes: Vec<FilePass<'_>> = opts.iter().map(|&opt| FilePass::new(opt, rules, measure_decompress)).collect();
+    for (p, &n) in passes.iter_mut().zip(nocompress) {
+        p.nocompress = n;
+    }
     let mut chunk = vec![0u8; u.len];
     f.read_exact_at(&mut chunk, u.start as u64)?;
     if u.kind(rules.sectorsize) == 0 {
@@ -591,6 +595,109 @@ fn evaluate_unit(
         process_chunk(&mut passes, &chunk, u.start, size, &plain_range).map_err(to_io)?;
     }
     Ok(passes.into_iter().map(|p| p.tally).collect())
+}
+
+/// Pieces whose probe ratio (of the option's kind) is at least this may fail to save a sector;
+/// [`nocompress_scan`] compresses them, and takes the others as kept.
+pub const MAY_FAIL: f32 = 0.6;
+
+/// Under `compress=` (no force) a compression attempt that fails sets the inode's NOCOMPRESS
+/// flag, and every later chunk of the file is written plain: a sampled chunk needs to know
+/// whether an earlier one of its file failed. `earlier` are the file's units before the last
+/// sampled one, in order. For each option, the start of the chunk whose failure sets the flag
+/// (`None`: not before the end of `earlier`, or a force option). As the kernel does, the delalloc
+/// range's heuristic can write a whole range plain and a piece's heuristic the rest of its chunk,
+/// neither setting the flag; but only the pieces the probe says may fail ([`MAY_FAIL`]) are
+/// read and compressed, the others are taken as passing the heuristic and kept. (A piece the
+/// probe calls compressible that does not save a sector is missed; such a miss lets the file's
+/// later chunks count as compressed.)
+fn nocompress_scan(
+    path: &Path,
+    size: usize,
+    earlier: &[Unit],
+    opts: &[MountOption],
+    rules: &Rules,
+) -> io::Result<Vec<Option<usize>>> {
+    let to_io = |e: Error| io::Error::other(e.to_string());
+    let f = File::open(path)?;
+    let mut passes: Vec<FilePass<'_>> = opts.iter().map(|&opt| FilePass::new(opt, rules, false)).collect();
+    let mut flag: Vec<Option<usize>> = vec![None; opts.len()];
+    let mut plain_range = vec![false; opts.len()];
+    let mut piece = vec![0u8; PIECE];
+    for u in earlier {
+        let open = |k: usize, plain_range: &[bool], flag: &[Option<usize>]| {
+            !opts[k].force && !plain_range[k] && flag[k].is_none()
+        };
+        if u.start as u64 % MAX_EXTENT == 0 && opts.iter().any(|o| !o.force) {
+            let n = PIECE.min(u.len);
+            f.read_exact_at(&mut piece[..n], u.start as u64)?;
+            delalloc_range(&passes, &piece[..n], &mut plain_range).map_err(to_io)?;
+        }
+        // Options still attempting pieces of this chunk.
+        let mut trying: Vec<bool> = (0..opts.len()).map(|k| open(k, &plain_range, &flag)).collect();
+        for (i, at) in (u.start..u.start + u.len).step_by(PIECE).enumerate() {
+            let may_fail: Vec<usize> =
+                (0..opts.len()).filter(|&k| trying[k] && u.z.piece_ratio(i, opts[k].spec.alg) >= MAY_FAIL).collect();
+            let Some(&first) = may_fail.first() else { continue };
+            let n = PIECE.min(u.start + u.len - at);
+            f.read_exact_at(&mut piece[..n], at as u64)?;
+            if !passes[first].heuristic(&piece[..n], 0).map_err(to_io)? {
+                // The rest of the chunk is written plain, for every option still trying.
+                trying.iter_mut().for_each(|t| *t = false);
+                continue;
+            }
+            for k in may_fail {
+                if passes[k].piece(&piece[..n], at, size).map_err(to_io)?.is_none() {
+                    flag[k] = Some(u.start);
+                    trying[k] = false;
+                }
+            }
+        }
+        if opts.iter().zip(&flag).all(|(o, fl)| o.force || fl.is_some()) {
+            break;
+        }
+    }
+    Ok(flag)
+}
+
+/// [`nocompress_scan`] for every file with a sampled unit past its first chunk, when some option
+/// is not forced: the file's units up to its last sampled one, scanned in parallel by file.
+fn nocompress_flags(
+    files: &[(PathBuf, u64)],
+    strata: &[Vec<Unit>],
+    jobs: &[(usize, usize)],
+    opts: &[MountOption],
+    rules: &Rules,
+) -> HashMap<usize, io::Result<Vec<Option<usize>>>> {
+    if opts.iter().all(|o| o.force) {
+        return HashMap::new();
+    }
+    let mut last: HashMap<usize, usize> = HashMap::new();
+    for &(h, i) in jobs {
+        let u = strata[h][i];
+        if u.start > 0 {
+            let e = last.entry(u.file).or_insert(0);
+            *e = (*e).max(u.start);
+        }
+    }
+    let mut earlier: HashMap<usize, Vec<Unit>> = HashMap::new();
+    for u in strata.iter().flatten() {
+        if last.get(&u.file).is_some_and(|&l| u.start < l) {
+            earlier.entry(u.file).or_default().push(*u);
+        }
+    }
+    // Longest scans first, one file at a time from a shared queue.
+    let mut earlier: Vec<(usize, Vec<Unit>)> = earlier.into_iter().collect();
+    earlier.sort_by_key(|e| std::cmp::Reverse(e.1.len()));
+    earlier
+        .into_par_iter()
+        .with_max_len(1)
+        .map(|(file, mut units)| {
+            units.sort_by_key(|u| u.start);
+            let (path, size) = &files[file];
+            (file, nocompress_scan(path, *size as usize, &units, opts, rules))
+        })
+        .collect()
 }
 
 /// splitmix64, for a reproducible sample.
@@ -624,7 +731,7 @@ fn strata(files: &[(PathBuf, u64)], ss: usize) -> (Vec<Vec<Unit>>, HashSet<usize
                 // A small file is not opened here: probing it would cost about as much as
                 // compressing it. Its prediction is its length, its stratum its size.
                 let len = u.len as f64;
-                return Some(Unit { z: Prediction { lzo: len, lz77: len }, ..*u });
+                return Some(Unit { z: Prediction { lzo: len, lz77: len, ..Prediction::default() }, ..*u });
             }
             let f = File::open(&files[u.file].0).ok()?;
             probe.predict(&f, u.start, u.len).ok().map(|z| Unit { z, ..*u })
@@ -764,6 +871,7 @@ pub fn estimate_sampled(
     let mut jobs: Vec<(usize, usize)> =
         strata.iter().zip(&chosen).enumerate().flat_map(|(h, (_, &n))| (0..n).map(move |i| (h, i))).collect();
     jobs.sort_by(|a, b| strata[b.0][b.1].len.cmp(&strata[a.0][a.1].len));
+    let flags = nocompress_flags(files, &strata, &jobs, opts, rules);
     type Evaluated = ((usize, usize), io::Result<Vec<Tally>>);
     let evaluated: Vec<Evaluated> = jobs
         .par_iter()
@@ -771,7 +879,16 @@ pub fn estimate_sampled(
         .with_max_len(1)
         .map(|(job, &(h, i))| {
             let u = strata[h][i];
-            let r = evaluate_unit(files, u, opts, rules, job % DECOMPRESS_EVERY == 0);
+            let r = match flags.get(&u.file) {
+                Some(Err(e)) => Err(io::Error::new(e.kind(), e.to_string())),
+                state => {
+                    let set: Vec<bool> = match state {
+                        Some(Ok(flag)) => flag.iter().map(|f| f.is_some_and(|at| at < u.start)).collect(),
+                        _ => vec![false; opts.len()],
+                    };
+                    evaluate_unit(files, u, opts, rules, &set, job % DECOMPRESS_EVERY == 0)
+                }
+            };
             progress(u.len as u64);
             ((h, i), r)
         })
