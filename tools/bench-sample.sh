@@ -1,24 +1,26 @@
 #!/bin/bash
 # How fast and how close `estimate --sample` is against exact mode on one tree.
 #
-#   tools/bench-sample.sh [-f FRACTION] [-n SEEDS] [-a LIST] PATH...
+#   tools/bench-sample.sh [-f FRACTION] [-n SEEDS] [-a LIST] [-c] PATH...
 #
 # Runs exact mode, then the sampled mode with seeds 1..SEEDS, then exact mode again (the machine
 # is shared: the exact time is the mean of the two runs around the samples), and prints per seed
 # the time, the speed-up over exact, each option's error against the exact disk bytes and whether
-# its 95 % interval covers them; then the medians and the worst case. No root needed.
+# its 95 % interval covers them; then the medians and the worst case. -c: the options as
+# compress= (the heuristic decides, NOCOMPRESS), not compress-force=. No root needed.
 set -euo pipefail
-frac=0.09 seeds=20 algs=zstd:1,zstd:3,lzo,zlib:3
-while getopts f:n:a: o; do
+frac=0.09 seeds=20 algs=zstd:1,zstd:3,lzo,zlib:3 force=--force
+while getopts f:n:a:c o; do
     case $o in
         f) frac=$OPTARG ;;
         n) seeds=$OPTARG ;;
         a) algs=$OPTARG ;;
+        c) force= ;;
         *) exit 64 ;;
     esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || { echo "usage: $0 [-f FRACTION] [-n SEEDS] [-a LIST] PATH..." >&2; exit 64; }
+[ $# -gt 0 ] || { echo "usage: $0 [-f FRACTION] [-n SEEDS] [-a LIST] [-c] PATH..." >&2; exit 64; }
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BTRFS_COMPRESS:-$here/target/release/btrfs-compress}
 [ -x "$bin" ] || cargo build --release --quiet --manifest-path "$here/Cargo.toml" -p btrfs-compress-cli
@@ -28,7 +30,7 @@ run() { # OUT ARGS...: one run, its wall time in seconds on stdout
     local out=$1 s e
     shift
     s=$(date +%s.%N)
-    "$bin" estimate --force -a "$algs" --json "$@" 2>/dev/null >"$out"
+    "$bin" estimate $force -a "$algs" --json "$@" 2>/dev/null >"$out"
     e=$(date +%s.%N)
     awk "BEGIN { print $e - $s }"
 }
