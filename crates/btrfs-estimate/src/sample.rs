@@ -519,6 +519,53 @@ impl Expanded {
     }
 }
 
+/// Evaluate the first `chosen[h]` units of every stratum `h` (its sample), as one parallel job,
+/// largest first, so that no stratum waits for another; under `compress=`, each with the
+/// NOCOMPRESS flags of its file's earlier chunks. The results per stratum, in sample order.
+fn evaluate_sample(
+    files: &[(PathBuf, u64)],
+    strata: &[Vec<Unit>],
+    chosen: &[usize],
+    opts: &[MountOption],
+    rules: &Rules,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Vec<Vec<io::Result<Vec<Tally>>>> {
+    let mut jobs: Vec<(usize, usize)> =
+        strata.iter().zip(chosen).enumerate().flat_map(|(h, (_, &n))| (0..n).map(move |i| (h, i))).collect();
+    jobs.sort_by(|a, b| strata[b.0][b.1].len.cmp(&strata[a.0][a.1].len));
+    let flags = nocompress_flags(files, strata, &jobs, opts, rules);
+    type Evaluated = ((usize, usize), io::Result<Vec<Tally>>);
+    let evaluated: Vec<Evaluated> = jobs
+        .par_iter()
+        .enumerate()
+        .with_max_len(1)
+        .map(|(job, &(h, i))| {
+            let u = strata[h][i];
+            let r = match flags.get(&u.file) {
+                Some(Err(e)) => Err(io::Error::new(e.kind(), e.to_string())),
+                state => {
+                    let set: Vec<bool> = match state {
+                        Some(Ok(flag)) => flag.iter().map(|f| f.is_some_and(|at| at < u.start)).collect(),
+                        _ => vec![false; opts.len()],
+                    };
+                    evaluate_unit(files, u, opts, rules, &set, job % DECOMPRESS_EVERY == 0)
+                }
+            };
+            progress(u.len as u64);
+            ((h, i), r)
+        })
+        .collect();
+    let mut results: Vec<Vec<Option<io::Result<Vec<Tally>>>>> =
+        chosen.iter().map(|&n| (0..n).map(|_| None).collect()).collect();
+    for ((h, i), r) in evaluated {
+        results[h][i] = Some(r);
+    }
+    results
+        .into_iter()
+        .map(|r| r.into_iter().map(|r| r.unwrap_or_else(|| Err(io::Error::other("not evaluated")))).collect())
+        .collect()
+}
+
 /// Stratified random sampling of units (`fraction` of each stratum, at least
 /// [`MIN_PER_STRATUM`] where the stratum has them; strata are the three kinds of unit times
 /// [`QUANTILES`] of the lzo probe's ratio): per option the regression estimator of every counter
@@ -548,8 +595,7 @@ pub fn estimate_sampled(
     let mut acc = vec![Expanded::default(); opts.len()];
     let mut unreadable = unreadable_files.len() as u64;
     // Choose every stratum's sample first (a partial Fisher-Yates shuffle picks n units without
-    // replacement), then evaluate all of them as one parallel job, largest first, so that no
-    // stratum waits for another.
+    // replacement), then evaluate all of them (`evaluate_sample`).
     let mut chosen = Vec::with_capacity(strata.len());
     for units in &mut strata {
         let n_pop = units.len();
@@ -560,42 +606,12 @@ pub fn estimate_sampled(
         }
         chosen.push(n);
     }
-    let mut jobs: Vec<(usize, usize)> =
-        strata.iter().zip(&chosen).enumerate().flat_map(|(h, (_, &n))| (0..n).map(move |i| (h, i))).collect();
-    jobs.sort_by(|a, b| strata[b.0][b.1].len.cmp(&strata[a.0][a.1].len));
-    let flags = nocompress_flags(files, &strata, &jobs, opts, rules);
-    type Evaluated = ((usize, usize), io::Result<Vec<Tally>>);
-    let evaluated: Vec<Evaluated> = jobs
-        .par_iter()
-        .enumerate()
-        .with_max_len(1)
-        .map(|(job, &(h, i))| {
-            let u = strata[h][i];
-            let r = match flags.get(&u.file) {
-                Some(Err(e)) => Err(io::Error::new(e.kind(), e.to_string())),
-                state => {
-                    let set: Vec<bool> = match state {
-                        Some(Ok(flag)) => flag.iter().map(|f| f.is_some_and(|at| at < u.start)).collect(),
-                        _ => vec![false; opts.len()],
-                    };
-                    evaluate_unit(files, u, opts, rules, &set, job % DECOMPRESS_EVERY == 0)
-                }
-            };
-            progress(u.len as u64);
-            ((h, i), r)
-        })
-        .collect();
-    let mut results: Vec<Vec<Option<io::Result<Vec<Tally>>>>> =
-        chosen.iter().map(|&n| (0..n).map(|_| None).collect()).collect();
-    for ((h, i), r) in evaluated {
-        results[h][i] = Some(r);
-    }
+    let results = evaluate_sample(files, &strata, &chosen, opts, rules, progress);
     for (units, results) in strata.iter().zip(results) {
         let (n_pop, n) = (units.len(), results.len());
         if n_pop == 0 {
             continue;
         }
-        let results = results.into_iter().map(|r| r.unwrap_or_else(|| Err(io::Error::other("not evaluated"))));
         let ok: Vec<(Unit, Vec<Tally>)> = units[..n]
             .iter()
             .zip(results)

@@ -109,6 +109,18 @@ fn zstd_sys_continue() -> zstd_safe::zstd_sys::ZSTD_EndDirective {
     zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_continue
 }
 
+/// The two checks after each `zstd_compress_stream()` call: past 8 KiB in, output larger than
+/// input is the early bail; output at the end of its range is `-E2BIG` too.
+pub(crate) fn give_up(total_in: usize, total_out: usize, at_limit: bool) -> Result<()> {
+    if total_in > EARLY_BAIL_INPUT && total_in < total_out {
+        return Err(Error::Incompressible(Incompressible::EarlyBail));
+    }
+    if at_limit {
+        return Err(Error::Incompressible(Incompressible::OutOfOutput));
+    }
+    Ok(())
+}
+
 /// `zstd_end_stream()` until it reports nothing left, adding output folios as needed.
 fn end_stream(ws: &mut Workspace, cur: &mut OutCursor<'_>) -> Result<()> {
     loop {
@@ -283,14 +295,7 @@ impl Codec for Zstd {
                 let n = ob.pos();
                 cur.advance(n);
             }
-            // Check to see if we are making it bigger.
-            if tot_in + in_pos > EARLY_BAIL_INPUT && tot_in + in_pos < cur.tot_out() {
-                return Err(Error::Incompressible(Incompressible::EarlyBail));
-            }
-            // We've reached the end of our output range.
-            if cur.at_limit() {
-                return Err(Error::Incompressible(Incompressible::OutOfOutput));
-            }
+            give_up(tot_in + in_pos, cur.tot_out(), cur.at_limit())?;
             // Need more output space?
             if cur.folio_full() {
                 cur.next_folio()?;

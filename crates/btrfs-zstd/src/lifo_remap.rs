@@ -53,12 +53,7 @@ pub fn compress_folios_lifo_remap(
                 in_pos += consumed;
                 win_pos += produced;
                 let tot_out = at + win_pos;
-                if tot_in + in_pos > EARLY_BAIL_INPUT && tot_in + in_pos < tot_out {
-                    return Err(Error::Incompressible(Incompressible::EarlyBail));
-                }
-                if tot_out >= max_out {
-                    return Err(Error::Incompressible(Incompressible::OutOfOutput));
-                }
+                give_up(tot_in + in_pos, tot_out, tot_out >= max_out)?;
                 if win_pos == room {
                     // Output switch: only the top slot changes.
                     drop(out_map);
