@@ -494,14 +494,16 @@ struct Expanded {
 }
 
 impl Expanded {
-    fn add(&mut self, u: &Usage, w: f64) {
-        self.regular_extents += w * u.regular_extents as f64;
-        self.refs += w * u.refs as f64;
-        self.inline += w * u.inline as f64;
+    /// Add a unit's counters: its disk bytes with weight `w`, the rest (which follow its
+    /// length, not how it compresses) with `w_len`.
+    fn add(&mut self, u: &Usage, w: f64, w_len: f64) {
+        self.regular_extents += w_len * u.regular_extents as f64;
+        self.refs += w_len * u.refs as f64;
+        self.inline += w_len * u.inline as f64;
         for t in 0..btrfs_compress::usage::TYPES {
             self.disk[t] += w * u.disk[t] as f64;
-            self.uncompressed[t] += w * u.uncompressed[t] as f64;
-            self.referenced[t] += w * u.referenced[t] as f64;
+            self.uncompressed[t] += w_len * u.uncompressed[t] as f64;
+            self.referenced[t] += w_len * u.referenced[t] as f64;
         }
     }
 
@@ -621,6 +623,12 @@ pub fn estimate_sampled(
         if m == 0 {
             continue;
         }
+        // Weights for the counters that follow a unit's length (uncompressed and referenced
+        // bytes, extent counts): the regression on the length, which is known for every unit,
+        // so that these come out nearly the same for every option, as they are.
+        let lens: Vec<f64> = ok.iter().map(|(u, _)| u.len as f64).collect();
+        let len_pop_mean = units.iter().map(|u| u.len as f64).sum::<f64>() / n_pop as f64;
+        let (w_len, _) = regression_weights(n_pop, &lens, len_pop_mean, &lens);
         for (k, o) in out.iter_mut().enumerate() {
             let x = |u: &Unit| u.z.for_option(&opts[k]);
             let xs: Vec<f64> = ok.iter().map(|(u, _)| x(u)).collect();
@@ -628,8 +636,8 @@ pub fn estimate_sampled(
             let x_pop_mean = units.iter().map(x).sum::<f64>() / n_pop as f64;
             let (w, s2) = regression_weights(n_pop, &xs, x_pop_mean, &ys);
             var[k] += (n_pop as f64).powi(2) * (1.0 - m as f64 / n_pop as f64) * s2 / m as f64;
-            for ((_, t), w) in ok.iter().zip(&w) {
-                acc[k].add(&t[k].usage, *w);
+            for (((_, t), w), w_len) in ok.iter().zip(&w).zip(&w_len) {
+                acc[k].add(&t[k].usage, *w, *w_len);
                 o.tally.add(&Tally { usage: Usage::default(), ..t[k].clone() });
             }
         }
