@@ -11,8 +11,8 @@ struct Unit {
     file: usize,
     start: usize,
     len: usize,
-    /// Two cheap predictions of its compressed size (see [`Probe`]): the auxiliary variables of
-    /// the ratio estimators.
+    /// Cheap predictions of its compressed size (see [`Probe`]): the auxiliary variables of
+    /// the regression estimators.
     z: Prediction,
 }
 
@@ -120,7 +120,7 @@ impl Probe {
         let mut head = [None; ASYNC_CHUNK / PIECE];
         for (i, piece) in (start..start + len).step_by(PIECE).enumerate() {
             let pl = PIECE.min(start + len - piece);
-            let read_whole = heuristic.then_some(piece);
+            let read_whole = heuristic.then_some((piece, pl));
             if heuristic {
                 f.read_exact_at(&mut whole[..pl], piece as u64)?;
                 z.compress[i] = btrfs_compress::heuristic::verdict_of_bytes(&whole[..pl]).compress();
@@ -156,17 +156,18 @@ impl Probe {
     }
 }
 
-/// `n` bytes of `f` at `at`: cut from `whole` when the piece was read whole (at the offset in
-/// `read_whole`), else read into `buf`.
+/// `n` bytes of `f` at `at`: cut from `whole` when the piece was read whole (`read_whole`: its
+/// offset and length) and holds them, else read into `buf` (a slice that runs into the next
+/// piece).
 fn probe_bytes<'a>(
     f: &File,
     buf: &'a mut [u8],
     whole: &'a [u8],
-    read_whole: Option<usize>,
+    read_whole: Option<(usize, usize)>,
     at: usize,
     n: usize,
 ) -> io::Result<&'a [u8]> {
-    if let Some(piece) = read_whole {
+    if let Some((piece, _)) = read_whole.filter(|&(piece, pl)| at + n <= piece + pl) {
         return Ok(&whole[at - piece..at - piece + n]);
     }
     f.read_exact_at(&mut buf[..n], at as u64)?;
