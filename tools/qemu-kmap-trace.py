@@ -120,8 +120,10 @@ def boot(kernel, initrd, img, corpus, out, init_on_alloc, log):
     return text, time.time() - t0
 
 
-def parse(trace):
-    """Per (op, option, file): a list of extents, each a dict of counts, in the order they ended."""
+def parse(trace, entries=None):
+    """Per (op, option, file): a list of extents, each a dict of counts, in the order they ended.
+    `entries` are the codec entry points (default: 6.1's)."""
+    entries = entries or ENTRIES
     results = {}
     current = None
     stacks = {}  # task -> list of [name, counts] frames
@@ -140,7 +142,7 @@ def parse(trace):
         st = stacks.setdefault(task, [])
         if body.startswith("}"):
             fn = st.pop() if st else None
-            if fn and fn["fn"] in ENTRIES and current:
+            if fn and fn["fn"] in entries and current:
                 key = "/".join(current + (fn["fn"],))
                 results.setdefault(key, []).append(finish(fn))
             continue
@@ -148,26 +150,26 @@ def parse(trace):
         if not call:
             continue
         fn, opens = call.group(1), call.group(2) == "{"
-        record(st, fn)
+        record(st, fn, entries)
         if opens:
             st.append({"fn": fn, "calls": [], "parent": st[-1]["fn"] if st else None})
-        elif fn in ENTRIES and current:
+        elif fn in entries and current:
             results.setdefault("/".join(current + (fn,)), []).append(finish({"fn": fn, "calls": []}))
     return results
 
 
-def record(st, fn):
+def record(st, fn, entries):
     """Note a call in every open entry frame, with its immediate parent."""
     parent = st[-1]["fn"] if st else None
     for fr in st:
-        if fr["fn"] in ENTRIES:
+        if fr["fn"] in entries:
             fr["calls"].append((fn, parent))
 
 
 def finish(fr):
     c = {"entry": fr["fn"], "kmap_local": 0, "highmem_maps": 0, "lowmem_maps": 0, "kunmap_local": 0,
-         "real_unmaps": 0, "kmap_high": 0, "vmap": 0, "vm_map_ram": 0, "page_allocs": 0, "buf2page": 0,
-         "heuristic": 0}
+         "real_unmaps": 0, "kmap_high": 0, "vmap": 0, "vm_map_ram": 0, "vm_unmap_ram": 0, "vunmap": 0,
+         "page_allocs": 0, "buf2page": 0, "heuristic": 0}
     for fn, parent in fr["calls"]:
         if fn == "__kmap_local_page_prot":
             c["kmap_local"] += 1
@@ -179,7 +181,7 @@ def finish(fr):
             c["real_unmaps"] += 1
         elif fn == "kmap_high":
             c["kmap_high"] += 1
-        elif fn in ("vmap", "vm_map_ram"):
+        elif fn in ("vmap", "vm_map_ram", "vm_unmap_ram", "vunmap"):
             c[fn] += 1
         elif fn == "__alloc_pages":
             c["page_allocs"] += 1

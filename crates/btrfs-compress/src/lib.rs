@@ -38,7 +38,7 @@ pub use btrfs_compression::{
     compression_saves_sector, parse_compress_option, CompressArgs, CompressResult, CompressSpec, CompressType,
     CompressedBio, CorruptKind, DestRange, Error, Result, BTRFS_MAX_COMPRESSED, BTRFS_MAX_UNCOMPRESSED, SECTORSIZE,
 };
-pub use btrfs_compression::{Codec, CodecArgs, InlineRead, LoopVariant};
+pub use btrfs_compression::{Codec, CodecArgs, InlineRead, InputChunk, LoopVariant};
 use btrfs_lzo::Lzo;
 pub use btrfs_lzo::LzoBackend;
 use btrfs_zlib::Zlib;
@@ -71,10 +71,11 @@ pub struct Options {
     pub lzo_backend: LzoBackend,
     /// zlib: which deflate (the kernel's, in an era, or zlib-rs).
     pub zlib_backend: ZlibBackend,
-    /// zlib: feed deflate up to the end of each page-cache folio, as 7.x does
-    /// (`btrfs_calc_input_length()`), instead of up to the end of each page (6.x). With large
-    /// folios this changes where the sync flushes fall, hence the bytes.
-    pub zlib_folio_input: bool,
+    /// How the zstd and zlib compression loops size the input they hand the library: up to the
+    /// end of each page or mapping (6.x), or of each page-cache folio as 7.x does
+    /// (`btrfs_calc_input_length()`: with large folios this changes where zlib's sync flushes
+    /// fall, hence its bytes, and under HIGHMEM it reads past a one-page mapping).
+    pub input_chunk: InputChunk,
     /// The decompression loop: the kernel's, or (zstd and zlib) straight into the mapped
     /// destination pages instead of through the workspace buffer and
     /// `btrfs_decompress_buf2page()` (not a kernel loop; see `btrfs_zstd::in_place::decompress_bio`).
@@ -93,7 +94,7 @@ impl Default for Options {
             compress_loop: LoopVariant::Kernel,
             lzo_backend: LzoBackend::Kernel,
             zlib_backend: ZlibBackend::default(),
-            zlib_folio_input: false,
+            input_chunk: InputChunk::Page,
             decompress_loop: LoopVariant::Kernel,
         }
     }
@@ -159,12 +160,16 @@ impl Codecs {
         args: &CompressArgs<'_>,
         out: &mut FolioVec,
     ) -> Result<CompressResult> {
-        let a = CodecArgs { level: spec.level, sectorsize: args.sectorsize, variant: opts.compress_loop };
+        let a = CodecArgs {
+            level: spec.level,
+            sectorsize: args.sectorsize,
+            variant: opts.compress_loop,
+            input: opts.input_chunk,
+        };
         match spec.alg {
             CompressType::Zlib => {
                 let mut ws = self.zlib.get();
                 ws.set_backend(opts.zlib_backend);
-                ws.set_folio_input(opts.zlib_folio_input);
                 Zlib::compress_folios(&mut ws, &a, ctx, args, out)
             }
             CompressType::Lzo => {

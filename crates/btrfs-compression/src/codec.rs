@@ -7,6 +7,58 @@ use highmem::{FolioVec, MapCtx};
 
 use crate::{CompressArgs, CompressResult, CompressedBio, DestRange, Result, SECTORSIZE};
 
+/// How a compression loop sizes the input it hands the library at once (zstd and zlib; lzo
+/// compresses one sector at a time in every era).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum InputChunk {
+    /// 6.x (`zstd_compress_pages()` / `zlib_compress_pages()`, then `*_compress_folios()` up to
+    /// 6.19): what the mapping presents, and for zlib at most to the end of the page (zlib's
+    /// bytes depend on where each sync flush falls, so it feeds a page per call whatever is
+    /// mapped).
+    #[default]
+    Page,
+    /// 7.x (`zstd_compress_bio()`, `zlib_compress_bio()`; `btrfs_calc_input_length()` in
+    /// compression.h, 7.0 and later): to the end of the folio or of the range, handed to the
+    /// library from the address `kmap_local_folio()` returned, whatever that mapped. Where the
+    /// mapping covers less (one page of a large highmem folio, as in 7.2-rc with large folios
+    /// on under HIGHMEM) the library reads past it: a page fault
+    /// ([`highmem::MapError::Fault`]).
+    Folio,
+    /// Our ways out for 7.x with large folios under HIGHMEM: as [`InputChunk::Folio`], but cut
+    /// to what the mapping covers. With `kmap_local_folio()` that is page stepping, way out (a)
+    /// (patched into 7.2.13 by `tools/qemu-highmem-7x.py`: a highmem folio's chunk ends at the
+    /// end of its page, a lowmem folio's at its end); with a multi-slot `kmap_local_range()` it
+    /// is way out (c).
+    FolioMapped,
+}
+
+impl InputChunk {
+    /// The kernel's length of the chunk from `cur` to at most `end` of `pages`
+    /// (`btrfs_calc_input_length()`) for the 7.x forms; `None` for [`InputChunk::Page`], which
+    /// takes what the mapping presents.
+    pub fn trusted_len(self, pages: &FolioVec, cur: usize, end: usize) -> Option<usize> {
+        match self {
+            InputChunk::Page => None,
+            InputChunk::Folio | InputChunk::FolioMapped => Some(pages.folio_end(cur).min(end) - cur),
+        }
+    }
+
+    /// The bytes a compression loop hands the library from `map`, a mapping made for `want`
+    /// bytes: what it presents (6.x), the `want` bytes the folio holds whatever the mapping
+    /// covers (7.x: past a one-page mapping the library faults, see
+    /// [`highmem::MapRef::check_read`]), or those of them the mapping covers (the ways out).
+    pub fn handed<'m>(self, map: &'m highmem::MapRef<'_>, want: usize) -> &'m [u8] {
+        match self {
+            InputChunk::Page => map,
+            InputChunk::Folio => map.handed(want).0,
+            InputChunk::FolioMapped => {
+                let (b, covers) = map.handed(want);
+                &b[..covers]
+            }
+        }
+    }
+}
+
 /// Which loop a codec runs: the kernel's, or one of ours kept to measure against it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum LoopVariant {
@@ -49,11 +101,13 @@ pub struct CodecArgs {
     pub sectorsize: usize,
     /// Which loop.
     pub variant: LoopVariant,
+    /// How the compression loop sizes its input chunks (zstd, zlib).
+    pub input: InputChunk,
 }
 
 impl Default for CodecArgs {
     fn default() -> Self {
-        Self { level: 0, sectorsize: SECTORSIZE, variant: LoopVariant::Kernel }
+        Self { level: 0, sectorsize: SECTORSIZE, variant: LoopVariant::Kernel, input: InputChunk::Page }
     }
 }
 

@@ -23,7 +23,7 @@ pub mod out;
 pub mod workspace;
 
 pub use bio::{btrfs_decompress_buf2page, finish_inline, CompressedBio, DestRange};
-pub use codec::{Codec, CodecArgs, InlineRead, LoopVariant};
+pub use codec::{Codec, CodecArgs, InlineRead, InputChunk, LoopVariant};
 pub use error::{CorruptKind, Error, Incompressible, Result};
 pub use out::OutCursor;
 

@@ -39,7 +39,7 @@ use serde::Serialize;
 use btrfs_compress::usage::{TypeUsage, Usage};
 use btrfs_compress::{
     compress_extent_in_folios, compression_saves_sector, decompress_extent, decompress_inline, CompressSpec,
-    CompressType, Error, Options, ZlibBackend,
+    CompressType, Error, InputChunk, Options, ZlibBackend,
 };
 
 const ASYNC_CHUNK: usize = 512 * 1024;
@@ -81,7 +81,7 @@ impl Rules {
     fn options(&self) -> Options {
         Options {
             zlib_backend: ZlibBackend::kernel_of(self.kernel.0, self.kernel.1),
-            zlib_folio_input: self.seven(),
+            input_chunk: if self.seven() { InputChunk::Folio } else { InputChunk::Page },
             ..Options::default()
         }
     }

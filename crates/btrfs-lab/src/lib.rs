@@ -56,11 +56,16 @@ pub struct BenchArgs {
     /// Codecs and levels, comma-separated (e.g. zstd:3,lzo,zlib:3).
     #[arg(long, value_name = "LIST")]
     pub codecs: Option<String>,
-    /// Kernel loops: 6.1, 6.12, 7.2, v4-2022 (comma-separated) [default: 6.1,7.2,v4-2022].
+    /// Kernel loops (comma-separated): 6.1, 6.12, 7.2 (7.2.13 as shipped), 7.2-rc3 (large folios
+    /// under HIGHMEM: zstd and zlib compression fault), 7.2-step (7.2-rc3 with each input chunk cut
+    /// to its mapping: page stepping with kmap-local, kmap_local_range() with range-split),
+    /// v4-2022 [default: 6.1,7.2,7.2-rc3,7.2-step,v4-2022; the 7.2-rc3 and 7.2-step rows are
+    /// 32-bit compression rows].
     #[arg(long = "loop", value_name = "LIST")]
     pub loops: Option<String>,
     /// Mapping strategies (comma-separated): direct, kmap-local, range-split, range-fallback,
-    /// vm-map-ram, vmap-folio, folio-map-local, kmap-pool, bounce [default: all].
+    /// vm-map-ram, vmap-folio, folio-map-local, kmap-pool, bounce, vm-map-ram-large
+    /// [default: all].
     #[arg(long, value_name = "LIST")]
     pub strategies: Option<String>,
     /// Memory backends: heap, highmem (the mmap emulation; measured, never in the verdict).
@@ -72,9 +77,6 @@ pub struct BenchArgs {
     /// A cost table of the shape of costs/x86-32.json (ns per event, with sources).
     #[arg(long, value_name = "FILE")]
     pub costs: Option<PathBuf>,
-    /// Also run rows no kernel has: large page-cache folios under HIGHMEM.
-    #[arg(long)]
-    pub hypothetical: bool,
     /// Wider table (more event columns).
     #[arg(long)]
     pub wide: bool,
@@ -201,8 +203,6 @@ pub struct RowSpec {
     pub backend: Backend,
     /// Operation.
     pub op: Op,
-    /// Describes no kernel (shown only with --hypothetical).
-    pub hypothetical: bool,
 }
 
 /// One measured row (JSON keys are part of the interface).
@@ -227,12 +227,14 @@ pub struct Row {
     pub backend: String,
     /// Page size.
     pub page_size: usize,
-    /// Page-cache folio order.
+    /// Largest page-cache folio order of the loop and config (`block_max_order`; the folios
+    /// themselves follow 1 MiB writes, see `replay::PageCacheLayout`).
     pub folio_order: u32,
     /// compress, decompress or heuristic.
     pub op: Op,
-    /// The row describes no kernel.
-    pub hypothetical: bool,
+    /// Extents whose codec call faulted: the library read past what its mapping covers, where
+    /// the kernel oopses (7.2-rc3's large folios under HIGHMEM). Such a row has no cost.
+    pub faulted_extents: usize,
     /// Share of page-cache pages in HighMem (1 on 32-bit unless --highmem-fraction; 0 on 64-bit).
     pub highmem_fraction: f64,
     /// Extents in the sample.
@@ -285,6 +287,8 @@ pub struct Row {
     pub locks_per_extent: f64,
     /// Kernel events: slab allocations.
     pub slab_allocs_per_extent: f64,
+    /// Kernel events: `vm_map_ram()` / `vmap()` calls.
+    pub vmap_calls_per_extent: f64,
     /// Highest kmap_local slots held at once (pages).
     pub slots_high_water: u64,
     /// Highest vmalloc pages in use or awaiting purge.
@@ -395,7 +399,8 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
             s.level
         );
     }
-    let loops = list(args.loops.as_deref().unwrap_or("6.1,7.2,v4-2022"), "loop", KernelLoop::from_name)?;
+    let loops =
+        list(args.loops.as_deref().unwrap_or("6.1,7.2,7.2-rc3,7.2-step,v4-2022"), "loop", KernelLoop::from_name)?;
     let strategies = match &args.strategies {
         Some(s) => list(s, "strategy", Strategy::from_name)?,
         None => Strategy::ALL.to_vec(),
@@ -418,6 +423,12 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
                     if kloop == KernelLoop::V4_2022 && (spec.alg != CompressType::Zstd || op != Op::Compress) {
                         continue;
                     }
+                    // Large folios under HIGHMEM change only what compression maps (reads and the
+                    // heuristic go page by page); on 64-bit these loops are 7.2's.
+                    let large_highmem = matches!(kloop, KernelLoop::V7_2Rc3 | KernelLoop::V7_2Step);
+                    if large_highmem && (!config.has_highmem() || op != Op::Compress) {
+                        continue;
+                    }
                     if op == Op::Heuristic && spec != specs[0] {
                         continue; // the heuristic does not depend on the codec
                     }
@@ -428,35 +439,39 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
                         if kloop == KernelLoop::V4_2022 && strategy != Strategy::KmapLocal {
                             continue;
                         }
+                        // vm-map-ram-large is way out (b) for large folios only.
+                        if strategy == Strategy::VmMapRamLarge && kloop != KernelLoop::V7_2Rc3 {
+                            continue;
+                        }
+                        // The ways out of 7.2-rc3: (a) kmap-local and (c) range-split with
+                        // chunks cut to the mapping; (b) and Wilcox's proposals on 7.2-rc3's loop.
+                        let way_out = match kloop {
+                            KernelLoop::V7_2Rc3 => matches!(
+                                strategy,
+                                Strategy::KmapLocal
+                                    | Strategy::VmMapRamLarge
+                                    | Strategy::VmapFolio
+                                    | Strategy::FolioMapLocal
+                            ),
+                            KernelLoop::V7_2Step => matches!(strategy, Strategy::KmapLocal | Strategy::Range),
+                            _ => true,
+                        };
+                        if !way_out {
+                            continue;
+                        }
                         for &backend in &backends {
                             // The emulation only where it means something: highmem, page-sized
                             // strategies that use its slot window.
                             if backend == Backend::EmulatedHighmem
-                                && (!config.has_highmem() || !matches!(strategy, Strategy::KmapLocal | Strategy::Range))
+                                && (!config.has_highmem()
+                                    || large_highmem
+                                    || !matches!(strategy, Strategy::KmapLocal | Strategy::Range))
                             {
                                 continue;
                             }
-                            rows.push(RowSpec { spec, config, kloop, strategy, backend, op, hypothetical: false });
+                            rows.push(RowSpec { spec, config, kloop, strategy, backend, op });
                         }
                     }
-                }
-            }
-        }
-    }
-    if args.hypothetical {
-        // 7.2's large folios as if HIGHMEM kept them (the kernel turns them off).
-        for &spec in &specs {
-            for strategy in [Strategy::KmapLocal, Strategy::Range, Strategy::VmMapRam, Strategy::FolioMapLocal] {
-                for op in [Op::Compress, Op::Decompress] {
-                    rows.push(RowSpec {
-                        spec,
-                        config: KernelConfig::X86_32_PAE,
-                        kloop: KernelLoop::V7_2,
-                        strategy,
-                        backend: Backend::Heap,
-                        op,
-                        hypothetical: true,
-                    });
                 }
             }
         }
@@ -542,6 +557,8 @@ struct Measured {
     counters: MapCounters,
     stored: usize,
     plain: usize,
+    /// Extents whose call faulted (first repetition).
+    faulted: usize,
 }
 
 /// Run the row's jobs `reps` times, each repetition timing the library baseline and then the
@@ -556,7 +573,7 @@ fn measure(
     let (mut times, mut raw_times, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut ev = KernelEvents::default();
     let mut counters = MapCounters::default();
-    let (mut stored, mut plain) = (0usize, 0usize);
+    let (mut stored, mut plain, mut faulted) = (0usize, 0usize, 0usize);
     let mut raw = Raw::new(setup.options().zlib_backend);
     for rep in 0..reps {
         let t0 = Instant::now();
@@ -568,11 +585,18 @@ fn measure(
         let t0 = Instant::now();
         for (d, e) in jobs {
             let call = match (rs.op, e) {
-                (Op::Compress, _) => replay::compress_piece(ctx, setup, d),
+                (Op::Compress, _) => {
+                    // A sample piece in the page cache as a file of its own written in 1 MiB writes.
+                    let orders = setup.page_cache_layout(d.len()).range_orders(0, d.len());
+                    replay::compress_piece(ctx, setup, d, &orders)
+                }
                 (Op::Decompress, Some(e)) => replay::decompress_piece(ctx, setup, e, d.len()),
                 _ => replay::heuristic_call(ctx, setup, d, 0).map(|r| r.0),
             }?;
             ev.add(&call.events);
+            if rep == 0 && call.events.faults > 0 {
+                faulted += 1;
+            }
             if rep == 0 {
                 match (&call.extent, rs.op) {
                     (Some(x), Op::Compress) => stored += x.len(),
@@ -592,7 +616,7 @@ fn measure(
         raw_times.push(t_raw);
         ratios.push(t_raw / t);
     }
-    Ok(Measured { times, raw_times, ratios, ev, counters, stored, plain })
+    Ok(Measured { times, raw_times, ratios, ev, counters, stored, plain, faulted })
 }
 
 /// Kernel events per extent: over every repetition (the kmap() pool reaches its steady state
@@ -645,6 +669,7 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         range_reserve: plan.range_reserve,
         highmem_fraction: plan.highmem_fraction,
         zlib_backend: plan.zlib_rs.then_some(btrfs_compress::ZlibBackend::ZlibRs),
+        write_size: replay::DEFAULT_WRITE_SIZE,
     };
     let mut ctx = replay::context(&mem, &setup).map_err(err)?;
     let jobs: Vec<(&Bytes, Option<&Bytes>)> = match rs.op {
@@ -653,14 +678,15 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
     };
     let n = jobs.len().max(1) as f64;
     let bytes: usize = jobs.iter().map(|j| j.0.len()).sum();
-    let Measured { mut times, mut raw_times, mut ratios, ev, counters, stored, plain } =
+    let Measured { mut times, mut raw_times, mut ratios, ev, counters, stored, plain, faulted } =
         measure(rs, &mut ctx, &setup, &jobs, reps).map_err(err)?;
     let rates: Vec<f64> = times.iter().map(|t| bytes as f64 / t / 1e6).collect();
     let t = median(&mut times);
     let [calls, maps, unmaps, remaps, rpages, copied, sys] = per(&counters, n);
     let (events, held, preemptions) = per_extent_events(rs, plan, &ev, &counters, n * reps as f64, t / n);
     let get = |k: &str| events.iter().find(|e| e.0 == k).map_or(0.0, |e| e.1);
-    let modeled = plan.costs.ns(&events_priced(&events), None);
+    // A row whose calls fault has no cost: the kernel oopses.
+    let modeled = if faulted > 0 { f64::NAN } else { plan.costs.ns(&events_priced(&events), None) };
     Ok(Row {
         kind: "strategy",
         config: rs.config.name(),
@@ -674,9 +700,9 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         strategy: rs.strategy.name().into(),
         backend: rs.backend.name().into(),
         page_size: 4096,
-        folio_order: rs.kloop.folio_order(rs.config).max(if rs.hypothetical { 5 } else { 0 }),
+        folio_order: rs.kloop.block_max_order(rs.config),
         op: rs.op,
-        hypothetical: rs.hypothetical,
+        faulted_extents: faulted,
         highmem_fraction: if rs.config.has_highmem() { plan.highmem_fraction } else { 0.0 },
         extents: jobs.len(),
         mb_s: if jobs.is_empty() { f64::NAN } else { bytes as f64 / t / 1e6 },
@@ -703,6 +729,7 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         ipis_per_extent: get("ipi_cpus"),
         locks_per_extent: get("lock_acquisitions"),
         slab_allocs_per_extent: get("slab_allocs"),
+        vmap_calls_per_extent: get("vmap_calls"),
         slots_high_water: ev.slots_high_water,
         vmalloc_high_water_pages: ev.vmalloc_high_water_pages,
         library_calls_per_extent: counters.library_calls as f64 / n,

@@ -15,7 +15,8 @@ pub fn legend(wide: bool) -> String {
          emulation of highmem (measures this machine's mmap calls, not a kernel; never in the verdict).\n\
          MB/s: measured here, median (min-max) over repetitions. Per 128 KiB extent, what the kernel would do:\n\
          api = mapping calls, hmap/lmap = highmem/lowmem pages mapped, tlb1 = invlpg, full = full TLB flushes,\n\
-         ns = modeled kernel mapping cost (events x cost table; not measured).",
+         ns = modeled kernel mapping cost (events x cost table; not measured). A row whose library calls read\n\
+         past their mapping (7.2-rc3: the kernel oopses) has no cost: it says in how many extents it faulted.",
     );
     if wide {
         s.push_str("\npte/clr = PTE writes/clears, ipi = CPUs interrupted, lock, slab, slot = slots held at most, vmal =\nvmalloc pages at most, remap = LIFO-forced re-maps, lib = calls into the compression library.");
@@ -26,7 +27,7 @@ pub fn legend(wide: bool) -> String {
 /// Column heads.
 pub fn header(wide: bool) -> String {
     let mut s = format!(
-        "{:<3} {:<7} {:<7} {:<4} {:<15} {:<4} {:>5} {:<9} {:>5} {:>5} {:>5} {:>5} {:>5} {:>6}",
+        "{:<3} {:<8} {:<7} {:<4} {:<16} {:<4} {:>5} {:<9} {:>5} {:>5} {:>5} {:>5} {:>5} {:>6}",
         "cfg",
         "loop",
         "codec",
@@ -76,14 +77,13 @@ pub fn line(r: &Row, wide: bool) -> String {
         Op::Decompress => "dec",
         Op::Heuristic => "heur",
     };
-    let cfg = match (r.config, r.hypothetical) {
-        (_, true) => "hyp",
-        ("64-bit", _) => "64b",
+    let cfg = match r.config {
+        "64-bit" => "64b",
         _ => "32b",
     };
     let be = if r.backend == "heap" { "heap" } else { "emu" };
     let mut s = format!(
-        "{:<3} {:<7} {:<7} {:<4} {:<15} {:<4} {:>5} {:<9} {:>5} {:>5} {:>5} {:>5} {:>5} {:>6}",
+        "{:<3} {:<8} {:<7} {:<4} {:<16} {:<4} {:>5} {:<9} {:>5} {:>5} {:>5} {:>5} {:>5} {:>6}",
         cfg,
         r.kloop,
         codec,
@@ -112,6 +112,9 @@ pub fn line(r: &Row, wide: bool) -> String {
             num(r.forced_remaps_per_extent),
             num(r.library_calls_per_extent)
         );
+    }
+    if r.faulted_extents > 0 {
+        s += &format!("  faults in {} of {} extents", r.faulted_extents, r.extents);
     }
     s
 }

@@ -8,7 +8,7 @@ use super::{events_priced, CostTable, Op, Row};
 
 fn rows_of<'a>(rows: &'a [Row], config: &str, kloop: &str) -> impl Iterator<Item = &'a Row> + 'a {
     let (config, kloop) = (config.to_string(), kloop.to_string());
-    rows.iter().filter(move |r| r.config == config && r.kloop == kloop && r.backend == "heap" && !r.hypothetical)
+    rows.iter().filter(move |r| r.config == config && r.kloop == kloop && r.backend == "heap")
 }
 
 fn label(r: &Row) -> String {
@@ -51,8 +51,67 @@ pub fn verdict(rows: &[Row], costs: &CostTable) -> String {
     preemption(&mut s, &groups);
     v4_loop(&mut s, rows, &groups);
     sensitivity(&mut s, &groups, costs);
+    seven_on_highmem(&mut s, rows);
     large_folios(&mut s, rows);
     s
+}
+
+/// 7.x on 32-bit HIGHMEM: 7.2.13's fix (order-0 folios) against 7.2-rc3 (large folios, the
+/// loop as it was: faults) and the ways out with large folios kept, per compressing codec.
+fn seven_on_highmem(s: &mut String, rows: &[Row]) {
+    let shipped: Vec<&Row> =
+        rows_of(rows, "32-bit-highmem", "7.2").filter(|r| r.op == Op::Compress && r.strategy == "kmap-local").collect();
+    if shipped.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "
+7.x on 32-bit HIGHMEM, compression (page cache filled by 1 MiB writes; folios of at most 128 KiB, \
+         `BITS_PER_LONG` blocks): the shipped fix (7.2.13: large folios off) against 7.2-rc3 (large folios, \
+         kmap_local_folio() of one page handed the rest of the folio) and the ways out that keep large folios:"
+    );
+    for base in shipped {
+        let same = |kloop: &str, strategy: &str| {
+            rows_of(rows, "32-bit-highmem", kloop)
+                .find(|r| r.spec == base.spec && r.op == Op::Compress && r.strategy == strategy)
+        };
+        let cost = |r: &Row| {
+            if r.faulted_extents > 0 {
+                format!("faults in {} of {} extents (the kernel oopses)", r.faulted_extents, r.extents)
+            } else {
+                let d = r.modeled_ns_per_extent - base.modeled_ns_per_extent;
+                format!(
+                    "{:.1} calls, {:.1} invlpg, {:.2} vm_map_ram, {:.1} library calls, {:.2} µs ({:+.2} µs)",
+                    r.api_calls_per_extent,
+                    r.tlb_single_flushes_per_extent,
+                    r.vmap_calls_per_extent,
+                    r.library_calls_per_extent,
+                    r.modeled_ns_per_extent / 1000.0,
+                    d / 1000.0
+                )
+            }
+        };
+        let mut parts = vec![format!(
+            "7.2.13 as shipped {:.1} calls, {:.1} invlpg, {:.1} library calls, {:.2} µs modeled per extent",
+            base.api_calls_per_extent,
+            base.tlb_single_flushes_per_extent,
+            base.library_calls_per_extent,
+            base.modeled_ns_per_extent / 1000.0
+        )];
+        for (kloop, strategy, what) in [
+            ("7.2-rc3", "kmap-local", "7.2-rc3"),
+            ("7.2-step", "kmap-local", "(a) page stepping"),
+            ("7.2-rc3", "vm-map-ram-large", "(b) vm_map_ram of the folio's pages"),
+            ("7.2-step", "range-split", "(c) kmap_local_range()"),
+            ("7.2-rc3", "vmap-folio", "vmap_folio()"),
+        ] {
+            if let Some(r) = same(kloop, strategy) {
+                parts.push(format!("{what} {}", cost(r)));
+            }
+        }
+        let _ = writeln!(s, "- {}: {}.", base.codec_label(), parts.join("; "));
+    }
 }
 
 type Groups<'a> = [(String, Vec<&'a Row>)];

@@ -23,7 +23,7 @@ use btrfs_compression::{
     btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
     Error, InlineRead, Result, BTRFS_MAX_COMPRESSED,
 };
-use btrfs_compression::{Codec, CodecArgs, OutCursor};
+use btrfs_compression::{Codec, CodecArgs, InputChunk, OutCursor};
 use highmem::{FolioVec, Frame, MapCtx};
 use rust_lzo::{LZOContext, LZOError};
 
@@ -293,7 +293,7 @@ impl Codec for Lzo {
     /// test: the caller's "must save a sector" rule decides.
     fn compress_folios(
         ws: &mut Workspace,
-        _a: &CodecArgs,
+        a: &CodecArgs,
         ctx: &mut MapCtx,
         args: &CompressArgs<'_>,
         out: &mut FolioVec,
@@ -310,7 +310,13 @@ impl Codec for Lzo {
         cur.reserve(LZO_LEN)?;
 
         while cur_in < end {
-            let mut in_map = frame.map(args.input, cur_in, end - cur_in)?;
+            // 6.x maps the input page and compresses its sectors; 7.x (`lzo_compress_bio()`)
+            // maps one sector's bytes at a time with `kmap_local_folio()`.
+            let want = match a.input {
+                InputChunk::Page => end - cur_in,
+                _ => (end - cur_in).min(ss - (cur_in - start) % ss),
+            };
+            let mut in_map = frame.map(args.input, cur_in, want)?;
             let map_start = cur_in;
             let map_end = cur_in + in_map.len();
             let (src, mut above) = in_map.split();

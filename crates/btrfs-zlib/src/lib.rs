@@ -21,7 +21,7 @@ use btrfs_compression::{
     btrfs_decompress_buf2page, finish_inline, CompressArgs, CompressResult, CompressedBio, CorruptKind, DestRange,
     Error, InlineRead, Result, EARLY_BAIL_INPUT,
 };
-use btrfs_compression::{Codec, CodecArgs, LoopVariant, OutCursor};
+use btrfs_compression::{Codec, CodecArgs, InputChunk, LoopVariant, OutCursor};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use highmem::{FolioVec, MapCtx};
 pub use kernel_deflate::KernelEra;
@@ -123,7 +123,6 @@ impl Deflater {
 /// page-sized buffer inflate writes into.
 pub struct Workspace {
     backend: ZlibBackend,
-    folio_input: bool,
     deflate: Option<Deflater>,
     buf: Vec<u8>,
 }
@@ -137,12 +136,7 @@ impl std::fmt::Debug for Workspace {
 impl Workspace {
     /// Models `zlib_alloc_workspace()` with a `buf_size` buffer (the page size).
     pub fn new(buf_size: usize) -> Self {
-        Self { backend: ZlibBackend::default(), folio_input: false, deflate: None, buf: vec![0; buf_size] }
-    }
-
-    /// Feed deflate to the end of each input folio (7.x) instead of each page (6.x).
-    pub fn set_folio_input(&mut self, on: bool) {
-        self.folio_input = on;
+        Self { backend: ZlibBackend::default(), deflate: None, buf: vec![0; buf_size] }
     }
 
     /// Choose the deflate for the next extents.
@@ -262,16 +256,20 @@ impl Codec for Zlib {
         let ps = mem.page_size();
         let input = args.input;
         let len = args.len;
-        let folio_input = ws.folio_input;
+        let input_chunk = a.input;
+        let end = args.start + len;
         let strm = ws.deflate_init(level)?;
         let mut frame = ctx.frame();
 
         let mut cur = OutCursor::new(&mem, out, args.out_order, args.max_out)?;
 
         let mut start = args.start;
-        // The mapped chunk and how far deflate has been fed from it.
-        let mut in_map = frame.map(input, start, len)?;
-        let mut map_len = in_map.len();
+        // The mapped chunk, what the loop hands deflate from it (6.x: what is mapped; 7.x: its
+        // own `btrfs_calc_input_length()`, which a one-page mapping may not cover) and how far
+        // deflate has been fed.
+        let mut want = input_chunk.trusted_len(input, start, end).unwrap_or(len);
+        let mut in_map = frame.map(input, start, want)?;
+        let mut map_len = input_chunk.handed(&in_map, want).len();
         let mut map_pos = 0usize;
         let mut avail_in = 0usize;
 
@@ -280,18 +278,18 @@ impl Codec for Zlib {
                 if map_pos == map_len {
                     // Refill: unmap the previous chunk, map the next one.
                     drop(in_map);
-                    let want = len - strm.total_in() as usize;
+                    want = input_chunk.trusted_len(input, start, end).unwrap_or(len - strm.total_in() as usize);
                     in_map = frame.map(input, start, want)?;
-                    map_len = in_map.len();
+                    map_len = input_chunk.handed(&in_map, want).len();
                     map_pos = 0;
                 }
-                // Feed up to the end of the current page (6.x's cur_len), or of the current folio
-                // (7.x's btrfs_calc_input_length()) when the mapping reaches that far.
+                // Feed up to the end of the current page (6.x's cur_len), or the whole chunk
+                // (7.x's btrfs_calc_input_length(): to the end of the folio).
                 let cur = start + map_pos;
-                let chunk_end = if folio_input { input.folio_end(cur) } else { ps - cur % ps + cur };
+                let chunk_end = if input_chunk == InputChunk::Page { ps - cur % ps + cur } else { start + map_len };
                 avail_in = (map_len - map_pos).min(chunk_end - cur);
             }
-            let src = &in_map[map_pos..map_pos + avail_in];
+            let src = &input_chunk.handed(&in_map, want)[map_pos..map_pos + avail_in];
             let (in0, out0) = (strm.total_in(), strm.total_out());
             // Output is offered one page at a time as in the kernel: zlib's bytes depend on where
             // avail_out runs out during a flush.
@@ -304,6 +302,8 @@ impl Codec for Zlib {
             }
             map_pos += consumed;
             avail_in -= consumed;
+            // Did deflate read past what the mapping covers (7.2-rc's fault)?
+            in_map.check_read(map_len, map_pos)?;
             if avail_in == 0 && map_pos == map_len {
                 start += map_len;
             }

@@ -11,7 +11,7 @@ pub fn reference_compress(level: i32, src: &[u8], dst: &mut [u8]) -> Result<usiz
 
 /// [`reference_compress`] with the given deflate.
 pub fn reference_compress_with(backend: ZlibBackend, level: i32, src: &[u8], dst: &mut [u8]) -> Result<usize> {
-    let mut ws = Workspace { backend, folio_input: false, deflate: None, buf: Vec::new() };
+    let mut ws = Workspace { backend, deflate: None, buf: Vec::new() };
     let c = ws.deflate_init(level)?;
     match c.compress(src, dst, FlushCompress::Finish)? {
         Status::StreamEnd => Ok(c.total_out() as usize),
@@ -37,7 +37,7 @@ pub fn reference_compress_page_flushes(
     dst: &mut [u8],
     page_size: usize,
 ) -> Result<usize> {
-    let mut ws = Workspace { backend, folio_input: false, deflate: None, buf: Vec::new() };
+    let mut ws = Workspace { backend, deflate: None, buf: Vec::new() };
     let c = ws.deflate_init(level)?;
     for chunk in src.chunks(page_size.max(1)) {
         let mut fed = 0;

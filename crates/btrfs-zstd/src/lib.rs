@@ -274,11 +274,16 @@ impl Codec for Zstd {
 
         let mut start = args.start;
         let mut len = args.len;
+        let end = args.start + args.len;
         let mut tot_in = 0usize;
+        // The length the loop hands the library: what was mapped (6.x), or its own
+        // `btrfs_calc_input_length()` (7.x), which a one-page mapping may not cover.
+        let chunk_len = |start: usize, len: usize| a.input.trusted_len(input, start, end).unwrap_or(len);
 
         // Map the first input chunk.
-        let mut in_map = frame.map(input, start, len)?;
-        let mut cur_len = in_map.len();
+        let mut want = chunk_len(start, len);
+        let mut in_map = frame.map(input, start, want)?;
+        let mut cur_len = a.input.handed(&in_map, want).len();
         let mut in_pos = 0usize;
 
         // Allocate the first output folio.
@@ -287,14 +292,17 @@ impl Codec for Zstd {
         loop {
             {
                 // One output page at a time, as the kernel offers it.
+                let src = a.input.handed(&in_map, want);
                 let mut ob = OutBuffer::around(cur.chunk_mut());
-                let mut ib = InBuffer { src: &in_map[..cur_len], pos: in_pos };
+                let mut ib = InBuffer { src: &src[..cur_len], pos: in_pos };
                 in_map.ctx().note_library_call(cur_len - in_pos);
                 ws.cctx.compress_stream2(&mut ob, &mut ib, zstd_sys_continue()).map_err(lib_err)?;
                 in_pos = ib.pos;
                 let n = ob.pos();
                 cur.advance(n);
             }
+            // Did the library read past what the mapping covers (7.2-rc's fault)?
+            in_map.check_read(cur_len, in_pos)?;
             give_up(tot_in + in_pos, cur.tot_out(), cur.at_limit())?;
             // Need more output space?
             if cur.folio_full() {
@@ -311,8 +319,9 @@ impl Codec for Zstd {
                 drop(in_map);
                 start += cur_len;
                 len -= cur_len;
-                in_map = frame.map(input, start, len)?;
-                cur_len = in_map.len();
+                want = chunk_len(start, len);
+                in_map = frame.map(input, start, want)?;
+                cur_len = a.input.handed(&in_map, want).len();
                 in_pos = 0;
             }
         }

@@ -3,7 +3,7 @@
 //! extent inflates to the input with flate2 and with the system zlib (Adler-32 checked), and
 //! compressing it again, after the workspace has compressed other data, gives the same bytes.
 
-use btrfs_compress::{compress_extent_raw, parse_compress_option, Error, KernelEra, Options, ZlibBackend};
+use btrfs_compress::{compress_extent_raw, parse_compress_option, Error, InputChunk, KernelEra, Options, ZlibBackend};
 use diff_tests::{make, system_zlib_decompress, Shape};
 use proptest::prelude::*;
 use std::io::Read;
@@ -25,7 +25,7 @@ proptest! {
         let era = if old_era { KernelEra::Before6_3 } else { KernelEra::Since6_3 };
         let o = Options {
             zlib_backend: ZlibBackend::Kernel(era),
-            zlib_folio_input: folio_input,
+            input_chunk: if folio_input { InputChunk::Folio } else { InputChunk::Page },
             folio_order: if folio_input { 4 } else { 0 },
             ..Options::default()
         };

@@ -104,6 +104,7 @@ fn model_counts_equal_the_traced_highmem_kernel() {
                 range_reserve: 2,
                 highmem_fraction: 1.0,
                 zlib_backend: None,
+                write_size: replay::DEFAULT_WRITE_SIZE,
             };
             let mut ctx = replay::context(&mem, &setup).unwrap();
             for (name, data) in &files {

@@ -148,11 +148,16 @@ pub struct KernelEvents {
     /// Pages whose vmalloc mapping was freed lazily (their flush waits for a purge, which comes
     /// once per [`KernelConfig::lazy_max_pages`] of them).
     pub vunmap_lazy_pages: u64,
+    /// `vm_map_ram()` / `vmap()` calls.
+    pub vmap_calls: u64,
+    /// Page faults: a library read past what its mapping covers (7.2-rc's `kmap_local_folio()`
+    /// of one page handed a folio-sized length). The kernel oopses; the call has no cost.
+    pub faults: u64,
 }
 
 impl KernelEvents {
     /// Every field with its name, for cost tables and reports.
-    pub fn fields(&self) -> [(&'static str, u64); 17] {
+    pub fn fields(&self) -> [(&'static str, u64); 19] {
         [
             ("api_calls", self.api_calls),
             ("highmem_maps", self.highmem_maps),
@@ -171,6 +176,8 @@ impl KernelEvents {
             ("bytes_copied", self.bytes_copied),
             ("pool_hits", self.pool_hits),
             ("vunmap_lazy_pages", self.vunmap_lazy_pages),
+            ("vmap_calls", self.vmap_calls),
+            ("faults", self.faults),
         ]
     }
 
@@ -193,6 +200,8 @@ impl KernelEvents {
         self.bytes_copied += o.bytes_copied;
         self.pool_hits += o.pool_hits;
         self.vunmap_lazy_pages += o.vunmap_lazy_pages;
+        self.vmap_calls += o.vmap_calls;
+        self.faults += o.faults;
         self.vmalloc_high_water_pages = hw_v;
         self.slots_high_water = hw_s;
     }
@@ -270,6 +279,7 @@ impl KernelModel {
             // folio_map_local() on 64-bit: folio_address().
             return Undo::Nothing;
         }
+        self.ev.vmap_calls += 1;
         self.ev.pte_writes += pages;
         if block {
             // vb_alloc(): the per-CPU block's spinlock.

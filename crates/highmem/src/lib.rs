@@ -52,8 +52,8 @@ pub use events::{KernelConfig, KernelEvents, Zone, TLB_SINGLE_PAGE_FLUSH_CEILING
 pub use phys::{Backend, Folio, FolioVec, PhysMem, SUPPORTED_PAGE_SIZES};
 pub use pool::{KmapPool, PoolStats, LAST_PKMAP};
 pub use strategy::{
-    Frame, LifoPolicy, MapCounters, MapCtx, MapMut, MapRef, Strategy, DEFAULT_BOUNCE_BYTES, DEFAULT_RANGE_RESERVE,
-    KM_MAX_IDX, MAX_RANGE_BYTES,
+    FaultPolicy, Frame, LifoPolicy, MapCounters, MapCtx, MapMut, MapRef, Strategy, DEFAULT_BOUNCE_BYTES,
+    DEFAULT_RANGE_RESERVE, KM_MAX_IDX, MAX_RANGE_BYTES,
 };
 
 use std::fmt;
@@ -83,6 +83,17 @@ pub enum MapError {
     Os(std::io::Error),
     /// Not available on this platform.
     Unsupported(&'static str),
+    /// A page fault: the library read past what the mapping covers (a loop that hands it a
+    /// folio-sized length from a `kmap_local_folio()` of one page, as 7.2-rc did under HIGHMEM
+    /// with large folios). The kernel oopses here.
+    Fault {
+        /// Bytes the mapping covers from the address the library was given.
+        mapped: usize,
+        /// Bytes the library was handed.
+        handed: usize,
+        /// Bytes it read.
+        read: usize,
+    },
 }
 
 impl fmt::Display for MapError {
@@ -99,6 +110,11 @@ impl fmt::Display for MapError {
             }
             MapError::Os(e) => write!(f, "mapping system call failed: {e}"),
             MapError::Unsupported(w) => write!(f, "{w} is not supported on this platform"),
+            MapError::Fault { mapped, handed, read } => write!(
+                f,
+                "page fault {} bytes past a mapping of {mapped}: the library was handed {handed} bytes and read {read}",
+                read.saturating_sub(*mapped)
+            ),
         }
     }
 }

@@ -368,6 +368,20 @@ impl FolioVec {
         self.locate(off).map_or(off, |(idx, _)| self.starts[idx] + self.folios[idx].size())
     }
 
+    /// Allocate folios of the given orders in turn and fill them with `data` (a page cache whose
+    /// folios follow the writes that filled it). Orders run out: the last one repeats.
+    pub fn from_slice_orders(mem: &PhysMem, data: &[u8], orders: &[u32]) -> Result<Self, MapError> {
+        let mut v = Self::new();
+        let mut i = 0;
+        while v.len < data.len() {
+            let order = orders.get(i).or(orders.last()).copied().unwrap_or(0);
+            v.push(mem.alloc_folio(order)?);
+            i += 1;
+        }
+        v.write_direct(0, data);
+        Ok(v)
+    }
+
     pub(crate) fn folio(&self, idx: usize) -> &Folio {
         &self.folios[idx]
     }

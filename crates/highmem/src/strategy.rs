@@ -26,6 +26,18 @@ pub const DEFAULT_RANGE_RESERVE: usize = 2;
 /// Default bounce buffer: four 4 KiB pages, like zlib.c's s390 DFLTCC workspace buffer.
 pub const DEFAULT_BOUNCE_BYTES: usize = 16 * 1024;
 
+/// What a read past the end of a mapping does ([`MapRef::check_read`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FaultPolicy {
+    /// Count it ([`KernelEvents::faults`]) and return [`MapError::Fault`].
+    #[default]
+    Record,
+    /// On the emulated-highmem backend, make the read for real: the byte after a kmap_local
+    /// slot's page is `PROT_NONE`, so the process gets SIGSEGV, as the kernel took its page fault.
+    /// Elsewhere as [`FaultPolicy::Record`].
+    Trap,
+}
+
 /// How a codec loop gets at the bytes of its pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Strategy {
@@ -57,11 +69,17 @@ pub enum Strategy {
     /// Copy into a per-thread bounce buffer (zlib.c's s390 path): each page is mapped with
     /// kmap_local, copied and unmapped at once; writes are copied back on release.
     Bounce,
+    /// Our way out (b) for 7.x with large folios under HIGHMEM, as `tools/qemu-highmem-7x.py`
+    /// patches it into 7.2.13's zstd.c and zlib.c: the requested pages of a large highmem folio
+    /// (never past its end) through `vm_map_ram()`, PTEs cleared at release and the TLB flush
+    /// deferred; a request within one page, an order-0 or a lowmem folio through
+    /// `kmap_local_folio()`; `folio_address()` on 64-bit.
+    VmMapRamLarge,
 }
 
 impl Strategy {
     /// Every strategy, in display order.
-    pub const ALL: [Strategy; 9] = [
+    pub const ALL: [Strategy; 10] = [
         Strategy::Direct,
         Strategy::KmapLocal,
         Strategy::Range,
@@ -71,6 +89,7 @@ impl Strategy {
         Strategy::FolioMapLocal,
         Strategy::GlobalKmap,
         Strategy::Bounce,
+        Strategy::VmMapRamLarge,
     ];
 
     /// Short name used on the command line and in reports.
@@ -85,6 +104,7 @@ impl Strategy {
             Strategy::FolioMapLocal => "folio-map-local",
             Strategy::GlobalKmap => "kmap-pool",
             Strategy::Bounce => "bounce",
+            Strategy::VmMapRamLarge => "vm-map-ram-large",
         }
     }
 
@@ -242,6 +262,7 @@ pub struct MapCtx {
     range_reserve: usize,
     init_on_alloc: bool,
     lifo: LifoPolicy,
+    fault: FaultPolicy,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -284,6 +305,7 @@ impl MapCtx {
                     | Strategy::RangeFallback
                     | Strategy::Bounce
                     | Strategy::FolioMapLocal
+                    | Strategy::VmMapRamLarge
             ) {
             Some(VaRegion::reserve((KM_MAX_IDX + 1) * slot_size).map_err(MapError::Os)?)
         } else {
@@ -309,6 +331,7 @@ impl MapCtx {
             range_reserve: DEFAULT_RANGE_RESERVE,
             init_on_alloc: true,
             lifo: LifoPolicy::default(),
+            fault: FaultPolicy::default(),
             _not_send: PhantomData,
         })
     }
@@ -316,6 +339,11 @@ impl MapCtx {
     /// Choose what an out-of-order release does.
     pub fn set_lifo_policy(&mut self, p: LifoPolicy) {
         self.lifo = p;
+    }
+
+    /// Choose what a read past the end of a mapping does (default [`FaultPolicy::Record`]).
+    pub fn set_fault_policy(&mut self, p: FaultPolicy) {
+        self.fault = p;
     }
 
     /// The kernel whose events this context counts (default: 64-bit). Resets the events.
@@ -552,6 +580,11 @@ impl MapCtx {
             Strategy::FolioMapLocal if !config.has_highmem() => Strategy::Direct,
             Strategy::FolioMapLocal if folio.order() == 0 => Strategy::KmapLocal,
             Strategy::FolioMapLocal => Strategy::VmapFolio,
+            // Way out (b): vm_map_ram() only for more than one page of a large highmem folio.
+            Strategy::VmMapRamLarge if !config.has_highmem() => Strategy::Direct,
+            Strategy::VmMapRamLarge if !high || folio.order() == 0 || len.min(folio_rem) <= page_rem => {
+                Strategy::KmapLocal
+            }
             s => s,
         };
         match strategy {
@@ -570,7 +603,9 @@ impl MapCtx {
                 Ok((span.sub(0, n), Held::Slot { idx, n: 1, win_len, undo }))
             }
             Strategy::Range | Strategy::RangeFallback => self.map_range(pages, fi, foff, len, strategy),
-            Strategy::VmMapRam | Strategy::VmapFolio => self.map_vmap(pages, fi, foff, len, strategy),
+            Strategy::VmMapRam | Strategy::VmapFolio | Strategy::VmMapRamLarge => {
+                self.map_vmap(pages, fi, foff, len, strategy)
+            }
             Strategy::GlobalKmap => {
                 let pool = self.pool.as_ref().expect("GlobalKmap context has a pool");
                 let pfn = (phys - foff % ps) / ps;
@@ -662,6 +697,10 @@ impl MapCtx {
         let folio_rem = folio.size() - foff;
         let (base, bytes, n) = if strategy == Strategy::VmapFolio {
             (folio.phys_off(), folio.size(), len.min(folio_rem))
+        } else if strategy == Strategy::VmMapRamLarge {
+            let in_page = foff % ps;
+            let run = len.min(folio_rem);
+            (phys - in_page, (in_page + run).div_ceil(ps) * ps, run)
         } else {
             let in_page = foff % ps;
             let run = Self::contiguous_run(pages, fi, foff, len.min(MAX_RANGE_BYTES - in_page));
@@ -686,7 +725,7 @@ impl MapCtx {
         });
         let (fi0, foff0) = if strategy == Strategy::VmapFolio { (fi, 0) } else { (fi, foff) };
         let hp = Self::highmem_pages(pages, fi0, foff0, npages);
-        let block = strategy == Strategy::VmMapRam && npages <= VMAP_BLOCK_MAX_PAGES;
+        let block = strategy != Strategy::VmapFolio && npages <= VMAP_BLOCK_MAX_PAGES;
         let undo = self.model.borrow_mut().vmap(npages as u64, hp, block);
         Ok((whole.sub(start_off, n), Held::Vmap { area, undo }))
     }
@@ -762,6 +801,25 @@ impl MapCtx {
             off += n;
         }
         Ok(())
+    }
+
+    /// Where a mapping of `pages` at `off` starts and how far it reaches (see [`Reach`]).
+    fn reach(&self, pages: &FolioVec, off: usize, span: &Span, held: &Held) -> Reach {
+        let Some((fi, foff)) = pages.locate(off) else {
+            return Reach { folio: None, covers: 0 };
+        };
+        let folio = pages.folio(fi);
+        let folio_rem = folio.size() - foff;
+        let direct = !(folio.zone() == Zone::HighMem && self.config().has_highmem());
+        let covers = match held {
+            // page_address(): the direct map holds the whole folio.
+            Held::Direct | Held::Pool { .. } if direct => folio_rem,
+            Held::Slot { n: 1, .. } if direct && self.strategy != Strategy::Bounce => folio_rem,
+            _ => span.len(),
+        };
+        // The folio's frames stay allocated while `pages` is borrowed, which the mapping is.
+        let folio_span = self.mem.inner.store.span(folio.phys_off() + foff, folio_rem);
+        Reach { folio: Some(folio_span), covers }
     }
 
     fn release(&self, held: Held) {
@@ -899,7 +957,8 @@ impl<'c> Frame<'c> {
     /// rest of the folio for the direct map and vmap, up to 128 KiB of the folio for range).
     pub fn map<'f>(&'f mut self, pages: &'f FolioVec, off: usize, len: usize) -> Result<MapRef<'f>, MapError> {
         let (span, held) = self.ctx.map_raw(pages, off, len)?;
-        Ok(MapRef { ctx: self.ctx, span, held: Some(held), _p: PhantomData })
+        let reach = self.ctx.reach(pages, off, &span, &held);
+        Ok(MapRef { ctx: self.ctx, span, held: Some(held), reach, _p: PhantomData })
     }
 
     /// Map bytes of `pages` for writing; see [`Frame::map`]. With the bounce strategy the data
@@ -959,7 +1018,18 @@ pub struct MapRef<'f> {
     ctx: &'f MapCtx,
     span: Span,
     held: Option<Held>,
+    reach: Reach,
     _p: PhantomData<&'f [u8]>,
+}
+
+/// Where a read mapping starts in its folio, and how far from its address bytes are really
+/// addressable: the mapped span for a fixmap slot or a vmap area, the whole rest of the folio for
+/// the direct map (a lowmem page's `page_address()`).
+#[derive(Debug)]
+struct Reach {
+    /// The rest of the folio from the mapping's first byte, through the direct map.
+    folio: Option<Span>,
+    covers: usize,
 }
 
 /// What read and write mappings share: their context, and their bytes for reading.
@@ -985,6 +1055,39 @@ mapping_common!(MapRef);
 mapping_common!(MapMut);
 
 impl MapRef<'_> {
+    /// The `len` bytes from this mapping's address, as a loop that trusts a length of its own
+    /// hands them to the library: 7.x's `btrfs_calc_input_length()` runs to the end of the folio
+    /// whatever `kmap_local_folio()` mapped. Returns the bytes (the folio's, read through the
+    /// direct map, at most to the folio's end) and how many of them the mapping really covers;
+    /// after the library call, [`MapRef::check_read`] says whether it read past them.
+    pub fn handed(&self, len: usize) -> (&[u8], usize) {
+        let rest = self.reach.folio.as_ref().map_or(&[][..], Span::bytes);
+        let n = len.min(rest.len());
+        (&rest[..n], self.reach.covers.min(n))
+    }
+
+    /// The library read `read` bytes of the `handed` bytes [`MapRef::handed`] gave it. Past what
+    /// the mapping covers, that is the kernel's page fault: counted in
+    /// [`KernelEvents::faults`], made for real under [`FaultPolicy::Trap`] on the
+    /// emulated-highmem backend (the byte after the slot's page is `PROT_NONE`: SIGSEGV), and
+    /// returned as [`MapError::Fault`].
+    pub fn check_read(&self, handed: usize, read: usize) -> Result<(), MapError> {
+        let mapped = self.reach.covers;
+        if read <= mapped {
+            return Ok(());
+        }
+        self.ctx.model.borrow_mut().ev.faults += 1;
+        #[cfg(unix)]
+        if self.ctx.fault == FaultPolicy::Trap {
+            if let Some(Held::Slot { win_len, .. }) = &self.held {
+                if *win_len > 0 {
+                    self.span.read_past_end();
+                }
+            }
+        }
+        Err(MapError::Fault { mapped, handed, read })
+    }
+
     /// The mapped bytes together with the frame above this mapping, for nested mappings that
     /// must be released before this one.
     pub fn split(&mut self) -> (&[u8], Frame<'_>) {

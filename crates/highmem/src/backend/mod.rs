@@ -107,6 +107,21 @@ impl Span {
         unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
+    /// Read the byte just past the span, as a library handed a longer buffer than was mapped
+    /// would. Used only for a kmap_local slot of the emulated-highmem backend, whose next byte
+    /// is `PROT_NONE` reserved window: the read faults and the process gets SIGSEGV, which is
+    /// the point ([`crate::FaultPolicy::Trap`]). Returns only if something is mapped there.
+    #[cfg(unix)]
+    pub(crate) fn read_past_end(&self) -> u8 {
+        let p = self.ptr.as_ptr().wrapping_add(self.len);
+        // SAFETY: a raw volatile read that forms no reference. The address lies inside the
+        // slot window this crate reserved (each slot is `MAX_RANGE_BYTES` of virtual space, of
+        // which a kmap_local mapping fills one page), so it is either a page of that window
+        // mapped by this thread or `PROT_NONE`; the latter traps with SIGSEGV before any value
+        // is produced, the deliberate model of the kernel's page fault.
+        unsafe { core::ptr::read_volatile(p) }
+    }
+
     /// An exclusive view of the span.
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `bytes`; exclusive because the holder of this span holds the pages (or
