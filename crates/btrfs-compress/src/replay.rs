@@ -101,11 +101,15 @@ impl KernelLoop {
         self.zero_fill_after_codec()
     }
 
-    /// How the compression loops size their input chunks.
-    pub fn input_chunk(self) -> crate::InputChunk {
+    /// How the compression loops size their input chunks with `strategy` in place of the
+    /// kernel's `kmap_local_folio()`. 7.x trusts the folio to be mapped to its end: true of the
+    /// kernel's call only on 64-bit and for order-0 or lowmem folios (7.2-rc3's fault). A loop
+    /// patched for another mapping call would hand the library what that call maps, so the
+    /// other strategies' rows cut each chunk to their mapping.
+    pub fn input_chunk(self, strategy: Strategy) -> crate::InputChunk {
         match self {
-            KernelLoop::V7_2 | KernelLoop::V7_2Rc3 => crate::InputChunk::Folio,
-            KernelLoop::V7_2Step => crate::InputChunk::FolioMapped,
+            KernelLoop::V7_2 | KernelLoop::V7_2Rc3 if strategy == Strategy::KmapLocal => crate::InputChunk::Folio,
+            KernelLoop::V7_2 | KernelLoop::V7_2Rc3 | KernelLoop::V7_2Step => crate::InputChunk::FolioMapped,
             _ => crate::InputChunk::Page,
         }
     }
@@ -126,7 +130,7 @@ impl KernelLoop {
             } else {
                 crate::KernelEra::Since6_3
             }),
-            input_chunk: self.input_chunk(),
+            input_chunk: self.input_chunk(strategy),
             ..Options::default()
         }
     }

@@ -82,6 +82,12 @@ pub fn line(r: &Row, wide: bool) -> String {
         _ => "32b",
     };
     let be = if r.backend == "heap" { "heap" } else { "emu" };
+    // A row that faulted stopped at its first fault: its speed means nothing.
+    let (mb_s, spread) = if r.faulted_extents > 0 {
+        ("-".to_string(), "-".to_string())
+    } else {
+        (num(r.mb_s), format!("({}-{})", num(r.mb_s_min), num(r.mb_s_max)))
+    };
     let mut s = format!(
         "{:<3} {:<8} {:<7} {:<4} {:<16} {:<4} {:>5} {:<9} {:>5} {:>5} {:>5} {:>5} {:>5} {:>6}",
         cfg,
@@ -90,8 +96,8 @@ pub fn line(r: &Row, wide: bool) -> String {
         op,
         r.strategy,
         be,
-        num(r.mb_s),
-        format!("({}-{})", num(r.mb_s_min), num(r.mb_s_max)),
+        mb_s,
+        spread,
         num(r.api_calls_per_extent),
         num(r.highmem_maps_per_extent),
         num(r.lowmem_maps_per_extent),

@@ -82,7 +82,7 @@ fn seven_on_highmem(s: &mut String, rows: &[Row]) {
             } else {
                 let d = r.modeled_ns_per_extent - base.modeled_ns_per_extent;
                 format!(
-                    "{:.1} calls, {:.1} invlpg, {:.2} vm_map_ram, {:.1} library calls, {:.2} µs ({:+.2} µs)",
+                    "{:.1} calls, {:.1} invlpg, {:.2} vmap calls, {:.1} library calls, {:.2} µs ({:+.2} µs)",
                     r.api_calls_per_extent,
                     r.tlb_single_flushes_per_extent,
                     r.vmap_calls_per_extent,

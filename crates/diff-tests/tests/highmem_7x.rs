@@ -121,6 +121,8 @@ fn the_lab_counts_what_traced_7x_kernels_do() {
     let mut report = Vec::new();
     let mut checked = 0;
     let mut preempted = 0;
+    // Per variant, option and entry: the sums over the files, for the table printed below.
+    let mut table: BTreeMap<String, (Counts, Counts)> = BTreeMap::new();
     for (variant, kloop, strategy) in [
         ("shipped", KernelLoop::V7_2, Strategy::KmapLocal),
         ("step", KernelLoop::V7_2Step, Strategy::KmapLocal),
@@ -150,6 +152,11 @@ fn the_lab_counts_what_traced_7x_kernels_do() {
                     let kernel = of_kernel(ex.get(&key));
                     let model = of_model(calls, &model_entry);
                     let ok = same(kernel, model);
+                    let t = table.entry(format!("{variant:<8} {opt:<22} {kernel_entry}")).or_default();
+                    for i in 0..4 {
+                        t.0[i] += kernel[i];
+                        t.1[i] += model[i];
+                    }
                     preempted += u64::from(ok && kernel[2] != kernel[1]);
                     report.push(format!(
                         "{variant} {key}: kernel {kernel:?} model {model:?}{}",
@@ -173,6 +180,14 @@ fn the_lab_counts_what_traced_7x_kernels_do() {
                 assert_eq!(layout.folios, kernel_folios, "{variant} {opt}/{name}: page-cache folios");
             }
         }
+    }
+    eprintln!("per extent, kernel / lab: highmem kmaps, real unmaps, vm_map_ram calls (all files)");
+    for (k, (kc, mc)) in &table {
+        let per = |c: &Counts| {
+            let n = c[0].max(1) as f64;
+            format!("{:5.1} {:5.1} {:4.2}", c[1] as f64 / n, c[2] as f64 / n, c[3] as f64 / n)
+        };
+        eprintln!("  {k:<58} {:>3} calls  kernel {}  lab {}", kc[0], per(kc), per(mc));
     }
     let bad: Vec<&String> = report.iter().filter(|l| l.contains("MISMATCH")).collect();
     eprintln!(
