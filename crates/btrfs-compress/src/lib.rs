@@ -24,6 +24,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod kernel;
 pub mod replay;
 pub mod usage;
 

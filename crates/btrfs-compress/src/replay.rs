@@ -66,39 +66,37 @@ impl KernelLoop {
         Self::ALL.into_iter().find(|l| l.name() == s)
     }
 
-    /// Whether the page cache takes large folios for data: 6.x has none for btrfs; 7.2 has them
-    /// where `open_ctree()` (disk-io.c, 7.2.13) leaves `block_max_order` above
-    /// `block_min_order`, i.e. not under CONFIG_HIGHMEM; 7.2-rc3 had them everywhere.
-    pub fn large_folios(self, config: KernelConfig) -> bool {
+    /// The release whose facts this loop follows ([`crate::kernel::KernelProfile`]). The
+    /// 2022 v4 loop ran on 5.19-era trees (deflate before 6.3); 7.2-step is 7.2-rc3 patched.
+    pub fn profile(self) -> crate::kernel::KernelProfile {
+        use crate::kernel::KernelProfile;
         match self {
-            KernelLoop::V7_2 => !config.has_highmem(),
-            KernelLoop::V7_2Rc3 | KernelLoop::V7_2Step => true,
-            _ => false,
+            KernelLoop::V6_1 | KernelLoop::V4_2022 => KernelProfile::of(6, 1),
+            KernelLoop::V6_12 => KernelProfile::of(6, 12),
+            KernelLoop::V7_2 => KernelProfile::of(7, 2),
+            KernelLoop::V7_2Rc3 | KernelLoop::V7_2Step => KernelProfile::V7_2_RC3,
         }
     }
 
-    /// `block_max_order` of a 4 KiB-sector filesystem: `calc_block_max_order()` (disk-io.c,
-    /// 7.2.13) takes min(`BTRFS_MAX_BLOCKS_PER_FOLIO` blocks, `BTRFS_MAX_FOLIO_SIZE` = 2 MiB);
-    /// without CONFIG_BTRFS_EXPERIMENTAL (Debian's config) that is `BITS_PER_LONG` blocks
-    /// (fs.h): 128 KiB, order 5, on 32-bit, 256 KiB, order 6, on 64-bit. 0 without large folios.
+    /// Whether the page cache takes large folios for data under `config`.
+    pub fn large_folios(self, config: KernelConfig) -> bool {
+        self.profile().large_folios(config)
+    }
+
+    /// `block_max_order` of a 4 KiB-sector filesystem under `config` (0: order-0 folios only).
     pub fn block_max_order(self, config: KernelConfig) -> u32 {
-        match (self.large_folios(config), config.has_highmem()) {
-            (false, _) => 0,
-            (true, true) => 5,
-            (true, false) => 6,
-        }
+        self.profile().block_max_order(config)
     }
 
     /// Whether `btrfs_decompress_bio()` zero-fills the rest of the read bio after the codec
-    /// returns (compression.c, 7.2.13), rather than the codec inside its own call (6.1).
+    /// returns (7.x), rather than the codec inside its own call (6.1).
     pub fn zero_fill_after_codec(self) -> bool {
-        matches!(self, KernelLoop::V7_2 | KernelLoop::V7_2Rc3 | KernelLoop::V7_2Step)
+        self.profile().zero_fill_after_codec()
     }
 
-    /// Whether the compressor is handed the whole sector-rounded range of a file's last sector
-    /// (zeros after the end of the file), as 7.x does; 6.x hands it the file's bytes only.
+    /// Whether the compressor is handed the whole sector-rounded range of a file's last sector.
     pub fn compresses_whole_last_sector(self) -> bool {
-        self.zero_fill_after_codec()
+        self.profile().compresses_whole_last_sector()
     }
 
     /// How the compression loops size their input chunks with `strategy` in place of the
@@ -107,10 +105,10 @@ impl KernelLoop {
     /// patched for another mapping call would hand the library what that call maps, so the
     /// other strategies' rows cut each chunk to their mapping.
     pub fn input_chunk(self, strategy: Strategy) -> crate::InputChunk {
-        match self {
-            KernelLoop::V7_2 | KernelLoop::V7_2Rc3 if strategy == Strategy::KmapLocal => crate::InputChunk::Folio,
-            KernelLoop::V7_2 | KernelLoop::V7_2Rc3 | KernelLoop::V7_2Step => crate::InputChunk::FolioMapped,
-            _ => crate::InputChunk::Page,
+        match (self, self.profile().input_chunk()) {
+            (KernelLoop::V7_2Step, _) => crate::InputChunk::FolioMapped,
+            (_, crate::InputChunk::Folio) if strategy != Strategy::KmapLocal => crate::InputChunk::FolioMapped,
+            (_, chunk) => chunk,
         }
     }
 
@@ -125,11 +123,7 @@ impl KernelLoop {
             out_order: 0,
             compress_loop: crate::LoopVariant::lifo_remap(self == KernelLoop::V4_2022),
             // The kernel's deflate of the loop's era.
-            zlib_backend: crate::ZlibBackend::Kernel(if matches!(self, KernelLoop::V6_1 | KernelLoop::V4_2022) {
-                crate::KernelEra::Before6_3
-            } else {
-                crate::KernelEra::Since6_3
-            }),
+            zlib_backend: self.profile().zlib_backend(),
             input_chunk: self.input_chunk(strategy),
             ..Options::default()
         }

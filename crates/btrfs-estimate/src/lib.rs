@@ -36,10 +36,11 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use btrfs_compress::kernel::KernelProfile;
 use btrfs_compress::usage::{TypeUsage, Usage};
 use btrfs_compress::{
     compress_extent_in_folios, compression_saves_sector, decompress_extent, decompress_inline, CompressSpec,
-    CompressType, Error, InputChunk, Options, ZlibBackend,
+    CompressType, Error, Options,
 };
 
 const ASYNC_CHUNK: usize = 512 * 1024;
@@ -74,16 +75,14 @@ pub struct Rules {
 }
 
 impl Rules {
-    fn seven(&self) -> bool {
-        self.kernel.0 >= 7
+    /// What the kernel of these rules does ([`KernelProfile`]).
+    pub fn profile(&self) -> KernelProfile {
+        KernelProfile::of(self.kernel.0, self.kernel.1)
     }
 
     fn options(&self) -> Options {
-        Options {
-            zlib_backend: ZlibBackend::kernel_of(self.kernel.0, self.kernel.1),
-            input_chunk: if self.seven() { InputChunk::Folio } else { InputChunk::Page },
-            ..Options::default()
-        }
+        let k = self.profile();
+        Options { zlib_backend: k.zlib_backend(), input_chunk: k.input_chunk(), ..Options::default() }
     }
 }
 
@@ -140,14 +139,15 @@ impl<'a> FilePass<'a> {
     fn piece(&mut self, data: &[u8], off: usize, file_size: usize) -> btrfs_compress::Result<Option<Vec<u8>>> {
         let ss = self.rules.sectorsize;
         // 7.x hands the compressor the sector-rounded tail, zeros past the end of file.
-        let input: std::borrow::Cow<'_, [u8]> = if self.rules.seven() && data.len() % ss != 0 {
-            let mut v = data.to_vec();
-            v.resize(data.len().next_multiple_of(ss), 0);
-            v.into()
-        } else {
-            data.into()
-        };
-        let orders = (self.rules.seven() && self.opt.spec.alg == CompressType::Zlib)
+        let input: std::borrow::Cow<'_, [u8]> =
+            if self.rules.profile().compresses_whole_last_sector() && data.len() % ss != 0 {
+                let mut v = data.to_vec();
+                v.resize(data.len().next_multiple_of(ss), 0);
+                v.into()
+            } else {
+                data.into()
+            };
+        let orders = (self.rules.profile().bio_era() && self.opt.spec.alg == CompressType::Zlib)
             .then(|| btrfs_compress::page_cache_folios_7x(off, data.len(), file_size));
         let t0 = Instant::now();
         let r = compress_extent_in_folios(&input, self.opt.spec, &self.opts, orders.as_deref());
@@ -173,7 +173,7 @@ impl<'a> FilePass<'a> {
         let ss = self.rules.sectorsize;
         let size = file.len();
         if self.opt.force || self.heuristic(file, 0)? {
-            let input: std::borrow::Cow<'_, [u8]> = if self.rules.seven() {
+            let input: std::borrow::Cow<'_, [u8]> = if self.rules.profile().compresses_whole_last_sector() {
                 let mut v = file.to_vec();
                 v.resize(ss, 0);
                 v.into()
@@ -188,7 +188,7 @@ impl<'a> FilePass<'a> {
                 // 7.x compresses the whole sector and keeps a compressed inline extent only when
                 // it is smaller than the file (the 7.2 kernel in qemu stores a 300-byte file as
                 // 300 plain bytes where lzo makes 334; 6.x keeps lzo's 302 bytes for it).
-                Ok(e) if self.rules.seven() && e.data.len() >= size => {}
+                Ok(e) if self.rules.profile().inline_only_if_smaller() && e.data.len() >= size => {}
                 Ok(e) => {
                     if self.measure_decompress {
                         let t0 = Instant::now();
