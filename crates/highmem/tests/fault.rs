@@ -5,9 +5,9 @@
 
 use highmem::{Backend, FaultPolicy, FolioVec, KernelConfig, MapCtx, MapError, PhysMem, Strategy, Zone};
 
-const FOLIO: usize = 128 << 10;
+const FOLIO: usize = 32 << 10;
 
-/// One 128 KiB folio in HighMem, mapped with kmap_local at `off`: the library is handed the rest
+/// One 32 KiB folio in HighMem, mapped with kmap_local at `off`: the library is handed the rest
 /// of the folio and reads `read` bytes of it.
 fn read_past(
     backend: Backend,
@@ -18,7 +18,7 @@ fn read_past(
 ) -> (Result<(), MapError>, u64) {
     let mem = PhysMem::new(backend, 4096, 64).unwrap();
     let data: Vec<u8> = (0..FOLIO).map(|i| (i % 251) as u8).collect();
-    let mut pages = FolioVec::from_slice(&mem, &data, 5).unwrap();
+    let mut pages = FolioVec::from_slice(&mem, &data, 3).unwrap();
     pages.set_zone(zone);
     let mut ctx = MapCtx::new(&mem, Strategy::KmapLocal).unwrap();
     ctx.set_config(KernelConfig::X86_32_PAE);
