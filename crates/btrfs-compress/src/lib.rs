@@ -59,8 +59,11 @@ pub struct Options {
     pub strategy: Strategy,
     /// Where the page frames live.
     pub backend: Backend,
-    /// Page size (4096, 16384 or 65536; sectors stay 4 KiB).
+    /// Page size (4096, 16384 or 65536).
     pub page_size: usize,
+    /// The filesystem's sector size (4096 to 65536, a power of two; the superblock's
+    /// `sectorsize`): lzo's segments, the inline limit, the "save a sector" rule.
+    pub sectorsize: usize,
     /// Order of the page-cache folios holding the data (clamped to at most 128 KiB).
     pub folio_order: u32,
     /// Order of the output (compressed) folios; 0 as in the kernel.
@@ -90,6 +93,7 @@ impl Default for Options {
             strategy: Strategy::Direct,
             backend: Backend::Heap,
             page_size: 4096,
+            sectorsize: SECTORSIZE,
             folio_order: 0,
             out_order: 0,
             compress_loop: LoopVariant::Kernel,
@@ -102,9 +106,19 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The folio order actually used: at most 128 KiB per folio.
+    /// The sector size, if btrfs has it: a power of two from 4 KiB to 64 KiB.
+    pub fn checked_sectorsize(&self) -> Result<usize> {
+        match self.sectorsize {
+            s if s.is_power_of_two() && (4096..=65536).contains(&s) => Ok(s),
+            s => Err(Error::InvalidArgument(format!("sector size {s} (btrfs has 4096 to 65536, a power of two)"))),
+        }
+    }
+
+    /// The folio order actually used: at least a sector (`block_min_order`: a block never
+    /// spans folios), at most 128 KiB per folio.
     pub fn effective_folio_order(&self) -> u32 {
-        clamp_order(self.folio_order, self.page_size)
+        let min_order = (self.sectorsize / self.page_size.max(1)).max(1).trailing_zeros();
+        clamp_order(self.folio_order.max(min_order), self.page_size)
     }
 
     /// The output folio order actually used.
@@ -193,7 +207,7 @@ impl Codecs {
         cb: &CompressedBio,
         dest: &mut DestRange,
     ) -> Result<()> {
-        let a = CodecArgs { variant: opts.decompress_loop, ..CodecArgs::default() };
+        let a = CodecArgs { variant: opts.decompress_loop, sectorsize: opts.sectorsize, ..CodecArgs::default() };
         match alg {
             CompressType::Zlib => Zlib::decompress_bio(&mut self.zlib.get(), &a, ctx, cb, dest),
             CompressType::Lzo => Lzo::decompress_bio(&mut self.lzo.get(), &a, ctx, cb, dest),
@@ -203,8 +217,14 @@ impl Codecs {
     }
 
     /// Models `btrfs_decompress()`: decompress an inline extent into `dest` at `dest_off`.
-    pub fn decompress(&self, alg: CompressType, ctx: &mut MapCtx, inline: InlineRead<'_>) -> Result<()> {
-        let a = CodecArgs::default();
+    pub fn decompress(
+        &self,
+        alg: CompressType,
+        sectorsize: usize,
+        ctx: &mut MapCtx,
+        inline: InlineRead<'_>,
+    ) -> Result<()> {
+        let a = CodecArgs { sectorsize, ..CodecArgs::default() };
         match alg {
             CompressType::Zlib => Zlib::decompress(&mut self.zlib.get(), &a, ctx, inline),
             CompressType::Lzo => Lzo::decompress(&mut self.lzo.get(), &a, ctx, inline),
@@ -394,7 +414,7 @@ impl Engine {
     /// codec gives up (`-E2BIG`) or when the result would not save at least one sector.
     pub fn compress_extent(&self, data: &[u8], spec: CompressSpec, opts: &Options) -> Result<CompressedExtent> {
         let ext = self.compress_extent_raw(data, spec, opts)?;
-        if !compression_saves_sector(ext.total_in, ext.data.len(), SECTORSIZE) {
+        if !compression_saves_sector(ext.total_in, ext.data.len(), opts.sectorsize) {
             return Err(Error::Incompressible(Incompressible::SavesNoSector));
         }
         Ok(ext)
@@ -445,6 +465,7 @@ impl Engine {
             };
             let mut args = CompressArgs::new(&pages, 0, data.len())?;
             args.out_order = opts.effective_out_order();
+            args.sectorsize = opts.checked_sectorsize()?;
             let mut out = FolioVec::new();
             let res = self.codecs.compress_folios(spec, opts, ctx, &args, &mut out)?;
             let bytes = Bytes::from(out.to_vec(0, res.total_out));
@@ -464,7 +485,7 @@ impl Engine {
         max_inline: usize,
         opts: &Options,
     ) -> Result<CompressedExtent> {
-        if data.len() > SECTORSIZE {
+        if data.len() > opts.checked_sectorsize()? {
             return Err(Error::InvalidArgument(format!("inline data of {} bytes is larger than a sector", data.len())));
         }
         let ext = self.compress_extent_raw(data, spec, opts)?;
@@ -500,6 +521,7 @@ impl Engine {
         num_bytes: usize,
         opts: &Options,
     ) -> Result<Decompressed> {
+        opts.checked_sectorsize()?;
         if ram_bytes == 0 || ram_bytes > BTRFS_MAX_UNCOMPRESSED {
             return Err(Error::InvalidArgument(format!(
                 "ram_bytes {ram_bytes} (a compressed extent holds 1..={BTRFS_MAX_UNCOMPRESSED} bytes)"
@@ -524,13 +546,12 @@ impl Engine {
     }
 
     /// Decompress an inline extent (`btrfs_decompress()`): the item's data and its `ram_bytes`
-    /// (at most one page). Newer kernels store a full sector; the output is cut to `ram_bytes`.
+    /// (at most one sector: 16 KiB and 64 KiB sectors hold inline extents of more than 4 KiB).
+    /// Newer kernels store a full sector; the output is cut to `ram_bytes`.
     pub fn decompress_inline(&self, alg: CompressType, data: &[u8], ram_bytes: usize, opts: &Options) -> Result<Bytes> {
-        if ram_bytes == 0 || ram_bytes > opts.page_size.min(SECTORSIZE) {
-            return Err(Error::InvalidArgument(format!(
-                "inline ram_bytes {ram_bytes} (must be 1..={})",
-                opts.page_size.min(SECTORSIZE)
-            )));
+        let ss = opts.checked_sectorsize()?;
+        if ram_bytes == 0 || ram_bytes > ss {
+            return Err(Error::InvalidArgument(format!("inline ram_bytes {ram_bytes} (must be 1..={ss})")));
         }
         if data.is_empty() || data.len() > BTRFS_MAX_COMPRESSED {
             return Err(Error::InvalidArgument(format!("inline data of {} bytes", data.len())));
@@ -539,6 +560,7 @@ impl Engine {
             let mut dest = FolioVec::alloc(ctx.mem(), ram_bytes, 0)?;
             self.codecs.decompress(
                 alg,
+                ss,
                 ctx,
                 InlineRead { data_in: data, dest: &mut dest, dest_off: 0, destlen: ram_bytes },
             )?;

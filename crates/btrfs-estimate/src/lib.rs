@@ -82,7 +82,12 @@ impl Rules {
 
     fn options(&self) -> Options {
         let k = self.profile();
-        Options { zlib_backend: k.zlib_backend(), input_chunk: k.input_chunk(), ..Options::default() }
+        Options {
+            zlib_backend: k.zlib_backend(),
+            input_chunk: k.input_chunk(),
+            sectorsize: self.sectorsize,
+            ..Options::default()
+        }
     }
 }
 

@@ -299,8 +299,8 @@ impl Codec for Lzo {
         out: &mut FolioVec,
     ) -> Result<CompressResult> {
         let mem = ctx.mem().clone();
-        ws.ensure(mem.page_size());
         let ss = args.sectorsize;
+        ws.ensure(mem.page_size().max(ss));
         let start = args.start;
         let end = start + args.len;
         let mut cur_in = start;
@@ -361,7 +361,9 @@ impl Codec for Lzo {
         let sectorsize = a.sectorsize;
         let ps = ctx.mem().page_size();
         ws.ensure(ps.max(sectorsize));
-        let max_segment_len = lzo1x_worst_compress(ps);
+        // A segment of a sector at most (7.2's `workspace_buf_length()`: the worst case of a
+        // sector; a page in kernels whose sectors were never larger).
+        let max_segment_len = lzo1x_worst_compress(ps.max(sectorsize));
         let srclen = data_in.len();
         if srclen < 2 * LZO_LEN || srclen > max_segment_len + 2 * LZO_LEN {
             return Err(Error::corrupt(CorruptKind::LzoInline(format!(

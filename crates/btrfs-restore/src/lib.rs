@@ -215,6 +215,8 @@ fn extent_info(e: &FileExtent) -> ExtentInfo {
 fn extent_bytes(img: &Image, e: &FileExtent, len: u64, path: &str, opts: &Options) -> Result<Vec<u8>, ImageError> {
     let fail = |err: Error| ImageError::Extent { path: path.to_string(), file_offset: e.file_offset, err };
     let len = len as usize;
+    // The image's sector size: lzo's segments, and how much an inline extent holds.
+    let opts = &Options { sectorsize: img.sb.sectorsize as usize, ..*opts };
     match &e.kind {
         ExtentKind::Inline { data } => {
             if e.compression == 0 {
@@ -224,7 +226,7 @@ fn extent_bytes(img: &Image, e: &FileExtent, len: u64, path: &str, opts: &Option
             }
             let alg =
                 CompressType::from_code(e.compression).ok_or_else(|| fail(Error::InvalidArgument("codec".into())))?;
-            let ram = (e.ram_bytes as usize).clamp(1, 4096);
+            let ram = (e.ram_bytes as usize).clamp(1, opts.sectorsize);
             let mut v = decompress_inline(alg, data, ram, opts).map_err(fail)?.to_vec();
             v.resize(len, 0);
             Ok(v)
@@ -459,7 +461,8 @@ pub fn verify(img: &Image, opts: &Options) -> Result<VerifyReport, ImageError> {
             match &e.kind {
                 ExtentKind::Inline { .. } if e.compression != 0 => {
                     r.extents += 1;
-                    match extent_bytes(img, &e, e.ram_bytes.min(4096), &entry.path_escaped(), opts) {
+                    let sector = u64::from(img.sb.sectorsize);
+                    match extent_bytes(img, &e, e.ram_bytes.min(sector), &entry.path_escaped(), opts) {
                         Ok(_) => *r.decoded.entry(comp_name(e.compression).into()).or_default() += 1,
                         Err(err) => r.failures.push(format!("{where_}: {err}")),
                     }

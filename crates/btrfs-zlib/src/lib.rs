@@ -436,9 +436,10 @@ impl Codec for Zlib {
     /// Models `zlib_decompress()` for inline extents: one `inflate(Z_FINISH)` into the workspace
     /// buffer; the output must cover `destlen` (`-EIO` otherwise, the rest zero-filled). Newer
     /// kernels store a whole sector; only `destlen` bytes are kept.
-    fn decompress(ws: &mut Workspace, _a: &CodecArgs, ctx: &mut MapCtx, inline: InlineRead<'_>) -> Result<()> {
+    fn decompress(ws: &mut Workspace, a: &CodecArgs, ctx: &mut MapCtx, inline: InlineRead<'_>) -> Result<()> {
         let InlineRead { data_in, dest, dest_off, destlen } = inline;
-        let buf_size = ctx.mem().page_size().max(destlen);
+        // Newer kernels store a whole sector, which may be larger than a page.
+        let buf_size = ctx.mem().page_size().max(a.sectorsize).max(destlen);
         ws.ensure_buf(buf_size);
         let mut frame = ctx.frame();
         let res = new_inflate(data_in, data_in.len()).and_then(|(mut strm, skip)| {
