@@ -51,9 +51,14 @@ pub fn run(d: DecompressCmd) -> Result<(), Fail> {
         decompress_inline(alg, &data, d.ram_bytes, &o)?.to_vec()
     } else {
         let num = d.num_bytes.unwrap_or(d.ram_bytes.saturating_sub(d.offset));
+        // The kernel's ram_bytes is sector-rounded, and what a stream holds ends in its last
+        // sector: 6.x compresses the file's bytes, 7.x the whole last sector.
+        let ss = o.checked_sectorsize()?;
+        let last_sector = d.ram_bytes.saturating_sub(1) / ss * ss;
         if alg == CompressType::Zstd {
             // zstd frames record their content size: a --ram-bytes below it would drop data.
-            if let Some(n) = btrfs_zstd::frame_content_size(&data).filter(|&n| n > d.ram_bytes as u64) {
+            let whole = d.ram_bytes.next_multiple_of(ss) as u64;
+            if let Some(n) = btrfs_zstd::frame_content_size(&data).filter(|&n| n > whole) {
                 let msg = format!("the zstd frame holds {n} bytes, more than --ram-bytes {}", d.ram_bytes);
                 if !d.lenient {
                     return Err(Fail {
@@ -66,7 +71,7 @@ pub fn run(d: DecompressCmd) -> Result<(), Fail> {
         }
         let r = decompress_extent_full(alg, &data, d.ram_bytes, d.offset, num, &o)?;
         let wanted_end = (d.offset + num).min(d.ram_bytes);
-        if r.stream_bytes < wanted_end {
+        if r.stream_bytes < wanted_end && r.stream_bytes <= last_sector {
             let msg = format!("the stream ended after {} of {} bytes (a truncated extent)", r.stream_bytes, wanted_end);
             if !d.lenient {
                 return Err(Fail { code: 1, msg: format!("{msg}; --lenient zero-fills the rest as the kernel does") });

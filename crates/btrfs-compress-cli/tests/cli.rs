@@ -206,14 +206,41 @@ fn decompress_truncates_full_sector_inline_output_to_ram_bytes() {
     assert!(o.status.success(), "{}", stderr(&o));
     for inline in [false, true] {
         let out = p(d.path(), &format!("out-{inline}"));
-        // Read as an extent, a frame holding more than ram_bytes needs --lenient.
+        // As an extent too: a frame holding up to the sector-rounded ram_bytes is the kernel's.
         let mut args = vec!["decompress", "-a", "zstd", "--ram-bytes", "300"];
-        args.push(if inline { "--inline" } else { "--lenient" });
+        if inline {
+            args.push("--inline");
+        }
         let inl = p(d.path(), "inl");
         args.extend([inl.as_str(), out.as_str()]);
         let o = run(&args);
         assert!(o.status.success(), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
         assert_eq!(std::fs::read(&out).unwrap(), text(300));
+    }
+    // More than the sector-rounded ram_bytes still needs --lenient.
+    std::fs::write(d.path().join("two"), text(12_000)).unwrap();
+    let two = p(d.path(), "two.ext");
+    assert!(run(&["compress", "-a", "zstd", &p(d.path(), "two"), &two]).status.success());
+    let o = run(&["decompress", "-a", "zstd", "--ram-bytes", "300", &two, &p(d.path(), "out-short")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
+
+#[test]
+fn decompress_reads_a_stream_that_ends_in_the_last_sector_of_ram_bytes() {
+    // 6.x compresses a 9,764-byte file's bytes; the extent's ram_bytes is 12,288 (inspect's ram).
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("in"), text(9764)).unwrap();
+    for alg in ["zstd", "zlib", "lzo"] {
+        let ext = p(d.path(), &format!("{alg}.ext"));
+        assert!(run(&["compress", "-a", alg, "--force", &p(d.path(), "in"), &ext]).status.success());
+        let out = p(d.path(), &format!("{alg}.out"));
+        let o = run(&["decompress", "-a", alg, "--ram-bytes", "12288", "--num-bytes", "9764", &ext, &out]);
+        assert!(o.status.success(), "{alg}: {}", stderr(&o));
+        assert_eq!(std::fs::read(&out).unwrap(), text(9764), "{alg}");
+        // A whole sector missing is a truncated extent.
+        let o = run(&["decompress", "-a", alg, "--ram-bytes", "16384", "--force", &ext, &out]);
+        assert_eq!(o.status.code(), Some(1), "{alg}: {}", stderr(&o));
     }
 }
 
