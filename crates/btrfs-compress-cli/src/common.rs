@@ -154,7 +154,26 @@ pub fn img_fail(p: &Path, e: impl std::fmt::Display) -> Fail {
     Fail { code: 1, msg: format!("{}: {e}", p.display()) }
 }
 
-/// Open an image (its trees are read when first needed).
+/// Open an image (its trees are read when first needed), saying on standard error what the
+/// reader must know of it (a log tree not replayed, a truncated file).
 pub fn open(p: &Path) -> Result<btrfs_image::Image, Fail> {
-    btrfs_image::open_image(p).map_err(|e| img_fail(p, e))
+    let img = btrfs_image::open_image(p).map_err(|e| img_fail(p, e))?;
+    for w in img.warnings() {
+        eprintln!("btrfs-compress: warning: {}: {w}", p.display());
+    }
+    Ok(img)
+}
+
+/// A truncated image whose files have extents past its end: the report above it is incomplete,
+/// so the command fails (exit 1) after printing it.
+pub fn fail_if_extents_missing(img: &btrfs_image::Image, p: &Path) -> Result<(), Fail> {
+    if img.size() >= img.sb.total_bytes {
+        return Ok(());
+    }
+    match btrfs_restore::extents_past_end(img).map_err(|e| img_fail(p, e))? {
+        0 => Ok(()),
+        n => {
+            Err(Fail { code: 1, msg: format!("{}: {n} extents lie past the end of the truncated image", p.display()) })
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::common::{img_fail, io_fail, open, Fail};
+use crate::common::{fail_if_extents_missing, img_fail, io_fail, open, Fail};
 
 #[derive(Args)]
 pub struct InspectCmd {
@@ -54,7 +54,7 @@ pub fn run(c: InspectCmd) -> Result<(), Fail> {
     if c.json {
         serde_json::to_writer_pretty(&mut out, &files).map_err(|e| Fail { code: 1, msg: e.to_string() })?;
         writeln!(out).map_err(w)?;
-        return Ok(());
+        return fail_if_extents_missing(&img, &c.image);
     }
     writeln!(
         out,
@@ -107,5 +107,5 @@ pub fn run(c: InspectCmd) -> Result<(), Fail> {
             .map_err(w)?;
         }
     }
-    Ok(())
+    fail_if_extents_missing(&img, &c.image)
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
-use crate::common::{img_fail, open, Fail};
+use crate::common::{fail_if_extents_missing, img_fail, open, Fail};
 
 #[derive(Args)]
 pub struct UsageCmd {
@@ -45,11 +45,11 @@ pub fn run(c: UsageCmd) -> Result<(), Fail> {
             types: u.types(),
         };
         println!("{}", serde_json::to_string_pretty(&j).map_err(|e| Fail { code: 1, msg: e.to_string() })?);
-        return Ok(());
+        return fail_if_extents_missing(&img, &c.image);
     }
     if let Some(m) = u.empty_message() {
         return Err(Fail { code: 1, msg: m.into() });
     }
     print!("{}", u.compsize_report(c.bytes));
-    Ok(())
+    fail_if_extents_missing(&img, &c.image)
 }

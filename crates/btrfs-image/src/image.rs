@@ -241,6 +241,49 @@ impl Image {
         Ok(())
     }
 
+    /// Bytes the image file holds.
+    pub fn size(&self) -> u64 {
+        self.storage.len()
+    }
+
+    /// Whether the bytes of `[logical, logical + len)` lie inside the image file (a truncated
+    /// image lacks those past its end).
+    pub fn present(&self, logical: u64, len: u64) -> bool {
+        let mut done = 0u64;
+        while done < len {
+            let Some(at) = logical.checked_add(done) else { return false };
+            let Ok((phys, run)) = self.chunks.map_run(at) else { return false };
+            let n = run.min(len - done);
+            if phys.checked_add(n).is_none_or(|e| e > self.size()) {
+                return false;
+            }
+            done += n;
+        }
+        true
+    }
+
+    /// What a reader of this image must be told, one line each: a log tree the kernel would
+    /// replay at mount (what was fsynced after the last commit is not shown here), a file
+    /// shorter than the device it is an image of.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.sb.log_root != 0 {
+            w.push(format!(
+                "the image has a log tree (fsync after the last commit, generation {}); the kernel replays it at \
+                 mount, this reader does not: what was fsynced after that commit is not shown",
+                self.sb.generation
+            ));
+        }
+        if self.sb.num_devices == 1 && self.size() < self.sb.total_bytes {
+            w.push(format!(
+                "the image is truncated: {} bytes of a {}-byte device; data past its end is missing",
+                self.size(),
+                self.sb.total_bytes
+            ));
+        }
+        w
+    }
+
     /// Root block address and level of tree `id` (from its ROOT_ITEM).
     pub fn tree_root(&self, id: u64) -> Option<(u64, u8)> {
         self.roots.get(&id).map(|r| (r.bytenr, r.level))

@@ -24,6 +24,7 @@ mod off {
     pub const GENERATION: usize = 72;
     pub const ROOT: usize = 80;
     pub const CHUNK_ROOT: usize = 88;
+    pub const LOG_ROOT: usize = 96;
     pub const TOTAL_BYTES: usize = 112;
     pub const NUM_DEVICES: usize = 136;
     pub const SECTORSIZE: usize = 144;
@@ -124,6 +125,9 @@ pub struct Superblock {
     pub nodesize: u32,
     /// Bytes of the filesystem.
     pub total_bytes: u64,
+    /// Root block of the log tree: non-zero when fsync wrote after the last commit (the kernel
+    /// replays the log at mount).
+    pub log_root: u64,
     /// Devices.
     pub num_devices: u64,
     /// Checksum algorithm.
@@ -175,6 +179,7 @@ impl Superblock {
             sectorsize,
             nodesize,
             total_bytes: s.u64(off::TOTAL_BYTES)?,
+            log_root: s.u64(off::LOG_ROOT)?,
             num_devices: s.u64(off::NUM_DEVICES)?,
             csum_type,
             label: String::from_utf8_lossy(&label_raw[..label_len]).into(),

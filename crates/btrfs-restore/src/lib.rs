@@ -9,7 +9,7 @@ mod paths;
 mod usage;
 
 pub use extract::{extract, ExtractOptions, ExtractReport};
-pub use usage::usage;
+pub use usage::{extents_past_end, usage};
 
 use std::collections::{BTreeMap, HashSet};
 

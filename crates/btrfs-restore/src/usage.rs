@@ -53,3 +53,20 @@ pub fn usage(img: &Image, paths: &[OsString]) -> Result<Usage, ImageError> {
     }
     Ok(u)
 }
+
+/// Regular and prealloc extents of the image's files whose bytes lie past the end of the image
+/// file (a truncated image; see [`Image::warnings`]), each counted once.
+pub fn extents_past_end(img: &Image) -> Result<u64, ImageError> {
+    let mut seen = HashSet::new();
+    let mut missing = 0;
+    for e in img.walk_files()?.iter().filter(|e| e.kind == FileKind::Regular) {
+        let tree = img.fs_tree(e.tree)?;
+        for x in img.file_extents(&tree, e.ino)? {
+            if matches!(x.kind, ExtentKind::Inline { .. }) || x.is_hole() || !seen.insert(x.disk_bytenr) {
+                continue;
+            }
+            missing += u64::from(!img.present(x.disk_bytenr, x.disk_num_bytes));
+        }
+    }
+    Ok(missing)
+}
