@@ -367,3 +367,28 @@ GUEST_INIT_HEAD = [
     "tar -x -f /dev/vdb -C /corpus || echo CORPUS-FAILED",
     "mount -t btrfs /dev/vda /mnt || { echo MOUNT-FAILED; poweroff -f; }",
 ]
+
+
+# The mount options the kmap trace tools write under, and each one's directory.
+TRACE_OPTIONS = [("compress-force", "zstd:3"), ("compress-force", "lzo"), ("compress-force", "zlib:3"),
+                 ("compress", "zstd:3")]
+
+
+def trace_dirname(kind, opt):
+    return ("f_" if kind == "compress-force" else "h_") + opt.replace(":", "_")
+
+
+def ftrace_setup(entries, mapping):
+    """Guest shell lines (tracefs at $T) for function_graph scoped to the codec `entries`,
+    recording only the `mapping` functions beneath them; missing functions print NOFUNC."""
+    lines = ["echo 0 > $T/tracing_on"]
+    for f in entries:
+        lines.append(f"echo {f} >> $T/set_graph_function 2>/dev/null || echo NOFUNC {f}")
+    for f in entries + mapping:
+        lines.append(f"echo {f} >> $T/set_ftrace_filter 2>/dev/null || echo NOFUNC {f}")
+    return lines + [
+        "cp $T/set_ftrace_filter /out/filter; cp $T/set_graph_function /out/graph",
+        "echo 0 > $T/options/funcgraph-irqs; echo 1 > $T/options/funcgraph-proc",
+        "echo 131072 > $T/buffer_size_kb",
+        "echo function_graph > $T/current_tracer",
+    ]

@@ -17,6 +17,9 @@ page-cache pages come from HighMem) with a busybox-static:i386 initramfs:
            for a highmem folio, so each page is mapped in turn, as 6.x did.
   vmap     rc3 plus way out (b): the input range [cur, cur + len) of a large highmem folio is mapped
            with vm_map_ram() of its pages (vm_unmap_ram() at release); other folios as before.
+  range    rc3 plus way out (c): a kmap_local_range() prototype, the pages of a large highmem folio
+           in consecutive kmap_local slots (at most the free ones less two), the input chunk cut to
+           what is mapped.
 
 The patches are ours, applied by this script to the few tokens they must match (a variant whose
 tokens are not found stops the script); the source and build trees stay under --work, outside the
@@ -31,7 +34,7 @@ per-extent counts, folio orders per file, or the faults and the oops), with the 
 Needs root, qemu-system-x86, cpio, zstd, btrfs-progs, gcc, make, bc, flex, bison, libelf-dev and a
 built btrfs-compress (cargo build --release). About 6 minutes to build the first kernel on 2 cores,
 15 s for each variant after it, 20-60 s per boot under TCG.
-Usage: sudo tools/qemu-highmem-7x.py [--work DIR] [--variants shipped,rc3,step,vmap]
+Usage: sudo tools/qemu-highmem-7x.py [--work DIR] [--variants shipped,rc3,step,vmap,range]
 """
 import argparse
 import glob
@@ -50,13 +53,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 import fixture_lib as fl  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-OPTIONS = [("compress-force", "zstd:3"), ("compress-force", "lzo"), ("compress-force", "zlib:3"),
-           ("compress", "zstd:3")]
+OPTIONS = fl.TRACE_OPTIONS
 ENTRIES = ["zstd_compress_bio", "lzo_compress_bio", "zlib_compress_bio", "zstd_decompress_bio",
            "lzo_decompress_bio", "zlib_decompress_bio", "btrfs_compress_heuristic"]
 MAPPING = ["__kmap_local_page_prot", "__kmap_local_pfn_prot", "kunmap_local_indexed", "flush_tlb_one_kernel",
            "kmap_high", "kunmap_high", "vmap", "vunmap", "vm_map_ram", "vm_unmap_ram", "btrfs_alloc_compr_folio",
-           "btrfs_decompress_buf2page"]
+           "btrfs_decompress_buf2page", "__kmap_local_sched_out", "__kmap_local_sched_in"]
 # What the config must end up with (tinyconfig + these, then olddefconfig); checked after.
 CONFIG = """HIGHMEM4G X86_PAE SMP TRANSPARENT_HUGEPAGE CC_OPTIMIZE_FOR_PERFORMANCE PRINTK TTY SERIAL_8250
 SERIAL_8250_CONSOLE BINFMT_ELF BINFMT_SCRIPT BLK_DEV_INITRD RD_GZIP DEVTMPFS DEVTMPFS_MOUNT PROC_FS SYSFS TMPFS
@@ -69,7 +71,7 @@ CONFIG_KEYS = ["CONFIG_HIGHMEM4G", "CONFIG_HIGHMEM", "CONFIG_X86_PAE", "CONFIG_S
                "CONFIG_PREEMPT_VOLUNTARY", "CONFIG_VMSPLIT_3G", "CONFIG_HZ"]
 PATCHED = ["fs/btrfs/disk-io.c", "fs/btrfs/compression.h", "fs/btrfs/zstd.c", "fs/btrfs/zlib.c"]
 UUID = "7c0ffee0-6b1e-4b83-9f6e-1c9a0f2e5d72"
-VARIANTS = ["shipped", "rc3", "step", "vmap"]
+VARIANTS = ["shipped", "rc3", "step", "vmap", "range"]
 # dd block sizes: one write per MiB lets the page cache take large folios; 4 KiB writes give order 0.
 BIG_WRITE = 1 << 20
 SMALL_WRITE = 4096
@@ -190,8 +192,100 @@ def vm_map_ram_input(src):
     open(p, "w").write(t)
 
 
+RANGE_HELPERS = """
+/*
+ * btrfs-compress lab, way out (c): a kmap_local_range() prototype. The pages of a large highmem
+ * folio go into consecutive kmap_local slots, the last page first, so that the first page lands
+ * at the lowest address and the range reads ascending (a higher fixmap index is a lower address);
+ * at most the free slots less two kept for interrupts. The chunk is cut to what is mapped.
+ * Lowmem and order-0 folios go through kmap_local_folio() as before.
+ */
+static inline u32 btrfs_lab_range_len(struct folio *folio, u64 cur, u32 len)
+{
+	const unsigned int free = KM_MAX_IDX - 1 - current->kmap_ctrl.idx;
+	const unsigned int nr = free > 3 ? free - 2 : 1;
+
+	if (!folio_test_highmem(folio) || !folio_test_large(folio))
+		return len;
+	return min_t(u32, len, nr * PAGE_SIZE - offset_in_page(cur));
+}
+
+static inline void *btrfs_lab_map_range(struct folio *folio, u64 cur, u32 len)
+{
+	const size_t off = offset_in_folio(folio, cur);
+	const unsigned int nr = DIV_ROUND_UP(offset_in_page(off) + len, PAGE_SIZE);
+	void *addr = NULL;
+	int i;
+
+	if (!folio_test_highmem(folio) || !folio_test_large(folio))
+		return kmap_local_folio(folio, off);
+	for (i = nr - 1; i >= 0; i--)
+		addr = kmap_local_page(folio_page(folio, (off >> PAGE_SHIFT) + i));
+	return addr + offset_in_page(off);
+}
+
+static inline void btrfs_lab_unmap_range(const void *addr, u32 len)
+{
+	const unsigned long base = (unsigned long)addr & PAGE_MASK;
+	const unsigned int nr = DIV_ROUND_UP(offset_in_page(addr) + len, PAGE_SIZE);
+	unsigned int i;
+
+	/* Page 0 holds the top slot: unmapping upwards is LIFO. A lowmem address unmaps nothing. */
+	for (i = 0; i < nr; i++)
+		kunmap_local((void *)(base + i * PAGE_SIZE));
+}
+"""
+
+
+def kmap_range_input(src):
+    """Way out (c): zstd's and zlib's compress loops map their input through a kmap_local_range()
+    prototype (consecutive fixmap slots) and hand the library what it mapped."""
+    p = f"{src}/fs/btrfs/compression.h"
+    t = open(p).read()
+    t = replace_once(t, "#include <linux/pagemap.h>\n", "#include <linux/pagemap.h>\n#include <linux/highmem.h>\n",
+                     "range include")
+    anchor = "\treturn umin(range_end, folio_next_pos(folio)) - cur;\n}\n"
+    t = replace_once(t, anchor, anchor + RANGE_HELPERS, "range helpers")
+    open(p, "w").write(t)
+
+    p = f"{src}/fs/btrfs/zstd.c"
+    t = open(p).read()
+    b, e = "int zstd_compress_bio(", "int zstd_decompress_bio("
+    t = within(t, b, e, "\tworkspace->in_buf.src = kmap_local_folio(in_folio, offset_in_folio(in_folio, start));\n"
+               "\tworkspace->in_buf.pos = 0;\n"
+               "\tworkspace->in_buf.size = btrfs_calc_input_length(in_folio, end, start);\n",
+               "\tworkspace->in_buf.size = btrfs_lab_range_len(in_folio, start,\n"
+               "\t\t\t\t\tbtrfs_calc_input_length(in_folio, end, start));\n"
+               "\tworkspace->in_buf.src = btrfs_lab_map_range(in_folio, start, workspace->in_buf.size);\n"
+               "\tworkspace->in_buf.pos = 0;\n", "zstd range map", 1)
+    t = within(t, b, e, "\t\t\tworkspace->in_buf.src = kmap_local_folio(in_folio,\n"
+               "\t\t\t\t\t\t\t offset_in_folio(in_folio, cur));\n"
+               "\t\t\tworkspace->in_buf.pos = 0;\n"
+               "\t\t\tworkspace->in_buf.size = btrfs_calc_input_length(in_folio, end, cur);\n",
+               "\t\t\tworkspace->in_buf.size = btrfs_lab_range_len(in_folio, cur,\n"
+               "\t\t\t\t\t\tbtrfs_calc_input_length(in_folio, end, cur));\n"
+               "\t\t\tworkspace->in_buf.src = btrfs_lab_map_range(in_folio, cur, workspace->in_buf.size);\n"
+               "\t\t\tworkspace->in_buf.pos = 0;\n", "zstd range remap", 1)
+    t = within(t, b, e, "kunmap_local(workspace->in_buf.src);",
+               "btrfs_lab_unmap_range(workspace->in_buf.src, workspace->in_buf.size);", "zstd range unmap", 2)
+    open(p, "w").write(t)
+
+    p = f"{src}/fs/btrfs/zlib.c"
+    t = open(p).read()
+    b, e = "int zlib_compress_bio(", "int zlib_decompress_bio("
+    t = within(t, b, e, "\tchar *data_in = NULL;\n", "\tchar *data_in = NULL;\n\tu32 data_in_len = 0;\n", "zlib len", 1)
+    t = within(t, b, e, "cur_len = btrfs_calc_input_length(in_folio, orig_end, start);\n"
+               "\t\t\t\tdata_in = kmap_local_folio(in_folio,\n\t\t\t\t\t\t\t   offset_in_folio(in_folio, start));",
+               "cur_len = btrfs_lab_range_len(in_folio, start,\n"
+               "\t\t\t\t\t\tbtrfs_calc_input_length(in_folio, orig_end, start));\n"
+               "\t\t\t\tdata_in = btrfs_lab_map_range(in_folio, start, cur_len);\n"
+               "\t\t\t\tdata_in_len = cur_len;", "zlib range map", 1)
+    t = within(t, b, e, "kunmap_local(data_in);", "btrfs_lab_unmap_range(data_in, data_in_len);", "zlib range unmap", 2)
+    open(p, "w").write(t)
+
+
 PATCHES = {"shipped": [], "rc3": [large_folios_on], "step": [large_folios_on, page_stepping],
-           "vmap": [large_folios_on, vm_map_ram_input]}
+           "vmap": [large_folios_on, vm_map_ram_input], "range": [large_folios_on, kmap_range_input]}
 
 
 # ---- source, config, build ----
@@ -263,25 +357,14 @@ def build(work, src, variant):
 
 # ---- the guest ----
 
-def dirname(kind, opt):
-    return ("f_" if kind == "compress-force" else "h_") + opt.replace(":", "_")
+dirname = fl.trace_dirname
 
 
 def trace_setup():
-    t = "$T"
-    lines = ["echo 0 > $T/tracing_on"]
-    for f in ENTRIES:
-        lines.append(f"echo {f} >> {t}/set_graph_function 2>/dev/null || echo NOFUNC {f}")
-    for f in ENTRIES + MAPPING:
-        lines.append(f"echo {f} >> {t}/set_ftrace_filter 2>/dev/null || echo NOFUNC {f}")
-    lines += [
+    return fl.ftrace_setup(ENTRIES, MAPPING) + [
         "echo 1 > $T/events/filemap/mm_filemap_add_to_page_cache/enable || echo NOEVENT",
-        "echo 0 > $T/options/funcgraph-irqs; echo 1 > $T/options/funcgraph-proc",
-        "echo 131072 > $T/buffer_size_kb",
-        "echo function_graph > $T/current_tracer",
         "echo 1 > $T/tracing_on",
     ]
-    return lines
 
 
 def guest_init(writes, trace):
@@ -373,7 +456,7 @@ def fresh_disks(work, tag):
         with open(p, "wb") as f:
             f.truncate(size)
     subprocess.run(["mkfs.btrfs", "-q", "-f", "-U", UUID, "-L", "highmem-7x", img], check=True,
-                   stderr=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return img, out
 
 
@@ -536,6 +619,8 @@ def main():
         "counted": {"kmap_local": "__kmap_local_page_prot calls", "highmem_maps": "__kmap_local_pfn_prot calls",
                     "lowmem_maps": "kmap_local - highmem_maps", "kunmap_local": "kunmap_local_indexed calls",
                     "real_unmaps": "flush_tlb_one_kernel beneath kunmap_local_indexed",
+                    "sched_out_flushes": "flush_tlb_one_kernel beneath __kmap_local_sched_out: a context switch "
+                                         "while slots were held (the slots held, once per switch)",
                     "vm_map_ram": "vm_map_ram calls", "vm_unmap_ram": "vm_unmap_ram calls",
                     "page_allocs": "btrfs_alloc_compr_folio calls", "buf2page": "btrfs_decompress_buf2page calls"},
     })

@@ -41,8 +41,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import fixture_lib as fl  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-OPTIONS = [("compress-force", "zstd:3"), ("compress-force", "lzo"), ("compress-force", "zlib:3"),
-           ("compress", "zstd:3")]
+OPTIONS = fl.TRACE_OPTIONS
 ENTRIES = ["zstd_compress_pages", "lzo_compress_pages", "zlib_compress_pages", "zstd_decompress_bio",
            "lzo_decompress_bio", "zlib_decompress_bio", "btrfs_compress_heuristic"]
 MAPPING = ["__kmap_local_page_prot", "__kmap_local_pfn_prot", "kunmap_local_indexed", "flush_tlb_one_kernel",
@@ -53,8 +52,7 @@ CONFIG_KEYS = ["CONFIG_HIGHMEM64G", "CONFIG_HIGHMEM4G", "CONFIG_X86_PAE", "CONFI
 UUID = "3c0ffee0-6b1e-4b83-9f6e-1c9a0f2e5d11"
 
 
-def dirname(kind, opt):
-    return ("f_" if kind == "compress-force" else "h_") + opt.replace(":", "_")
+dirname = fl.trace_dirname
 
 
 def init_script(files):
@@ -69,19 +67,8 @@ def init_script(files):
         "mkdir -p /out; cat /proc/meminfo > /out/meminfo; cat /proc/cmdline > /out/cmdline; uname -a > /out/uname",
         "tar -x -f /dev/vdb -C /corpus || echo CORPUS-FAILED",
         "mount -t btrfs /dev/vda /mnt || { echo MOUNT-FAILED; poweroff -f; }",
-        "echo 0 > $T/tracing_on",
     ]
-    for f in ENTRIES:
-        lines.append(f"echo {f} >> $T/set_graph_function 2>/dev/null || echo NOFUNC {f}")
-    for f in ENTRIES + MAPPING:
-        lines.append(f"echo {f} >> $T/set_ftrace_filter 2>/dev/null || echo NOFUNC {f}")
-    lines += [
-        "cp $T/set_ftrace_filter /out/filter; cp $T/set_graph_function /out/graph",
-        "echo 0 > $T/options/funcgraph-irqs; echo 1 > $T/options/funcgraph-proc",
-        "echo 131072 > $T/buffer_size_kb",
-        "echo function_graph > $T/current_tracer",
-        "echo 1 > $T/tracing_on",
-    ]
+    lines += fl.ftrace_setup(ENTRIES, MAPPING) + ["echo 1 > $T/tracing_on"]
     for kind, opt in OPTIONS:
         d = dirname(kind, opt)
         lines.append(f"mount -o remount,{kind}={opt} /mnt; grep btrfs /proc/mounts >> /out/mounts; mkdir /mnt/{d}")
@@ -169,7 +156,7 @@ def record(st, fn, entries):
 def finish(fr):
     c = {"entry": fr["fn"], "kmap_local": 0, "highmem_maps": 0, "lowmem_maps": 0, "kunmap_local": 0,
          "real_unmaps": 0, "kmap_high": 0, "vmap": 0, "vm_map_ram": 0, "vm_unmap_ram": 0, "vunmap": 0,
-         "page_allocs": 0, "buf2page": 0, "heuristic": 0}
+         "page_allocs": 0, "buf2page": 0, "heuristic": 0, "sched_out_flushes": 0}
     for fn, parent in fr["calls"]:
         if fn == "__kmap_local_page_prot":
             c["kmap_local"] += 1
@@ -179,11 +166,13 @@ def finish(fr):
             c["kunmap_local"] += 1
         elif fn == "flush_tlb_one_kernel" and parent == "kunmap_local_indexed":
             c["real_unmaps"] += 1
+        elif fn == "flush_tlb_one_kernel" and parent == "__kmap_local_sched_out":
+            c["sched_out_flushes"] += 1
         elif fn == "kmap_high":
             c["kmap_high"] += 1
         elif fn in ("vmap", "vm_map_ram", "vm_unmap_ram", "vunmap"):
             c[fn] += 1
-        elif fn == "__alloc_pages":
+        elif fn in ("__alloc_pages", "btrfs_alloc_compr_folio"):
             c["page_allocs"] += 1
         elif fn == "btrfs_decompress_buf2page":
             c["buf2page"] += 1
