@@ -103,6 +103,28 @@ def within(text, begin, end, old, new, what, count):
     return text[:a] + body.replace(old, new) + text[b:]
 
 
+def patch_input_maps(src, helper, zstd_maps, zlib_map):
+    """zstd's and zlib's compress loops: replace their input mappings (`zstd_maps`: (old, new,
+    what) pairs in zstd_compress_bio(); `zlib_map`: the same for zlib_compress_bio(), where the
+    mapped length is kept in a new local) and release each with `helper(addr, len)`."""
+    p = f"{src}/fs/btrfs/zstd.c"
+    t = open(p).read()
+    b, e = "int zstd_compress_bio(", "int zstd_decompress_bio("
+    for old, new, what in zstd_maps:
+        t = within(t, b, e, old, new, what, 1)
+    t = within(t, b, e, "kunmap_local(workspace->in_buf.src);",
+               f"{helper}(workspace->in_buf.src, workspace->in_buf.size);", "zstd unmap", 2)
+    open(p, "w").write(t)
+
+    p = f"{src}/fs/btrfs/zlib.c"
+    t = open(p).read()
+    b, e = "int zlib_compress_bio(", "int zlib_decompress_bio("
+    t = within(t, b, e, "\tchar *data_in = NULL;\n", "\tchar *data_in = NULL;\n\tu32 data_in_len = 0;\n", "zlib len", 1)
+    t = within(t, b, e, zlib_map[0], zlib_map[1] + "\n\t\t\t\tdata_in_len = cur_len;", "zlib map", 1)
+    t = within(t, b, e, "kunmap_local(data_in);", f"{helper}(data_in, data_in_len);", "zlib unmap", 2)
+    open(p, "w").write(t)
+
+
 def large_folios_on(src):
     """7.2-rc3: no HIGHMEM exclusion in open_ctree() (block_max_order from calc_block_max_order())."""
     p = f"{src}/fs/btrfs/disk-io.c"
@@ -171,25 +193,13 @@ def vm_map_ram_input(src):
     t = replace_once(t, anchor, anchor + VMAP_HELPERS, "vmap helpers")
     open(p, "w").write(t)
 
-    p = f"{src}/fs/btrfs/zstd.c"
-    t = open(p).read()
-    b, e = "int zstd_compress_bio(", "int zstd_decompress_bio("
-    t = within(t, b, e, "kmap_local_folio(in_folio, offset_in_folio(in_folio, start));",
-               "btrfs_lab_map_input(in_folio, start, btrfs_calc_input_length(in_folio, end, start));", "zstd map", 1)
-    t = within(t, b, e, "kmap_local_folio(in_folio,\n\t\t\t\t\t\t\t offset_in_folio(in_folio, cur));",
-               "btrfs_lab_map_input(in_folio, cur, btrfs_calc_input_length(in_folio, end, cur));", "zstd remap", 1)
-    t = within(t, b, e, "kunmap_local(workspace->in_buf.src);",
-               "btrfs_lab_unmap_input(workspace->in_buf.src, workspace->in_buf.size);", "zstd unmap", 2)
-    open(p, "w").write(t)
-
-    p = f"{src}/fs/btrfs/zlib.c"
-    t = open(p).read()
-    b, e = "int zlib_compress_bio(", "int zlib_decompress_bio("
-    t = within(t, b, e, "\tchar *data_in = NULL;\n", "\tchar *data_in = NULL;\n\tu32 data_in_len = 0;\n", "zlib len", 1)
-    t = within(t, b, e, "data_in = kmap_local_folio(in_folio,\n\t\t\t\t\t\t\t   offset_in_folio(in_folio, start));",
-               "data_in = btrfs_lab_map_input(in_folio, start, cur_len);\n\t\t\t\tdata_in_len = cur_len;", "zlib map", 1)
-    t = within(t, b, e, "kunmap_local(data_in);", "btrfs_lab_unmap_input(data_in, data_in_len);", "zlib unmap", 2)
-    open(p, "w").write(t)
+    patch_input_maps(src, "btrfs_lab_unmap_input", [
+        ("kmap_local_folio(in_folio, offset_in_folio(in_folio, start));",
+         "btrfs_lab_map_input(in_folio, start, btrfs_calc_input_length(in_folio, end, start));", "zstd map"),
+        ("kmap_local_folio(in_folio,\n\t\t\t\t\t\t\t offset_in_folio(in_folio, cur));",
+         "btrfs_lab_map_input(in_folio, cur, btrfs_calc_input_length(in_folio, end, cur));", "zstd remap"),
+    ], ("data_in = kmap_local_folio(in_folio,\n\t\t\t\t\t\t\t   offset_in_folio(in_folio, start));",
+        "data_in = btrfs_lab_map_input(in_folio, start, cur_len);"))
 
 
 RANGE_HELPERS = """
@@ -248,40 +258,27 @@ def kmap_range_input(src):
     t = replace_once(t, anchor, anchor + RANGE_HELPERS, "range helpers")
     open(p, "w").write(t)
 
-    p = f"{src}/fs/btrfs/zstd.c"
-    t = open(p).read()
-    b, e = "int zstd_compress_bio(", "int zstd_decompress_bio("
-    t = within(t, b, e, "\tworkspace->in_buf.src = kmap_local_folio(in_folio, offset_in_folio(in_folio, start));\n"
-               "\tworkspace->in_buf.pos = 0;\n"
-               "\tworkspace->in_buf.size = btrfs_calc_input_length(in_folio, end, start);\n",
-               "\tworkspace->in_buf.size = btrfs_lab_range_len(in_folio, start,\n"
-               "\t\t\t\t\tbtrfs_calc_input_length(in_folio, end, start));\n"
-               "\tworkspace->in_buf.src = btrfs_lab_map_range(in_folio, start, workspace->in_buf.size);\n"
-               "\tworkspace->in_buf.pos = 0;\n", "zstd range map", 1)
-    t = within(t, b, e, "\t\t\tworkspace->in_buf.src = kmap_local_folio(in_folio,\n"
-               "\t\t\t\t\t\t\t offset_in_folio(in_folio, cur));\n"
-               "\t\t\tworkspace->in_buf.pos = 0;\n"
-               "\t\t\tworkspace->in_buf.size = btrfs_calc_input_length(in_folio, end, cur);\n",
-               "\t\t\tworkspace->in_buf.size = btrfs_lab_range_len(in_folio, cur,\n"
-               "\t\t\t\t\t\tbtrfs_calc_input_length(in_folio, end, cur));\n"
-               "\t\t\tworkspace->in_buf.src = btrfs_lab_map_range(in_folio, cur, workspace->in_buf.size);\n"
-               "\t\t\tworkspace->in_buf.pos = 0;\n", "zstd range remap", 1)
-    t = within(t, b, e, "kunmap_local(workspace->in_buf.src);",
-               "btrfs_lab_unmap_range(workspace->in_buf.src, workspace->in_buf.size);", "zstd range unmap", 2)
-    open(p, "w").write(t)
-
-    p = f"{src}/fs/btrfs/zlib.c"
-    t = open(p).read()
-    b, e = "int zlib_compress_bio(", "int zlib_decompress_bio("
-    t = within(t, b, e, "\tchar *data_in = NULL;\n", "\tchar *data_in = NULL;\n\tu32 data_in_len = 0;\n", "zlib len", 1)
-    t = within(t, b, e, "cur_len = btrfs_calc_input_length(in_folio, orig_end, start);\n"
-               "\t\t\t\tdata_in = kmap_local_folio(in_folio,\n\t\t\t\t\t\t\t   offset_in_folio(in_folio, start));",
-               "cur_len = btrfs_lab_range_len(in_folio, start,\n"
-               "\t\t\t\t\t\tbtrfs_calc_input_length(in_folio, orig_end, start));\n"
-               "\t\t\t\tdata_in = btrfs_lab_map_range(in_folio, start, cur_len);\n"
-               "\t\t\t\tdata_in_len = cur_len;", "zlib range map", 1)
-    t = within(t, b, e, "kunmap_local(data_in);", "btrfs_lab_unmap_range(data_in, data_in_len);", "zlib range unmap", 2)
-    open(p, "w").write(t)
+    patch_input_maps(src, "btrfs_lab_unmap_range", [
+        ("\tworkspace->in_buf.src = kmap_local_folio(in_folio, offset_in_folio(in_folio, start));\n"
+         "\tworkspace->in_buf.pos = 0;\n"
+         "\tworkspace->in_buf.size = btrfs_calc_input_length(in_folio, end, start);\n",
+         "\tworkspace->in_buf.size = btrfs_lab_range_len(in_folio, start,\n"
+         "\t\t\t\t\tbtrfs_calc_input_length(in_folio, end, start));\n"
+         "\tworkspace->in_buf.src = btrfs_lab_map_range(in_folio, start, workspace->in_buf.size);\n"
+         "\tworkspace->in_buf.pos = 0;\n", "zstd range map"),
+        ("\t\t\tworkspace->in_buf.src = kmap_local_folio(in_folio,\n"
+         "\t\t\t\t\t\t\t offset_in_folio(in_folio, cur));\n"
+         "\t\t\tworkspace->in_buf.pos = 0;\n"
+         "\t\t\tworkspace->in_buf.size = btrfs_calc_input_length(in_folio, end, cur);\n",
+         "\t\t\tworkspace->in_buf.size = btrfs_lab_range_len(in_folio, cur,\n"
+         "\t\t\t\t\t\tbtrfs_calc_input_length(in_folio, end, cur));\n"
+         "\t\t\tworkspace->in_buf.src = btrfs_lab_map_range(in_folio, cur, workspace->in_buf.size);\n"
+         "\t\t\tworkspace->in_buf.pos = 0;\n", "zstd range remap"),
+    ], ("cur_len = btrfs_calc_input_length(in_folio, orig_end, start);\n"
+        "\t\t\t\tdata_in = kmap_local_folio(in_folio,\n\t\t\t\t\t\t\t   offset_in_folio(in_folio, start));",
+        "cur_len = btrfs_lab_range_len(in_folio, start,\n"
+        "\t\t\t\t\t\tbtrfs_calc_input_length(in_folio, orig_end, start));\n"
+        "\t\t\t\tdata_in = btrfs_lab_map_range(in_folio, start, cur_len);"))
 
 
 PATCHES = {"shipped": [], "rc3": [large_folios_on], "step": [large_folios_on, page_stepping],
