@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod answer;
 pub mod corpus;
 mod report;
 pub mod svg;
@@ -439,8 +440,12 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
                         if kloop == KernelLoop::V4_2022 && strategy != Strategy::KmapLocal {
                             continue;
                         }
-                        // vm-map-ram-large is way out (b) for large folios only.
-                        if strategy == Strategy::VmMapRamLarge && kloop != KernelLoop::V7_2Rc3 {
+                        // vm-map-ram-large is way out (b) for large folios only, and vmap_folio() was
+                        // proposed for large folios under HIGHMEM only (on 64-bit a folio is
+                        // folio_address(); on order-0 folios it is a one-page vmap).
+                        if matches!(strategy, Strategy::VmMapRamLarge | Strategy::VmapFolio)
+                            && kloop != KernelLoop::V7_2Rc3
+                        {
                             continue;
                         }
                         // The ways out of 7.2-rc3: (a) kmap-local and (c) range-split with
@@ -768,14 +773,20 @@ pub fn run(args: BenchArgs) -> Result<(), (u8, String)> {
     pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} rows {msg}").expect("template"));
     let stdout = std::io::stdout();
     let mut table_out: Box<dyn Write> = if args.json { Box::new(std::io::stderr()) } else { Box::new(stdout.lock()) };
-    let _ = writeln!(table_out, "{}", report::legend(args.wide));
-    let _ = writeln!(table_out, "{}", report::header(args.wide));
+    // The table goes to the report, and to the terminal only with --wide (or --json: stderr).
+    let show_table = args.wide || args.json;
+    if show_table {
+        let _ = writeln!(table_out, "{}", report::legend(args.wide));
+        let _ = writeln!(table_out, "{}", report::header(args.wide));
+    }
     let mut rows = Vec::new();
     for rs in &plan.rows {
         pb.set_message(format!("{} {} {}", rs.spec, rs.strategy, rs.op.name()));
         let row = run_row(rs, &plan, &sample, &extents[&rs.spec.to_string()], lv.reps).map_err(|m| (1, m))?;
         pb.suspend(|| {
-            let _ = writeln!(table_out, "{}", report::line(&row, args.wide));
+            if show_table {
+                let _ = writeln!(table_out, "{}", report::line(&row, args.wide));
+            }
             if args.json {
                 println!("{}", serde_json::to_string(&row).expect("row serializes"));
             }
@@ -784,11 +795,34 @@ pub fn run(args: BenchArgs) -> Result<(), (u8, String)> {
         pb.inc(1);
     }
     pb.finish_and_clear();
+    let be = answer::break_even(&rows, &plan.costs);
+    let short = answer::short_answer(&rows, &plan.costs, &be);
     let v = verdict::verdict(&rows, &plan.costs);
-    let _ = writeln!(table_out, "\n{v}");
-    if let Some(dir) = &plan.report {
-        report::write(dir, &rows, &plan.costs, &v).map_err(|e| (1, format!("{}: {e}", dir.display())))?;
-        eprintln!("report written to {}", dir.display());
+    if show_table {
+        let _ = writeln!(table_out, "\n{v}");
+    }
+    let _ = write!(table_out, "{}{short}", if show_table { "\n" } else { "" });
+    match &plan.report {
+        Some(dir) => {
+            report::write(
+                dir,
+                &rows,
+                &plan.costs,
+                &format!("{}\n{short}\n{}", v.trim_end(), answer::break_even_markdown(&be)),
+                &be,
+            )
+            .map_err(|e| (1, format!("{}: {e}", dir.display())))?;
+            let _ = writeln!(
+                table_out,
+                "The tables, the full verdict, the break-even costs and the plots: {}/summary.md{}",
+                dir.display(),
+                if show_table { "" } else { " (--wide prints the tables here)" }
+            );
+        }
+        None if !show_table => {
+            let _ = writeln!(table_out, "(--wide prints the tables and the full verdict; --report DIR writes them)");
+        }
+        None => {}
     }
     Ok(())
 }

@@ -154,7 +154,13 @@ fn plot(rows: &[Row], op: Op, title: &str, y: &str, value: impl Fn(&Row) -> f64)
 }
 
 /// Write summary.md, rows.json and the plots.
-pub fn write(dir: &Path, rows: &[Row], costs: &CostTable, verdict: &str) -> std::io::Result<()> {
+pub fn write(
+    dir: &Path,
+    rows: &[Row],
+    costs: &CostTable,
+    verdict: &str,
+    break_even: &[crate::answer::BreakEven],
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut md = String::from("# btrfs-compress bench\n\n");
     md += verdict;
@@ -174,6 +180,7 @@ pub fn write(dir: &Path, rows: &[Row], costs: &CostTable, verdict: &str) -> std:
     std::fs::write(dir.join("summary.md"), md)?;
     let json: Vec<serde_json::Value> = rows.iter().map(|r| serde_json::to_value(r).expect("row")).collect();
     std::fs::write(dir.join("rows.json"), serde_json::to_string_pretty(&json).expect("rows") + "\n")?;
+    std::fs::write(dir.join("break-even.json"), serde_json::to_string_pretty(break_even).expect("break-even") + "\n")?;
     for op in [Op::Compress, Op::Decompress] {
         let n = op.name();
         let files = [

@@ -522,6 +522,18 @@ impl MapCtx {
         high
     }
 
+    /// Pages from `(fi, foff)` (at most `npages`) before the first one that is not HighMem.
+    fn leading_highmem_pages(pages: &FolioVec, fi: usize, foff: usize, npages: usize) -> usize {
+        let ps = pages.folio(fi).mem().page_size();
+        let (mut i, mut off, mut n) = (fi, foff - foff % ps, 0usize);
+        while n < npages && i < pages.nr_folios() && pages.folio(i).zone() == Zone::HighMem {
+            n += (pages.folio(i).size() - off) / ps;
+            i += 1;
+            off = 0;
+        }
+        n.min(npages)
+    }
+
     fn pop_slot(&self, idx: usize) {
         self.pop_slots(idx, 1)
     }
@@ -639,9 +651,13 @@ impl MapCtx {
         }
     }
 
-    /// `kmap_local_range()`: up to the free slots (less the reserve) of consecutive pages of
-    /// `pages` from `foff` of folio `fi`, split ([`Strategy::Range`]) or page by page when the
-    /// request is longer ([`Strategy::RangeFallback`]).
+    /// `kmap_local_range()` as a kernel would build it: up to the free slots (less the
+    /// reserve) of consecutive highmem pages of `pages` from `foff` of folio `fi`, split
+    /// ([`Strategy::Range`]) or page by page when the request is longer
+    /// ([`Strategy::RangeFallback`]); the run stops at the first lowmem page. A lowmem page
+    /// needs no slot: under HIGHMEM it is `page_address()` of that one page (the pages of a page
+    /// array are not contiguous in the direct map in general, btrfs's compressed pages among
+    /// them); on 64-bit the direct map covers the physically contiguous run.
     fn map_range(
         &self,
         pages: &FolioVec,
@@ -653,7 +669,26 @@ impl MapCtx {
         let ps = self.mem.page_size();
         let phys = pages.folio(fi).phys_off() + foff;
         let in_page = foff % ps;
-        let want = Self::contiguous_run(pages, fi, foff, len.min(MAX_RANGE_BYTES - in_page));
+        let config = self.config();
+        let store = &self.mem.inner.store;
+        if !config.has_highmem() {
+            // page_address() of the contiguous run: no slot, no PTE.
+            let run = Self::contiguous_run(pages, fi, foff, len.min(MAX_RANGE_BYTES - in_page));
+            let np = (in_page + run).div_ceil(ps) as u64;
+            let mut m = self.model.borrow_mut();
+            m.ev.api_calls += 1;
+            m.ev.lowmem_maps += np;
+            return Ok((store.span(phys, run), Held::Direct));
+        }
+        if pages.folio(fi).zone() != Zone::HighMem {
+            // A lowmem page: page_address() of this page, as kmap_local_page() does.
+            let n = len.min(ps - in_page);
+            let _ = self.model.borrow_mut().kmap_local(1, 0);
+            return Ok((store.span(phys, n), Held::Direct));
+        }
+        let run = Self::contiguous_run(pages, fi, foff, len.min(MAX_RANGE_BYTES - in_page));
+        let high_pages = Self::leading_highmem_pages(pages, fi, foff, (in_page + run).div_ceil(ps));
+        let want = run.min(high_pages * ps - in_page);
         let want_pages = (in_page + want).div_ceil(ps);
         let avail = self.range_slots();
         let npages = match strategy {

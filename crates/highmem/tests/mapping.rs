@@ -63,10 +63,9 @@ fn mapped_lengths_follow_the_strategy() {
     assert_eq!(len_of(Strategy::Direct, 100), 32768 - 100, "rest of the folio");
     assert_eq!(len_of(Strategy::KmapLocal, 100), 4096 - 100, "rest of the page");
     assert_eq!(len_of(Strategy::GlobalKmap, 100), 4096 - 100);
-    // kmap_local_range(): one slot per page, at most the 15 usable slots minus 2 reserved for
-    // interrupts; the two folios are consecutive frames, so the range crosses between them.
-    assert_eq!(len_of(Strategy::Range, 100), 13 * 4096 - 100, "13 slots");
-    assert_eq!(len_of(Strategy::RangeFallback, 100), 4096 - 100, "16 pages wanted, 13 free: one page");
+    // kmap_local_range() on 64-bit: page_address() of the physically contiguous run (the two
+    // folios are consecutive frames).
+    assert_eq!(len_of(Strategy::Range, 100), 65536 - 100, "the contiguous run");
     assert_eq!(len_of(Strategy::VmMapRam, 100), 65536 - 100, "the whole page array");
     assert_eq!(len_of(Strategy::VmapFolio, 100), 32768 - 100);
     assert_eq!(len_of(Strategy::Bounce, 100), highmem::DEFAULT_BOUNCE_BYTES, "bounce buffer");
@@ -293,6 +292,29 @@ fn library_calls_and_the_slots_they_find_held_are_counted() {
     }
     let c = ctx.counters();
     assert_eq!((c.library_calls, c.library_bytes, c.library_slot_bytes), (2, 5096, 4096));
+}
+
+#[test]
+fn a_range_maps_highmem_pages_into_slots_and_lowmem_pages_through_the_direct_map() {
+    let mem = PhysMem::new(Backend::Heap, 4096, 64).unwrap();
+    let mut pages = FolioVec::from_slice(&mem, &pattern(32 * 4096), 0).unwrap();
+    // One folio in four in Normal: the range stops before it.
+    pages.set_highmem_fraction(0.75);
+    for s in [Strategy::Range, Strategy::RangeFallback] {
+        let mut ctx = highmem_ctx(&mem, s);
+        let (mut lens, mut off) = (Vec::new(), 0);
+        while off < 32 * 4096 {
+            let n = ctx.frame().map(&pages, off, 32 * 4096 - off).unwrap().len();
+            off += n;
+            lens.push(n / 4096);
+        }
+        // set_highmem_fraction(0.75): folios 0, 4, 8, ... are Normal.
+        assert_eq!(lens[..3], [1, 3, 1], "{s}: a lowmem page alone, then the highmem run");
+        let e = ctx.events();
+        assert_eq!(e.highmem_maps, 24, "{s}");
+        assert_eq!(e.lowmem_maps, 8, "{s}");
+        assert_eq!(e.pte_writes, 24, "{s}: no slot for a lowmem page");
+    }
 }
 
 #[test]
