@@ -847,9 +847,9 @@ impl MapCtx {
         let folio_rem = folio.size() - foff;
         let direct = !(folio.zone() == Zone::HighMem && self.config().has_highmem());
         let covers = match held {
-            // page_address(): the direct map holds the whole folio.
-            Held::Direct | Held::Pool { .. } if direct => folio_rem,
-            Held::Slot { n: 1, .. } if direct && self.strategy != Strategy::Bounce => folio_rem,
+            // page_address(): the direct map holds the whole folio (and a contiguous run past it).
+            Held::Direct | Held::Pool { .. } if direct => folio_rem.max(span.len()),
+            Held::Slot { n: 1, .. } if direct && self.strategy != Strategy::Bounce => folio_rem.max(span.len()),
             _ => span.len(),
         };
         // The folio's frames stay allocated while `pages` is borrowed, which the mapping is.
