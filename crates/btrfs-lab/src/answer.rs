@@ -158,7 +158,9 @@ pub fn short_answer(rows: &[Row], costs: &CostTable, be: &[BreakEven]) -> String
     };
     let _ = writeln!(
         s,
-        "Answer (32-bit HIGHMEM, x86-32 PAE; per 128 KiB extent; modeled from the cost table, codec time measured here):"
+        "Answer (32-bit HIGHMEM, x86-32 PAE; per 128 KiB extent; modeled from the cost table, codec time measured here \
+         in {} code):",
+        std::env::consts::ARCH
     );
     for op in [Op::Compress, Op::Decompress] {
         let k = km(op);

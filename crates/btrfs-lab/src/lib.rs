@@ -305,6 +305,9 @@ pub struct Row {
     pub preemptions_per_extent: f64,
     /// Measured µs per extent (median repetition, this machine).
     pub measured_us_per_extent: f64,
+    /// The code that measured it (`x86_64`, or `x86` for the i686 build): the denominator of
+    /// every percentage of codec time.
+    pub measured_arch: &'static str,
     /// Modeled kernel mapping ns per extent: events x the cost table. Not measured.
     pub modeled_ns_per_extent: f64,
     /// The same in µs (the earlier key).
@@ -741,6 +744,7 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         slots_held_in_library: held,
         preemptions_per_extent: preemptions,
         measured_us_per_extent: t / n * 1e6,
+        measured_arch: std::env::consts::ARCH,
         modeled_ns_per_extent: modeled,
         modeled_map_us_per_extent: modeled / 1000.0,
         events,

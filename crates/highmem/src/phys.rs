@@ -114,7 +114,10 @@ impl PhysMem {
         if !SUPPORTED_PAGE_SIZES.contains(&page_size) {
             return Err(MapError::BadPageSize(page_size));
         }
-        let bytes = nr_frames.checked_mul(page_size).filter(|&b| b > 0 && b <= 1 << 40).ok_or(MapError::OutOfFrames)?;
+        let bytes = nr_frames
+            .checked_mul(page_size)
+            .filter(|&b| b > 0 && u64::try_from(b).is_ok_and(|b| b <= 1 << 40))
+            .ok_or(MapError::OutOfFrames)?;
         let store = match backend {
             Backend::Heap => Store::Heap(HeapStore::new(bytes).map_err(MapError::Os)?),
             #[cfg(unix)]
