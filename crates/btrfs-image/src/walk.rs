@@ -91,6 +91,22 @@ impl Image {
                     path.extend_from_slice(&d.name);
                     if d.location.ty == key_type::ROOT_ITEM {
                         let sub = d.location.objectid;
+                        // Followed only where the subvolume's back reference names this entry:
+                        // a snapshot copies its directories' subvolume entries, and the kernel
+                        // shows those as empty directories (`fixup_tree_root_location()` finds
+                        // no root ref from this tree, `new_simple_dir()`).
+                        let here = self
+                            .root_ref(sub)
+                            .is_some_and(|(parent, r)| *parent == tid && r.dirid == dir && r.name == d.name);
+                        if !here {
+                            out.push(DirEntry {
+                                path: OsString::from_vec(path),
+                                tree: tid,
+                                ino: objectid::EMPTY_SUBVOL_DIR,
+                                kind: FileKind::Directory,
+                            });
+                            continue;
+                        }
                         out.push(DirEntry {
                             path: OsString::from_vec(path.clone()),
                             tree: sub,
@@ -105,7 +121,7 @@ impl Image {
                     let kind = FileKind::of(d.ty);
                     let ino = d.location.objectid;
                     out.push(DirEntry { path: OsString::from_vec(path.clone()), tree: tid, ino, kind });
-                    if kind == FileKind::Directory {
+                    if kind == FileKind::Directory && ino != objectid::EMPTY_SUBVOL_DIR {
                         stack.push((tid, ino, path));
                     }
                 }

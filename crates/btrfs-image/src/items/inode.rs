@@ -96,7 +96,19 @@ impl Inode {
 
     /// The inode `ino` of `tree`.
     pub fn find(tree: &Tree, ino: u64) -> Result<Self> {
+        if ino == crate::items::objectid::EMPTY_SUBVOL_DIR {
+            return Ok(Self::empty_subvol_dir());
+        }
         let it = tree.items_of(ino, key_type::INODE_ITEM).next().ok_or(CorruptKind::NoInode { tree: tree.id, ino })?;
         Self::parse(&it.data)
+    }
+
+    /// The inode the kernel makes up for an empty subvolume directory (`new_simple_dir()`,
+    /// fs/btrfs/inode.c): a directory, mode 0755, one link, owned by root, its times the moment
+    /// it is looked up; no item on disk holds it.
+    pub fn empty_subvol_dir() -> Self {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = Timespec { sec: i64::try_from(now.as_secs()).unwrap_or(i64::MAX), nsec: now.subsec_nanos() };
+        Inode { nlink: 1, mode: 0o040_755, atime: t, ctime: t, mtime: t, otime: t, ..Inode::default() }
     }
 }

@@ -43,6 +43,10 @@ pub mod objectid {
     pub const CSUM_TREE: u64 = 7;
     /// `BTRFS_FIRST_FREE_OBJECTID`: the root directory of every fs tree, and the first subvolume id.
     pub const FIRST_FREE: u64 = 256;
+    /// `BTRFS_EMPTY_SUBVOL_DIR_OBJECTID`: the inode number of the empty directory the kernel shows
+    /// in place of a subvolume entry it does not follow (a snapshot's copy of an entry whose
+    /// subvolume's back reference names another directory).
+    pub const EMPTY_SUBVOL_DIR: u64 = 2;
     /// `BTRFS_LAST_FREE_OBJECTID` (-256).
     pub const LAST_FREE: u64 = u64::MAX - 255;
     /// `BTRFS_EXTENT_CSUM_OBJECTID` (-10).
