@@ -154,14 +154,36 @@ pub fn img_fail(p: &Path, e: impl std::fmt::Display) -> Fail {
     Fail { code: 1, msg: format!("{}: {e}", p.display()) }
 }
 
+/// An opened image that, when the command is done with it, says on standard error what was read
+/// from a second copy because the first failed its checks.
+pub struct OpenImage {
+    img: btrfs_image::Image,
+    path: std::path::PathBuf,
+}
+
+impl std::ops::Deref for OpenImage {
+    type Target = btrfs_image::Image;
+    fn deref(&self) -> &btrfs_image::Image {
+        &self.img
+    }
+}
+
+impl Drop for OpenImage {
+    fn drop(&mut self) {
+        for r in self.img.repairs() {
+            eprintln!("btrfs-compress: warning: {}: {r}", self.path.display());
+        }
+    }
+}
+
 /// Open an image (its trees are read when first needed), saying on standard error what the
 /// reader must know of it (a log tree not replayed, a truncated file).
-pub fn open(p: &Path) -> Result<btrfs_image::Image, Fail> {
+pub fn open(p: &Path) -> Result<OpenImage, Fail> {
     let img = btrfs_image::open_image(p).map_err(|e| img_fail(p, e))?;
     for w in img.warnings() {
         eprintln!("btrfs-compress: warning: {}: {w}", p.display());
     }
-    Ok(img)
+    Ok(OpenImage { img, path: p.to_path_buf() })
 }
 
 /// A truncated image whose files have extents past its end: the report above it is incomplete,

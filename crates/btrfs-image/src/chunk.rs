@@ -31,8 +31,9 @@ pub(crate) fn item_size(num_stripes: usize) -> usize {
 #[derive(Clone, Debug)]
 struct Chunk {
     length: u64,
-    /// Physical offset of the first stripe (DUP's second copy is not read).
-    physical: u64,
+    /// Physical offset of each copy: one for SINGLE, two for DUP (the first is read, the second
+    /// where the first fails its checksum, as the kernel reads mirror 2).
+    physical: Vec<u64>,
 }
 
 /// Logical to physical address translation.
@@ -58,17 +59,18 @@ impl ChunkMap {
         if profile != 0 && profile != BLOCK_GROUP_DUP {
             return Err(Error::UnsupportedProfile { logical, profile });
         }
-        let mut physical = None;
+        let mut physical = Vec::with_capacity(num_stripes.min(2));
         for i in 0..num_stripes {
             let s = off::STRIPES + i * off::STRIPE_SIZE;
             let devid = c.u64(s + off::STRIPE_DEVID)?;
             if devid != 1 {
                 return Err(CorruptKind::ChunkDevice { logical, devid }.into());
             }
-            physical.get_or_insert(c.u64(s + off::STRIPE_OFFSET)?);
+            if physical.len() < 2 {
+                physical.push(c.u64(s + off::STRIPE_OFFSET)?);
+            }
         }
         logical.checked_add(length).ok_or(CorruptKind::Chunk { logical, problem: "end overflows" })?;
-        let physical = physical.unwrap_or_default();
         self.chunks.insert(logical, Chunk { length, physical });
         Ok(ty)
     }
@@ -88,13 +90,25 @@ impl ChunkMap {
         if logical.checked_add(len).is_none_or(|e| e > start + c.length) {
             return Err(Error::Unmapped(logical));
         }
-        Ok(c.physical + (logical - start))
+        Ok(c.physical[0] + (logical - start))
     }
 
     /// Physical address of `logical` and the bytes that follow it in its chunk.
     pub(crate) fn map_run(&self, logical: u64) -> Result<(u64, u64)> {
+        self.map_run_copy(logical, 0)
+    }
+
+    /// Physical address of `logical` in copy `copy` (0 or, for DUP, 1), and the bytes that follow
+    /// it in its chunk.
+    pub fn map_run_copy(&self, logical: u64, copy: usize) -> Result<(u64, u64)> {
         let (start, c) = self.find(logical)?;
-        Ok((c.physical + (logical - start), start + c.length - logical))
+        let p = c.physical.get(copy).ok_or(Error::Unmapped(logical))?;
+        Ok((p + (logical - start), start + c.length - logical))
+    }
+
+    /// How many copies the chunk holding `logical` keeps (1, or 2 for DUP).
+    pub fn copies(&self, logical: u64) -> usize {
+        self.find(logical).map_or(1, |(_, c)| c.physical.len())
     }
 
     /// Number of chunks.

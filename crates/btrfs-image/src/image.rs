@@ -65,6 +65,8 @@ pub struct Image {
     root_refs: BTreeMap<u64, (u64, RootRef)>,
     trees: Mutex<HashMap<u64, Arc<Tree>>>,
     csums: Mutex<Option<Arc<CsumItems>>>,
+    /// What was read from a second copy because the first failed its checks.
+    repairs: Mutex<Vec<String>>,
 }
 
 /// Largest image accepted from a `.zst` file (inflated into a sparse temporary file).
@@ -175,6 +177,7 @@ impl Image {
             root_refs: BTreeMap::new(),
             trees: Mutex::new(HashMap::new()),
             csums: Mutex::new(None),
+            repairs: Mutex::new(Vec::new()),
         };
         img.read_sys_chunks()?;
         let chunk_tree = img.read_tree(objectid::CHUNK_TREE, img.sb.chunk_root, img.sb.chunk_root_level)?;
@@ -230,10 +233,16 @@ impl Image {
     /// Read `out.len()` bytes at a logical address into `out` (across chunks where the range
     /// spans several).
     pub fn read_logical_into(&self, logical: u64, out: &mut [u8]) -> Result<()> {
+        self.read_copy_into(logical, out, 0)
+    }
+
+    /// Read from copy `copy` (0, or 1 for the second copy of a DUP chunk; see
+    /// [`ChunkMap::copies`](crate::ChunkMap::copies)).
+    pub fn read_copy_into(&self, logical: u64, out: &mut [u8], copy: usize) -> Result<()> {
         let mut done = 0;
         while done < out.len() {
             let at = logical.checked_add(to_u64(done)).ok_or(Error::Unmapped(logical))?;
-            let (phys, run) = self.chunks.map_run(at)?;
+            let (phys, run) = self.chunks.map_run_copy(at, copy)?;
             let n = usize::try_from(run).unwrap_or(usize::MAX).min(out.len() - done);
             self.storage.read_at(phys, &mut out[done..done + n])?;
             done += n;
@@ -282,6 +291,17 @@ impl Image {
             ));
         }
         w
+    }
+
+    /// What was read from a DUP chunk's second copy because the first failed its checksum (one
+    /// line each), so far: the kernel reads mirror 2 the same way.
+    pub fn repairs(&self) -> Vec<String> {
+        self.repairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Record that `what` was read from a second copy (reported by [`Image::repairs`]).
+    pub fn note_repair(&self, what: String) {
+        self.repairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(what);
     }
 
     /// Root block address and level of tree `id` (from its ROOT_ITEM).

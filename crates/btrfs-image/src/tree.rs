@@ -77,8 +77,23 @@ impl Tree {
 
 impl Image {
     /// A tree block, its checksum, address and filesystem checked.
+    /// A tree block, checked; from the second copy of a DUP chunk where the first fails.
     fn read_block(&self, bytenr: u64) -> Result<Vec<u8>> {
-        let b = self.read_logical(bytenr, usize::try_from(self.sb.nodesize).unwrap_or(usize::MAX))?;
+        let first = self.read_block_copy(bytenr, 0);
+        if first.is_err() && self.chunks.copies(bytenr) > 1 {
+            if let Ok(b) = self.read_block_copy(bytenr, 1) {
+                self.note_repair(format!(
+                    "tree block {bytenr:#x} read from its second copy (the first fails its checks)"
+                ));
+                return Ok(b);
+            }
+        }
+        first
+    }
+
+    fn read_block_copy(&self, bytenr: u64, copy: usize) -> Result<Vec<u8>> {
+        let mut b = vec![0u8; usize::try_from(self.sb.nodesize).unwrap_or(usize::MAX)];
+        self.read_copy_into(bytenr, &mut b, copy)?;
         if !self.sb.csum_type.matches(&b) {
             return Err(Error::BadChecksum { what: "tree block", at: bytenr });
         }

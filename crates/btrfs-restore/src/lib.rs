@@ -316,14 +316,22 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    /// Check `data`, read at `logical`, of the extent at `file_offset`: a mismatch is an error,
-    /// or a warning under [`Csum::Warn`].
-    fn check(&mut self, logical: u64, data: &[u8], file_offset: u64) -> Result<(), ImageError> {
+    /// Check `data`, read at `logical`, of the extent at `file_offset`: a mismatch is read again
+    /// from the second copy of a DUP chunk (as the kernel reads mirror 2; `data` then holds it);
+    /// where that fails too it is an error, or a warning under [`Csum::Warn`].
+    fn check(&mut self, logical: u64, data: &mut [u8], file_offset: u64) -> Result<(), ImageError> {
         if self.csum == Csum::Skip {
             return Ok(());
         }
         match self.img.verify_data(logical, data) {
             Ok(_) => Ok(()),
+            Err(btrfs_image::Error::BadChecksum { .. }) if second_copy_good(self.img, logical, data) => {
+                self.img.note_repair(format!(
+                    "{} @{file_offset}: data at {logical:#x} read from its second copy (the first fails its checksum)",
+                    self.path
+                ));
+                Ok(())
+            }
             Err(btrfs_image::Error::BadChecksum { at, .. }) => {
                 let e = ImageError::Csum { path: self.path.to_string(), file_offset, at };
                 if self.csum == Csum::Warn {
@@ -336,6 +344,14 @@ impl Checker<'_> {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Read `data` again from the second copy of a DUP chunk at `logical`: whether there is one and
+/// it passes its checksums.
+fn second_copy_good(img: &Image, logical: u64, data: &mut [u8]) -> bool {
+    img.chunks.copies(logical) > 1
+        && img.read_copy_into(logical, data, 1).is_ok()
+        && img.verify_data(logical, data).is_ok()
 }
 
 /// Write extents `range` of `plan` into `f` at their file offsets (`pwrite`); holes, prealloc
@@ -367,7 +383,7 @@ pub fn write_extents(
                 let at = e.disk_bytenr + e.offset + done;
                 let room = e.disk_num_bytes.saturating_sub(e.offset + done);
                 let mut buf = img.read_logical(at, k.next_multiple_of(ss).min(room.max(k)) as usize)?;
-                checker.check(at, &buf, e.file_offset)?;
+                checker.check(at, &mut buf, e.file_offset)?;
                 buf.truncate(k as usize);
                 f.write_all_at(&buf, e.file_offset + done)?;
                 done += k;
@@ -472,7 +488,7 @@ pub fn verify(img: &Image, opts: &Options) -> Result<VerifyReport, ImageError> {
                         continue; // shared (reflinked) extent, checked once
                     }
                     r.extents += 1;
-                    let disk = match img.read_logical(e.disk_bytenr, e.disk_num_bytes as usize) {
+                    let mut disk = match img.read_logical(e.disk_bytenr, e.disk_num_bytes as usize) {
                         Ok(d) => d,
                         Err(err) => {
                             r.failures.push(format!("{where_}: {err}"));
@@ -481,6 +497,14 @@ pub fn verify(img: &Image, opts: &Options) -> Result<VerifyReport, ImageError> {
                     };
                     match img.verify_data(e.disk_bytenr, &disk) {
                         Ok(n) => r.csum_sectors += n,
+                        Err(btrfs_image::Error::BadChecksum { .. })
+                            if second_copy_good(img, e.disk_bytenr, &mut disk) =>
+                        {
+                            r.csum_sectors += img.verify_data(e.disk_bytenr, &disk).unwrap_or(0);
+                            img.note_repair(format!(
+                                "{where_}: data read from its second copy (the first fails its checksum)"
+                            ));
+                        }
                         Err(err) => r.failures.push(format!("{where_}: {err}")),
                     }
                     if let Some(alg) = CompressType::from_code(e.compression).filter(|&a| a != CompressType::None) {
