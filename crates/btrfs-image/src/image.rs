@@ -67,6 +67,8 @@ pub struct Image {
     csums: Mutex<Option<Arc<CsumItems>>>,
     /// What was read from a second copy because the first failed its checks.
     repairs: Mutex<Vec<String>>,
+    /// Why a backup superblock was read, if one was.
+    sb_note: Option<String>,
 }
 
 /// Largest image accepted from a `.zst` file (inflated into a sparse temporary file).
@@ -168,7 +170,31 @@ impl Image {
             return Err(Error::NotBtrfs);
         }
         storage.read_at(BTRFS_SUPER_INFO_OFFSET, &mut sbb)?;
-        let sb = Superblock::parse(&sbb)?;
+        let (sb, sb_note) = match Superblock::parse(&sbb) {
+            Ok(sb) => (sb, None),
+            Err(primary) => {
+                // The copies at 64 MiB and 256 GiB (`btrfs_sb_offset()`), the newest that
+                // parses, as `btrfs restore -u` reads them; the kernel would not mount.
+                let mut best: Option<(Superblock, u64)> = None;
+                for at in [64u64 << 20, 256u64 << 30] {
+                    if storage.len() < at + to_u64(SUPER_INFO_SIZE) || storage.read_at(at, &mut sbb).is_err() {
+                        continue;
+                    }
+                    if let Ok(sb) = Superblock::parse(&sbb) {
+                        if best.as_ref().is_none_or(|(b, _)| sb.generation > b.generation) {
+                            best = Some((sb, at));
+                        }
+                    }
+                }
+                let Some((sb, at)) = best else { return Err(primary) };
+                let note = format!(
+                    "the primary superblock is unreadable ({primary}); read its copy at {} MiB (generation {})",
+                    at >> 20,
+                    sb.generation
+                );
+                (sb, Some(note))
+            }
+        };
         let mut img = Image {
             storage,
             sb,
@@ -178,6 +204,7 @@ impl Image {
             trees: Mutex::new(HashMap::new()),
             csums: Mutex::new(None),
             repairs: Mutex::new(Vec::new()),
+            sb_note,
         };
         img.read_sys_chunks()?;
         let chunk_tree = img.read_tree(objectid::CHUNK_TREE, img.sb.chunk_root, img.sb.chunk_root_level)?;
@@ -275,7 +302,7 @@ impl Image {
     /// replay at mount (what was fsynced after the last commit is not shown here), a file
     /// shorter than the device it is an image of.
     pub fn warnings(&self) -> Vec<String> {
-        let mut w = Vec::new();
+        let mut w: Vec<String> = self.sb_note.iter().cloned().collect();
         if self.sb.log_root != 0 {
             w.push(format!(
                 "the image has a log tree (fsync after the last commit, generation {}); the kernel replays it at \

@@ -89,3 +89,18 @@ fn a_data_sector_is_read_from_its_second_copy() {
     let v = btrfs_restore::verify(&img, &btrfs_restore::read_options()).unwrap();
     assert!(v.failures.is_empty(), "{:?}", v.failures);
 }
+
+#[test]
+fn a_damaged_primary_superblock_gives_way_to_its_copy() {
+    let good = image();
+    let all = paths(&open_bytes(good.clone()).unwrap());
+    let mut bad = good;
+    damage(&mut bad, 0x10000);
+    let img = open_bytes(bad.clone()).unwrap();
+    assert_eq!(paths(&img), all);
+    let w = img.warnings();
+    assert!(w.iter().any(|l| l.contains("primary superblock") && l.contains("64 MiB")), "{w:?}");
+    // With the copy damaged too, the image is refused.
+    damage(&mut bad, 64 << 20);
+    assert!(open_bytes(bad).is_err());
+}
