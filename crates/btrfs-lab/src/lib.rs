@@ -81,6 +81,10 @@ pub struct BenchArgs {
     /// Wider table (more event columns).
     #[arg(long)]
     pub wide: bool,
+    /// CPUs of the modeled machines: how many an IPI round of the kmap() pool's or vunmap's
+    /// flush reaches.
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cpus: u32,
     /// Slots kmap_local_range() leaves for interrupt users.
     #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=14))]
     pub range_reserve: u64,
@@ -419,7 +423,10 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
         std::fs::create_dir_all(r).map_err(|e| format!("report directory {}: {e}", r.display()))?;
     }
     let mut rows = Vec::new();
-    let configs = [KernelConfig::X86_32_PAE, KernelConfig::Bit64 { cpus: 2 }];
+    let configs = [
+        KernelConfig::Highmem32 { pae: true, debug_kmap_local: false, cpus: args.cpus },
+        KernelConfig::Bit64 { cpus: args.cpus },
+    ];
     for config in configs {
         for &kloop in &loops {
             for &spec in &specs {
@@ -628,7 +635,8 @@ fn measure(
 }
 
 /// Kernel events per extent: over every repetition (the kmap() pool reaches its steady state
-/// of wraps), the lazy vunmap purge charged pro rata (once per lazy_max_pages freed pages), and
+/// of wraps; and the pool is then charged at its steady state, see below), the lazy vunmap
+/// purge charged pro rata (once per lazy_max_pages freed pages), and
 /// the context switches at the assumed rate over `secs_per_extent`. Also the mean slots held
 /// during library work and the context switches per extent.
 fn per_extent_events(
@@ -640,6 +648,9 @@ fn per_extent_events(
     secs_per_extent: f64,
 ) -> (Vec<(&'static str, f64)>, f64, f64) {
     let mut events: Vec<(&'static str, f64)> = ev.fields().iter().map(|(k, v)| (*k, *v as f64 / nx)).collect();
+    if rs.strategy == Strategy::GlobalKmap {
+        pool_steady_state(&mut events, rs.config);
+    }
     let purges = ev.vunmap_lazy_pages as f64 / nx / rs.config.lazy_max_pages() as f64;
     for e in events.iter_mut() {
         match e.0 {
@@ -662,6 +673,28 @@ fn per_extent_events(
         }
     }
     (events, held, preemptions)
+}
+
+/// The `kmap()` pool in its steady state, whatever the sample's length (a short sample may never
+/// wrap the pool, a long one wraps it a whole number of times): each new mapping (a PTE write) is
+/// cleared once by a later wrap, and a wrap (`flush_all_zero_pkmaps()`: an IPI to every other
+/// CPU and a full flush) comes once per `LAST_PKMAP` new mappings. Locks (mm/highmem.c, x86-32
+/// HASHED_PAGE_VIRTUAL): `kmap_high()` and `kunmap_high()` each take `kmap_lock` and the page's
+/// hash-bucket lock; a new mapping and its clearing each set the page's address under the
+/// bucket lock once more.
+fn pool_steady_state(events: &mut [(&'static str, f64)], config: KernelConfig) {
+    let get = |ev: &[(&'static str, f64)], k: &str| ev.iter().find(|e| e.0 == k).map_or(0.0, |e| e.1);
+    let (new, maps) = (get(events, "pte_writes"), get(events, "highmem_maps"));
+    let wraps = new / config.last_pkmap() as f64;
+    for e in events.iter_mut() {
+        e.1 = match e.0 {
+            "pte_clears" => new,
+            "tlb_full_flushes" | "ipi_rounds" => wraps,
+            "ipi_cpus" => wraps * f64::from(config.cpus().saturating_sub(1)),
+            "lock_acquisitions" => 4.0 * maps + 2.0 * new,
+            _ => e.1,
+        };
+    }
 }
 
 /// Run one row.

@@ -309,7 +309,9 @@ impl KernelModel {
             return Undo::Nothing;
         }
         self.ev.highmem_maps += 1;
-        self.ev.lock_acquisitions += 1;
+        // kmap_lock, and page_address()'s hash-bucket lock (HASHED_PAGE_VIRTUAL on x86-32:
+        // mm/highmem.c looks the page's address up under the bucket's spinlock).
+        self.ev.lock_acquisitions += 2;
         let n = self.config.last_pkmap();
         let pool = self.pool.get_or_insert_with(|| PoolModel {
             count: vec![0; n],
@@ -340,6 +342,8 @@ impl KernelModel {
                     }
                 }
                 self.ev.pte_clears += cleared;
+                // set_page_address(page, NULL) of each cleared entry: its bucket's lock.
+                self.ev.lock_acquisitions += cleared;
                 if cleared > 0 {
                     self.ev.ipi_rounds += 1;
                     self.ev.ipi_cpus += u64::from(self.config.cpus().saturating_sub(1));
@@ -360,6 +364,8 @@ impl KernelModel {
         pool.pfn[e] = Some(key);
         pool.by_pfn.insert(key, e);
         self.ev.pte_writes += 1;
+        // set_page_address(page, vaddr): the bucket's lock again.
+        self.ev.lock_acquisitions += 1;
         Undo::Pool { key }
     }
 
@@ -385,7 +391,8 @@ impl KernelModel {
                 }
             }
             Undo::Pool { key } => {
-                self.ev.lock_acquisitions += 1;
+                // kunmap_high(): kmap_lock, and page_address()'s bucket lock.
+                self.ev.lock_acquisitions += 2;
                 if let Some(pool) = &mut self.pool {
                     if let Some(&e) = pool.by_pfn.get(&key) {
                         pool.count[e] = pool.count[e].saturating_sub(1).max(1);
