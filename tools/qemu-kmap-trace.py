@@ -21,9 +21,13 @@ Trace markers delimit each file; per-task call stacks separate the extents. The 
 fixtures/kmap-trace-<kernel>/manifest.json with per-extent counts, the kernel version, the
 config lines that matter, HighTotal and the init_on_alloc setting (both settings are booted).
 
+`--arch armhf` does the same with Debian bookworm's linux-image-6.1.0-*-armmp-lpae (ARM32, LPAE,
+HIGHMEM) under qemu-system-arm -M virt -cpu cortex-a15 -m 2G (busybox-static:armhf).
+
 Needs root (none of it mounts on the host, but apt-get download and the image need it), qemu-system-x86
-(qemu-system-i386), cpio, zstd, btrfs-progs and a built btrfs-compress (cargo build --release).
-Usage: tools/qemu-kmap-trace.py [--keep DIR]
+(qemu-system-i386) or qemu-system-arm, cpio, zstd, btrfs-progs and a built btrfs-compress.
+`--suite trixie` takes Debian 13's kernel of the flavour (6.12: armmp-lpae; trixie has no i386 kernel).
+Usage: tools/qemu-kmap-trace.py [--arch i386|armhf] [--suite bookworm|trixie] [--keep DIR]
 """
 import glob
 import hashlib
@@ -42,12 +46,14 @@ import fixture_lib as fl  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 OPTIONS = fl.TRACE_OPTIONS
-ENTRIES = ["zstd_compress_pages", "lzo_compress_pages", "zlib_compress_pages", "zstd_decompress_bio",
-           "lzo_decompress_bio", "zlib_decompress_bio", "btrfs_compress_heuristic"]
+# 6.1's compress entry points are *_compress_pages, 6.10-6.19's *_compress_folios.
+ENTRIES = ["zstd_compress_pages", "lzo_compress_pages", "zlib_compress_pages", "zstd_compress_folios",
+           "lzo_compress_folios", "zlib_compress_folios", "zstd_decompress_bio", "lzo_decompress_bio",
+           "zlib_decompress_bio", "btrfs_compress_heuristic"]
 MAPPING = ["__kmap_local_page_prot", "__kmap_local_pfn_prot", "kunmap_local_indexed", "flush_tlb_one_kernel",
            "kmap_high", "kunmap_high", "flush_all_zero_pkmaps", "vmap", "vunmap", "vm_map_ram", "vm_unmap_ram",
            "__alloc_pages", "btrfs_decompress_buf2page"]
-CONFIG_KEYS = ["CONFIG_HIGHMEM64G", "CONFIG_HIGHMEM4G", "CONFIG_X86_PAE", "CONFIG_INIT_ON_ALLOC_DEFAULT_ON",
+CONFIG_KEYS = ["CONFIG_HIGHMEM64G", "CONFIG_HIGHMEM4G", "CONFIG_HIGHMEM", "CONFIG_ARM_LPAE", "CONFIG_X86_PAE", "CONFIG_INIT_ON_ALLOC_DEFAULT_ON",
                "CONFIG_DEBUG_KMAP_LOCAL", "CONFIG_PREEMPT", "CONFIG_PREEMPT_VOLUNTARY", "CONFIG_VMSPLIT_3G"]
 UUID = "3c0ffee0-6b1e-4b83-9f6e-1c9a0f2e5d11"
 
@@ -90,10 +96,21 @@ def init_script(files):
     return "\n".join(lines)
 
 
-def boot(kernel, initrd, img, corpus, out, init_on_alloc, log):
-    cmd = ["qemu-system-i386", "-accel", "tcg", "-cpu", "max", "-m", "3G", "-smp", "1", "-nographic",
+# Per Debian architecture: the kernel flavour, and the qemu machine that boots it with enough
+# memory that the page cache lands in HighMem.
+ARCHES = {
+    "i386": {"flavour": "686-pae", "console": "ttyS0",
+             "qemu": ["qemu-system-i386", "-accel", "tcg", "-cpu", "max", "-m", "3G", "-smp", "1"]},
+    "armhf": {"flavour": "armmp-lpae", "console": "ttyAMA0",
+              "qemu": ["qemu-system-arm", "-M", "virt", "-cpu", "cortex-a15", "-m", "2G", "-smp", "1"]},
+}
+
+
+def boot(kernel, initrd, img, corpus, out, init_on_alloc, log, arch="i386"):
+    a = ARCHES[arch]
+    cmd = [*a["qemu"], "-nographic",
            "-no-reboot", "-kernel", kernel, "-initrd", initrd,
-           "-append", f"console=ttyS0 quiet panic=-1 init_on_alloc={init_on_alloc}",
+           "-append", f"console={a['console']} quiet panic=-1 init_on_alloc={init_on_alloc}",
            "-drive", f"file={img},if=virtio,format=raw",
            "-drive", f"file={corpus},if=virtio,format=raw,readonly=on",
            "-drive", f"file={out},if=virtio,format=raw"]
@@ -192,19 +209,22 @@ def main():
     if os.geteuid() != 0:
         sys.exit("needs root")
     keep = sys.argv[sys.argv.index("--keep") + 1] if "--keep" in sys.argv else None
+    arch = sys.argv[sys.argv.index("--arch") + 1] if "--arch" in sys.argv else "i386"
+    suite = sys.argv[sys.argv.index("--suite") + 1] if "--suite" in sys.argv else "bookworm"
+    flavour = ARCHES[arch]["flavour"]
     work = keep or tempfile.mkdtemp(prefix="btrfs-kmap-trace-")
     os.makedirs(work, exist_ok=True)
     try:
-        debs = glob.glob(f"{work}/linux-image-*-686-pae_*.deb")
+        debs = glob.glob(f"{work}/linux-image-*-{flavour}_*.deb")
         if not debs:
-            apt = fl.Apt(work, ("bookworm", "bookworm-updates"), arch="i386")
-            vers = re.findall(r"^Depends: (linux-image-6\.1\.\S+-686-pae)", apt.show("linux-image-686-pae"), re.M)
-            apt.download([vers[0], "busybox-static:i386"])
-            debs = glob.glob(f"{work}/linux-image-*-686-pae_*.deb")
+            apt = fl.Apt(work, (suite, f"{suite}-updates"), arch=arch)
+            vers = re.findall(rf"^Depends: (linux-image-\d+\.\d+\.\S+-{flavour})", apt.show(f"linux-image-{flavour}"), re.M)
+            apt.download([vers[0], f"busybox-static:{arch}"])
+            debs = glob.glob(f"{work}/linux-image-*-{flavour}_*.deb")
         kroot = f"{work}/kernel"
         if not os.path.isdir(kroot):
             subprocess.run(["dpkg-deb", "-x", debs[0], kroot], check=True)
-            subprocess.run(["dpkg-deb", "-x", glob.glob(f"{work}/busybox-static_*_i386.deb")[0], f"{work}/bb"],
+            subprocess.run(["dpkg-deb", "-x", glob.glob(f"{work}/busybox-static_*_{arch}.deb")[0], f"{work}/bb"],
                            check=True)
         vmlinuz = glob.glob(f"{kroot}/boot/vmlinuz-*")[0]
         kver = os.path.basename(vmlinuz)[len("vmlinuz-"):]
@@ -224,10 +244,11 @@ def main():
         with open(f"{work}/init", "w") as f:
             f.write(init_script(files))
         initrd = f"{work}/initrd.cpio.gz"
-        env = dict(os.environ, BUSYBOX=f"{work}/bb/bin/busybox")
+        bb = next(p for p in (f"{work}/bb/usr/bin/busybox", f"{work}/bb/bin/busybox") if os.path.exists(p))
+        env = dict(os.environ, BUSYBOX=bb)
         subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "qemu", "initramfs.py"), kroot, kver,
                         f"{work}/init", initrd], check=True, stdout=subprocess.DEVNULL, env=env)
-        qemu_ver = subprocess.run(["qemu-system-i386", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        qemu_ver = subprocess.run([ARCHES[arch]["qemu"][0], "--version"], capture_output=True, text=True).stdout.split("\n")[0]
         runs = {}
         dest = os.path.join(ROOT, "fixtures", f"kmap-trace-{kver}")
         for ioa in (1, 0):
@@ -236,7 +257,7 @@ def main():
                 with open(p, "wb") as f:
                     f.truncate(size)
             subprocess.run(["mkfs.btrfs", "-q", "-f", "-U", UUID, "-L", "kmap-trace", img], check=True)
-            text, secs = boot(vmlinuz, initrd, img, tar, out, ioa, f"{work}/console-{ioa}.log")
+            text, secs = boot(vmlinuz, initrd, img, tar, out, ioa, f"{work}/console-{ioa}.log", arch)
             nofunc = re.findall(r"NOFUNC (\S+)", text)
             odir = f"{work}/out-{ioa}"
             os.makedirs(odir, exist_ok=True)
@@ -263,7 +284,7 @@ def main():
             print(f"init_on_alloc={ioa}: {secs:.1f} s in the VM, {n} codec calls traced, missing {nofunc}")
         manifest = {
             "tool": "tools/qemu-kmap-trace.py", "kernel": kver, "package": os.path.basename(debs[0]),
-            "qemu": qemu_ver, "machine": "qemu-system-i386 -accel tcg -cpu max -m 3G -smp 1", "config": config,
+            "qemu": qemu_ver, "machine": " ".join(ARCHES[arch]["qemu"]), "arch": arch, "config": config,
             "options": [f"{k}={o}" for k, o in OPTIONS],
             "files": {f: {"size": os.path.getsize(f"{cdir}/{f}"),
                           "sha256": hashlib.sha256(open(f"{cdir}/{f}", "rb").read()).hexdigest()} for f in files},

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 
-WANT = ["virtio_pci", "virtio_blk", "crc32c_generic", "crc32c-intel", "xxhash_generic", "sha256_generic",
+WANT = ["virtio_pci", "virtio_mmio", "virtio_blk", "crc32c_generic", "crc32c-intel", "xxhash_generic", "sha256_generic",
         "blake2b_generic", "libcrc32c", "btrfs"]
 
 

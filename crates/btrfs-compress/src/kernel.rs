@@ -15,9 +15,9 @@
 //!   CONFIG_BTRFS_EXPERIMENTAL (fs.h, `calc_block_max_order()`).
 //! - 7.x hands the compressor the whole sector-rounded range of a file's last sector, keeps a
 //!   compressed inline extent only when it is smaller than the file (both seen on 7.2 kernels,
-//!   fixtures/7.2.13+deb14-amd64 and estimate-qemu-7.2.13), and zero-fills the rest of a read bio
-//!   in `btrfs_decompress_bio()` after the codec returns (compression.c), where 6.1's codecs did
-//!   it in their own call.
+//!   fixtures/7.2.13+deb14-amd64 and estimate-qemu-7.2.13). 6.12 and 7.2 zero-fill the rest of a
+//!   read bio in `btrfs_decompress_bio()` after the codec returns (compression.c; both traced),
+//!   where 6.1's codecs did it in their own call.
 
 use highmem::KernelConfig;
 
@@ -92,9 +92,11 @@ impl KernelProfile {
         self.bio_era()
     }
 
-    /// `btrfs_decompress_bio()` zero-fills the rest of the read bio after the codec returns.
+    /// `btrfs_decompress_bio()` zero-fills the rest of the read bio after the codec returns:
+    /// traced so in 6.12 and 7.2, inside the codec's own call in 6.1 (the release in between
+    /// that moved it is not pinned here; 6.12 is taken as the first).
     pub fn zero_fill_after_codec(self) -> bool {
-        self.bio_era()
+        (self.major, self.minor) >= (6, 12)
     }
 }
 
@@ -121,6 +123,7 @@ mod tests {
         assert_eq!(KernelProfile::of(7, 2).block_max_order(pae), 0);
         assert_eq!(KernelProfile::V7_2_RC3.block_max_order(pae), 5);
         assert!(KernelProfile::of(7, 2).compresses_whole_last_sector());
-        assert!(!KernelProfile::of(6, 12).zero_fill_after_codec());
+        assert!(!KernelProfile::of(6, 1).zero_fill_after_codec());
+        assert!(KernelProfile::of(6, 12).zero_fill_after_codec());
     }
 }

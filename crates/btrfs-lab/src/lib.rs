@@ -425,6 +425,7 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
     let mut rows = Vec::new();
     let configs = [
         KernelConfig::Highmem32 { pae: true, debug_kmap_local: false, cpus: args.cpus },
+        KernelConfig::Arm32Lpae { cpus: args.cpus },
         KernelConfig::Bit64 { cpus: args.cpus },
     ];
     for config in configs {
@@ -438,6 +439,11 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
                     // heuristic go page by page); on 64-bit these loops are 7.2's.
                     let large_highmem = matches!(kloop, KernelLoop::V7_2Rc3 | KernelLoop::V7_2Step);
                     if large_highmem && (!config.has_highmem() || op != Op::Compress) {
+                        continue;
+                    }
+                    // ARM32: the 6.1 loops (its traced kernel), the main strategies.
+                    let arm = matches!(config, KernelConfig::Arm32Lpae { .. });
+                    if arm && kloop != KernelLoop::V6_1 {
                         continue;
                     }
                     if op == Op::Heuristic && spec != specs[0] {
@@ -471,7 +477,9 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
                             KernelLoop::V7_2Step => matches!(strategy, Strategy::KmapLocal | Strategy::Range),
                             _ => true,
                         };
-                        if !way_out {
+                        if !way_out
+                            || (arm && !matches!(strategy, Strategy::KmapLocal | Strategy::Range | Strategy::VmMapRam))
+                        {
                             continue;
                         }
                         for &backend in &backends {
@@ -479,6 +487,7 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
                             // strategies that use its slot window.
                             if backend == Backend::EmulatedHighmem
                                 && (!config.has_highmem()
+                                    || arm
                                     || large_highmem
                                     || !matches!(strategy, Strategy::KmapLocal | Strategy::Range))
                             {

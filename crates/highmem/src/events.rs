@@ -32,6 +32,16 @@ pub enum KernelConfig {
         /// CPUs an IPI round reaches.
         cpus: u32,
     },
+    /// ARM32 with CONFIG_HIGHMEM and CONFIG_ARM_LPAE (Debian's armmp-lpae), 4 KiB pages:
+    /// `arch_kmap_local_post_map()` and `arch_kmap_local_post_unmap()` both flush the kernel TLB
+    /// entry (`local_flush_tlb_kernel_page()`, arch/arm/mm/highmem.c): two TLB operations per
+    /// highmem map where x86 has one. `LAST_PKMAP` is `PTRS_PER_PTE` (512 with LPAE); vmalloc
+    /// space 240 MiB (the default `VMALLOC` size). PIPT caches (cortex-a15): no cache flush at
+    /// unmap.
+    Arm32Lpae {
+        /// CPUs an IPI round reaches.
+        cpus: u32,
+    },
     /// 64-bit: every page in the direct map; kmap_local is `page_address()`.
     Bit64 {
         /// CPUs an IPI round reaches.
@@ -50,17 +60,26 @@ impl KernelConfig {
     /// Debian's 686-pae kernel on a 2-CPU machine (the lab's and the trace fixture's config).
     pub const X86_32_PAE: KernelConfig = KernelConfig::Highmem32 { pae: true, debug_kmap_local: false, cpus: 2 };
 
-    /// Short name used in reports ("32-bit-highmem", "64-bit").
+    /// Debian's armmp-lpae kernel on a 2-CPU machine.
+    pub const ARM32_LPAE: KernelConfig = KernelConfig::Arm32Lpae { cpus: 2 };
+
+    /// Short name used in reports ("32-bit-highmem" for x86-32, "arm32-lpae", "64-bit").
     pub fn name(self) -> &'static str {
         match self {
             KernelConfig::Highmem32 { .. } => "32-bit-highmem",
+            KernelConfig::Arm32Lpae { .. } => "arm32-lpae",
             KernelConfig::Bit64 { .. } => "64-bit",
         }
     }
 
     /// Whether the kernel has highmem at all.
     pub fn has_highmem(self) -> bool {
-        matches!(self, KernelConfig::Highmem32 { .. })
+        !matches!(self, KernelConfig::Bit64 { .. })
+    }
+
+    /// Whether mapping a highmem page flushes its TLB entry too (ARM), not only unmapping it.
+    pub fn flushes_at_map(self) -> bool {
+        matches!(self, KernelConfig::Arm32Lpae { .. })
     }
 
     /// Nested kmap_local mappings that work: `KM_MAX_IDX` is 16 and `kmap_local_idx_push()`
@@ -84,7 +103,9 @@ impl KernelConfig {
     /// CPUs an IPI round reaches.
     pub fn cpus(self) -> u32 {
         match self {
-            KernelConfig::Highmem32 { cpus, .. } | KernelConfig::Bit64 { cpus } => cpus,
+            KernelConfig::Highmem32 { cpus, .. } | KernelConfig::Arm32Lpae { cpus } | KernelConfig::Bit64 { cpus } => {
+                cpus
+            }
         }
     }
 
@@ -98,6 +119,7 @@ impl KernelConfig {
     pub fn vmalloc_pages(self) -> Option<u64> {
         match self {
             KernelConfig::Highmem32 { .. } => Some((128 << 20) / 4096),
+            KernelConfig::Arm32Lpae { .. } => Some((240 << 20) / 4096),
             KernelConfig::Bit64 { .. } => None,
         }
     }
@@ -265,6 +287,9 @@ impl KernelModel {
             return Undo::Nothing;
         }
         self.ev.pte_writes += pages;
+        if self.config.flushes_at_map() {
+            self.ev.tlb_single_flushes += pages;
+        }
         self.slots_held += pages;
         self.ev.slots_high_water = self.ev.slots_high_water.max(self.slots_held);
         Undo::Fixmap { pages }
