@@ -477,8 +477,13 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
                             KernelLoop::V7_2Step => matches!(strategy, Strategy::KmapLocal | Strategy::Range),
                             _ => true,
                         };
+                        // On 64-bit every map is page_address(): the kernel's calls and
+                        // folio_map_local() are the rows that say something there.
+                        let b64 = !config.has_highmem();
                         if !way_out
                             || (arm && !matches!(strategy, Strategy::KmapLocal | Strategy::Range | Strategy::VmMapRam))
+                            || (b64
+                                && !matches!(strategy, Strategy::Direct | Strategy::KmapLocal | Strategy::FolioMapLocal))
                         {
                             continue;
                         }
