@@ -9,6 +9,8 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use highmem::Strategy;
+
 use super::{events_priced, CostTable, Op, Row};
 
 /// Rows of the 32-bit HIGHMEM configuration, heap backend, loop `kloop`, grouped by codec and
@@ -36,7 +38,7 @@ fn groups_of<'a>(rows: &'a [Row], config: &str, kloop: &str) -> Vec<(String, Vec
 /// A row's modeled ns as a line in one figure: (ns without it, events of it per extent).
 fn line(r: &Row, costs: &CostTable, figure: &str) -> (f64, f64) {
     let ev = events_priced(&r.events);
-    let n = ev.iter().find(|e| e.0 == figure).map_or(0.0, |e| e.1);
+    let n = ev.iter().find(|e| e.0.name() == figure).map_or(0.0, |e| e.1);
     let own = costs.events.get(figure).map_or(0.0, |c| c.ns);
     (costs.ns(&ev, None) - n * own, n)
 }
@@ -75,7 +77,7 @@ fn cheapest_at<'a>(g: &[&'a Row], costs: &CostTable, figure: &str, ns: f64) -> O
 pub fn break_even(rows: &[Row], costs: &CostTable) -> Vec<BreakEven> {
     let mut out = Vec::new();
     for (k, g) in groups(rows, "6.1") {
-        let Some(base) = g.iter().find(|r| r.strategy == "kmap-local") else { continue };
+        let Some(base) = g.iter().find(|r| r.strategy == Strategy::KmapLocal) else { continue };
         let codec_ns = base.measured_us_per_extent * 1000.0;
         for (figure, c) in &costs.events {
             let (a, b) = line(base, costs, figure);
@@ -97,19 +99,19 @@ pub fn break_even(rows: &[Row], costs: &CostTable) -> Vec<BreakEven> {
                 }
             }
             xs.sort_by(f64::total_cmp);
-            let switch = |x: f64| {
-                cheapest_at(&g, costs, figure, x).filter(|r| r.strategy != best.strategy).map(|r| r.strategy.clone())
-            };
+            let switch =
+                |x: f64| cheapest_at(&g, costs, figure, x).filter(|r| r.strategy != best.strategy).map(|r| r.strategy);
             let eps = |x: f64| (x.abs() * 1e-6).max(1e-6);
-            let below = xs.iter().rev().filter(|&&x| x < c.ns).find_map(|&x| switch(x - eps(x)).map(|s| (x, s)));
-            let above = xs.iter().filter(|&&x| x > c.ns).find_map(|&x| switch(x + eps(x)).map(|s| (x, s)));
+            let named = |x: f64, s: Strategy| (x, s.name().to_string());
+            let below = xs.iter().rev().filter(|&&x| x < c.ns).find_map(|&x| switch(x - eps(x)).map(|s| named(x, s)));
+            let above = xs.iter().filter(|&&x| x > c.ns).find_map(|&x| switch(x + eps(x)).map(|s| named(x, s)));
             out.push(BreakEven {
                 group: k.clone(),
                 figure: figure.clone(),
                 table_ns: c.ns,
                 kmap_local_5pct_ns: level(0.05),
                 kmap_local_10pct_ns: level(0.10),
-                cheapest: best.strategy.clone(),
+                cheapest: best.strategy.name().to_string(),
                 below,
                 above,
             });
@@ -150,7 +152,9 @@ pub fn short_answer(rows: &[Row], costs: &CostTable, be: &[BreakEven]) -> String
     let mut s = String::new();
     let g61 = groups(rows, "6.1");
     let km = |op: Op| -> Vec<&Row> {
-        g61.iter().filter_map(|(_, g)| g.iter().copied().find(|r| r.strategy == "kmap-local" && r.op == op)).collect()
+        g61.iter()
+            .filter_map(|(_, g)| g.iter().copied().find(|r| r.strategy == Strategy::KmapLocal && r.op == op))
+            .collect()
     };
     let span = |v: &[f64]| {
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -179,8 +183,8 @@ pub fn short_answer(rows: &[Row], costs: &CostTable, be: &[BreakEven]) -> String
         // The cheapest other strategy and its saving, over the groups of this op.
         let mut best: Option<(f64, String)> = None;
         for (_, g) in g61.iter().filter(|(_, g)| g.iter().any(|r| r.op == op)) {
-            let Some(base) = g.iter().find(|r| r.strategy == "kmap-local") else { continue };
-            for r in g.iter().filter(|r| r.strategy != "kmap-local" && r.faulted_extents == 0) {
+            let Some(base) = g.iter().find(|r| r.strategy == Strategy::KmapLocal) else { continue };
+            for r in g.iter().filter(|r| r.strategy != Strategy::KmapLocal && r.faulted_extents == 0) {
                 let d = base.modeled_ns_per_extent - r.modeled_ns_per_extent;
                 if best.as_ref().is_none_or(|b| d > b.0) {
                     best = Some((d, format!("{} on {}", r.strategy, r.codec_label())));
@@ -219,7 +223,7 @@ pub fn short_answer(rows: &[Row], costs: &CostTable, be: &[BreakEven]) -> String
     // ARM32 LPAE: the same loops, a TLB flush at map and at unmap.
     let arm = groups_of(rows, "arm32-lpae", "6.1");
     let arm_km: Vec<&Row> =
-        arm.iter().filter_map(|(_, g)| g.iter().copied().find(|r| r.strategy == "kmap-local")).collect();
+        arm.iter().filter_map(|(_, g)| g.iter().copied().find(|r| r.strategy == Strategy::KmapLocal)).collect();
     if !arm_km.is_empty() {
         let part = |op: Op| {
             let us: Vec<f64> = arm_km.iter().filter(|r| r.op == op).map(|r| r.modeled_ns_per_extent / 1000.0).collect();
@@ -231,8 +235,8 @@ pub fn short_answer(rows: &[Row], costs: &CostTable, be: &[BreakEven]) -> String
         };
         let mut best: Option<(f64, String)> = None;
         for (_, g) in &arm {
-            let Some(base) = g.iter().find(|r| r.strategy == "kmap-local") else { continue };
-            for r in g.iter().filter(|r| r.strategy != "kmap-local") {
+            let Some(base) = g.iter().find(|r| r.strategy == Strategy::KmapLocal) else { continue };
+            for r in g.iter().filter(|r| r.strategy != Strategy::KmapLocal) {
                 let d = base.modeled_ns_per_extent - r.modeled_ns_per_extent;
                 if best.as_ref().is_none_or(|b| d > b.0) {
                     best = Some((d, format!("{} on {} {}", r.strategy, r.codec_label(), r.op.name())));
@@ -250,11 +254,11 @@ pub fn short_answer(rows: &[Row], costs: &CostTable, be: &[BreakEven]) -> String
     }
     let seven: Vec<String> = rows
         .iter()
-        .filter(|r| r.config == "32-bit-highmem" && r.kloop == "7.2-rc3" && r.strategy == "kmap-local")
+        .filter(|r| r.config == "32-bit-highmem" && r.kloop == "7.2-rc3" && r.strategy == Strategy::KmapLocal)
         .filter(|r| r.faulted_extents > 0)
         .map(|r| format!("{} {}/{}", r.codec_label(), r.faulted_extents, r.extents))
         .collect();
-    let way = |kloop: &str, st: &str| {
+    let way = |kloop: &str, st: Strategy| {
         let v: Vec<f64> = rows
             .iter()
             .filter(|r| r.config == "32-bit-highmem" && r.kloop == kloop && r.strategy == st && r.op == Op::Compress)
@@ -273,10 +277,10 @@ pub fn short_answer(rows: &[Row], costs: &CostTable, be: &[BreakEven]) -> String
             "- 7.x: 7.2-rc3's large folios fault in zstd and zlib compression (extents: {}), as the traced kernel oopsed; \
              7.2.13's fix {}; with large folios kept: page stepping {}, vm_map_ram {}, kmap_local_range {}",
             seven.join(", "),
-            way("7.2", "kmap-local"),
-            way("7.2-step", "kmap-local"),
-            way("7.2-rc3", "vm-map-ram-large"),
-            way("7.2-step", "range-split")
+            way("7.2", Strategy::KmapLocal),
+            way("7.2-step", Strategy::KmapLocal),
+            way("7.2-rc3", Strategy::VmMapRamLarge),
+            way("7.2-step", Strategy::Range)
         );
     }
     let _ = writeln!(

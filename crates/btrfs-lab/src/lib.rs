@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use bytes::Bytes;
-use highmem::{Backend, KernelConfig, KernelEvents, MapCounters, PhysMem, Strategy};
+use highmem::{Backend, Event, KernelConfig, KernelEvents, MapCounters, PhysMem, Strategy};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -73,8 +73,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "LIST", default_value = "heap,highmem")]
     pub backends: String,
     /// Whether the kernel zeroes each newly allocated compressed page (Debian's default: on).
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
-    pub init_on_alloc: String,
+    #[arg(long, value_name = "on|off", default_value = "on")]
+    pub init_on_alloc: OnOff,
     /// A cost table of the shape of costs/x86-32.json (ns per event, with sources).
     #[arg(long, value_name = "FILE")]
     pub costs: Option<PathBuf>,
@@ -99,8 +99,26 @@ pub struct BenchArgs {
     pub preempt_per_ms: f64,
     /// zlib rows: kernel (lib/zlib_deflate of each loop's era: the kernel's bytes and calls) or
     /// zlib-rs (faster, other bytes, so other output pages and inflate calls).
-    #[arg(long, default_value = "kernel", value_name = "kernel|zlib-rs", value_parser = ["kernel", "zlib-rs"])]
-    pub zlib_backend: String,
+    #[arg(long, default_value = "kernel", value_name = "kernel|zlib-rs")]
+    pub zlib_backend: ZlibChoice,
+}
+
+/// `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// The deflate of zlib rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ZlibChoice {
+    /// lib/zlib_deflate of each loop's era: the kernel's bytes and calls.
+    Kernel,
+    /// zlib-rs: faster, other bytes.
+    ZlibRs,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -143,7 +161,7 @@ impl CostTable {
     /// Parse a table; every event must be priced, unknown names are refused.
     pub fn parse(text: &str) -> Result<Self, String> {
         let t: CostTable = serde_json::from_str(text).map_err(|e| format!("cost table: {e}"))?;
-        let names: Vec<&str> = KernelEvents::default().fields().iter().map(|f| f.0).collect();
+        let names: Vec<&str> = Event::ALL.iter().map(|e| e.name()).collect();
         for k in t.events.keys() {
             if !names.contains(&k.as_str()) {
                 return Err(format!("cost table: unknown event {k:?} (known: {})", names.join(", ")));
@@ -159,13 +177,19 @@ impl CostTable {
         Ok(t)
     }
 
-    /// Modeled ns of per-extent event counts, with entry `scale.0` multiplied by `scale.1`.
-    pub fn ns(&self, per_extent: &[(&'static str, f64)], scale: Option<(&str, f64)>) -> f64 {
+    /// The ns of one event (every event is priced: [`CostTable::parse`] checks).
+    pub fn of(&self, e: Event) -> f64 {
+        self.events.get(e.name()).map_or(0.0, |c| c.ns)
+    }
+
+    /// Modeled ns of per-extent event counts, with entry `scale.0` (a name, or `*` for all)
+    /// multiplied by `scale.1`.
+    pub fn ns(&self, per_extent: &[(Event, f64)], scale: Option<(&str, f64)>) -> f64 {
         per_extent
             .iter()
-            .map(|(k, v)| {
-                let f = scale.filter(|s| s.0 == *k || s.0 == "*").map_or(1.0, |s| s.1);
-                v * self.events.get(*k).map_or(0.0, |c| c.ns) * f
+            .map(|&(e, v)| {
+                let f = scale.filter(|s| s.0 == e.name() || s.0 == "*").map_or(1.0, |s| s.1);
+                v * self.of(e) * f
             })
             .sum()
     }
@@ -226,8 +250,9 @@ pub struct Row {
     pub spec: Option<CompressSpec>,
     /// zlib rows: kernel (lib/zlib_deflate) or zlib-rs; empty for the other codecs.
     pub zlib_backend: &'static str,
-    /// Strategy name.
-    pub strategy: String,
+    /// Strategy (its name in the JSON).
+    #[serde(serialize_with = "strategy_name")]
+    pub strategy: Strategy,
     /// heap, or highmem (the emulation).
     pub backend: String,
     /// Page size.
@@ -316,9 +341,9 @@ pub struct Row {
     pub modeled_ns_per_extent: f64,
     /// The same in µs (the earlier key).
     pub modeled_map_us_per_extent: f64,
-    /// Every event per extent, by name (for the verdict's sensitivity).
+    /// Every event per extent (for the verdict's sensitivity and the break-even costs).
     #[serde(skip)]
-    pub events: Vec<(&'static str, f64)>,
+    pub events: Vec<(Event, f64)>,
 }
 
 struct Level {
@@ -354,6 +379,11 @@ fn list<T>(s: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec
         return Err(format!("empty {what} list"));
     }
     Ok(v)
+}
+
+/// A strategy as the JSON spells it (its command-line name).
+fn strategy_name<S: serde::Serializer>(s: &Strategy, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.name())
 }
 
 /// A row's codec and level as the JSON spells them: `codec` and `level` keys.
@@ -483,7 +513,10 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
                         if !way_out
                             || (arm && !matches!(strategy, Strategy::KmapLocal | Strategy::Range | Strategy::VmMapRam))
                             || (b64
-                                && !matches!(strategy, Strategy::Direct | Strategy::KmapLocal | Strategy::FolioMapLocal))
+                                && !matches!(
+                                    strategy,
+                                    Strategy::Direct | Strategy::KmapLocal | Strategy::FolioMapLocal
+                                ))
                         {
                             continue;
                         }
@@ -510,11 +543,11 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
         specs,
         costs,
         report,
-        init_on_alloc: args.init_on_alloc == "on",
+        init_on_alloc: args.init_on_alloc == OnOff::On,
         range_reserve: args.range_reserve as usize,
         highmem_fraction: args.highmem_fraction,
         preempt_per_ms: args.preempt_per_ms,
-        zlib_rs: args.zlib_backend == "zlib-rs",
+        zlib_rs: args.zlib_backend == ZlibChoice::ZlibRs,
     })
 }
 
@@ -660,16 +693,16 @@ fn per_extent_events(
     counters: &MapCounters,
     nx: f64,
     secs_per_extent: f64,
-) -> (Vec<(&'static str, f64)>, f64, f64) {
-    let mut events: Vec<(&'static str, f64)> = ev.fields().iter().map(|(k, v)| (*k, *v as f64 / nx)).collect();
+) -> (Vec<(Event, f64)>, f64, f64) {
+    let mut events: Vec<(Event, f64)> = Event::ALL.iter().map(|&e| (e, ev.get(e) as f64 / nx)).collect();
     if rs.strategy == Strategy::GlobalKmap {
         pool_steady_state(&mut events, rs.config);
     }
     let purges = ev.vunmap_lazy_pages as f64 / nx / rs.config.lazy_max_pages() as f64;
     for e in events.iter_mut() {
         match e.0 {
-            "tlb_full_flushes" | "ipi_rounds" => e.1 += purges,
-            "ipi_cpus" => e.1 += purges * f64::from(rs.config.cpus().saturating_sub(1)),
+            Event::TlbFullFlushes | Event::IpiRounds => e.1 += purges,
+            Event::IpiCpus => e.1 += purges * f64::from(rs.config.cpus().saturating_sub(1)),
             _ => {}
         }
     }
@@ -682,7 +715,7 @@ fn per_extent_events(
     };
     let preemptions = plan.preempt_per_ms * secs_per_extent * 1e3;
     for e in events.iter_mut() {
-        if matches!(e.0, "pte_clears" | "tlb_single_flushes" | "pte_writes") {
+        if matches!(e.0, Event::PteClears | Event::TlbSingleFlushes | Event::PteWrites) {
             e.1 += preemptions * held;
         }
     }
@@ -696,16 +729,15 @@ fn per_extent_events(
 /// HASHED_PAGE_VIRTUAL): `kmap_high()` and `kunmap_high()` each take `kmap_lock` and the page's
 /// hash-bucket lock; a new mapping and its clearing each set the page's address under the
 /// bucket lock once more.
-fn pool_steady_state(events: &mut [(&'static str, f64)], config: KernelConfig) {
-    let get = |ev: &[(&'static str, f64)], k: &str| ev.iter().find(|e| e.0 == k).map_or(0.0, |e| e.1);
-    let (new, maps) = (get(events, "pte_writes"), get(events, "highmem_maps"));
+fn pool_steady_state(events: &mut [(Event, f64)], config: KernelConfig) {
+    let (new, maps) = (event(events, Event::PteWrites), event(events, Event::HighmemMaps));
     let wraps = new / config.last_pkmap() as f64;
     for e in events.iter_mut() {
         e.1 = match e.0 {
-            "pte_clears" => new,
-            "tlb_full_flushes" | "ipi_rounds" => wraps,
-            "ipi_cpus" => wraps * f64::from(config.cpus().saturating_sub(1)),
-            "lock_acquisitions" => 4.0 * maps + 2.0 * new,
+            Event::PteClears => new,
+            Event::TlbFullFlushes | Event::IpiRounds => wraps,
+            Event::IpiCpus => wraps * f64::from(config.cpus().saturating_sub(1)),
+            Event::LockAcquisitions => 4.0 * maps + 2.0 * new,
             _ => e.1,
         };
     }
@@ -739,7 +771,7 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
     let t = median(&mut times);
     let [calls, maps, unmaps, remaps, rpages, copied, sys] = per(&counters, n);
     let (events, held, preemptions) = per_extent_events(rs, plan, &ev, &counters, n * reps as f64, t / n);
-    let get = |k: &str| events.iter().find(|e| e.0 == k).map_or(0.0, |e| e.1);
+    let get = |e: Event| event(&events, e);
     // A row whose calls fault has no cost: the kernel oopses.
     let modeled = if faulted > 0 { f64::NAN } else { plan.costs.ns(&events_priced(&events), None) };
     Ok(Row {
@@ -752,7 +784,7 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
             (CompressType::Zlib, false) => "kernel",
             _ => "",
         },
-        strategy: rs.strategy.name().into(),
+        strategy: rs.strategy,
         backend: rs.backend.name().into(),
         page_size: 4096,
         folio_order: rs.kloop.block_max_order(rs.config),
@@ -774,17 +806,17 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
         range_pages_per_extent: rpages,
         bytes_copied_per_extent: copied,
         syscalls_per_extent: sys,
-        api_calls_per_extent: get("api_calls"),
-        highmem_maps_per_extent: get("highmem_maps"),
-        lowmem_maps_per_extent: get("lowmem_maps"),
-        pte_writes_per_extent: get("pte_writes"),
-        pte_clears_per_extent: get("pte_clears"),
-        tlb_single_flushes_per_extent: get("tlb_single_flushes"),
-        tlb_full_flushes_per_extent: get("tlb_full_flushes"),
-        ipis_per_extent: get("ipi_cpus"),
-        locks_per_extent: get("lock_acquisitions"),
-        slab_allocs_per_extent: get("slab_allocs"),
-        vmap_calls_per_extent: get("vmap_calls"),
+        api_calls_per_extent: get(Event::ApiCalls),
+        highmem_maps_per_extent: get(Event::HighmemMaps),
+        lowmem_maps_per_extent: get(Event::LowmemMaps),
+        pte_writes_per_extent: get(Event::PteWrites),
+        pte_clears_per_extent: get(Event::PteClears),
+        tlb_single_flushes_per_extent: get(Event::TlbSingleFlushes),
+        tlb_full_flushes_per_extent: get(Event::TlbFullFlushes),
+        ipis_per_extent: get(Event::IpiCpus),
+        locks_per_extent: get(Event::LockAcquisitions),
+        slab_allocs_per_extent: get(Event::SlabAllocs),
+        vmap_calls_per_extent: get(Event::VmapCalls),
         slots_high_water: ev.slots_high_water,
         vmalloc_high_water_pages: ev.vmalloc_high_water_pages,
         library_calls_per_extent: counters.library_calls as f64 / n,
@@ -799,8 +831,14 @@ fn run_row(rs: &RowSpec, plan: &Plan, sample: &[Bytes], extents: &[Option<Bytes>
 }
 
 /// High-water marks are resources, not per-extent counts: they are not summed into time.
-fn events_priced(events: &[(&'static str, f64)]) -> Vec<(&'static str, f64)> {
-    events.iter().filter(|e| !e.0.ends_with("high_water") && !e.0.ends_with("high_water_pages")).copied().collect()
+fn events_priced(events: &[(Event, f64)]) -> Vec<(Event, f64)> {
+    events.iter().filter(|e| !e.0.is_resource()).copied().collect()
+}
+
+/// One event's per-extent count in a row's events (all are there: they are made from
+/// [`Event::ALL`]).
+fn event(events: &[(Event, f64)], e: Event) -> f64 {
+    events.iter().find(|x| x.0 == e).map_or(0.0, |x| x.1)
 }
 
 /// `btrfs-compress bench`. Errors: (exit code, message).

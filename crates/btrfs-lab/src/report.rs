@@ -143,9 +143,7 @@ fn plot(rows: &[Row], op: Op, title: &str, y: &str, value: impl Fn(&Row) -> f64)
         .map(|st| {
             let v = cats
                 .iter()
-                .map(|c| {
-                    sel.iter().find(|r| r.strategy == st.name() && r.codec_label() == *c).map_or(0.0, |r| value(r))
-                })
+                .map(|c| sel.iter().find(|r| r.strategy == *st && r.codec_label() == *c).map_or(0.0, |r| value(r)))
                 .collect();
             (st.name().to_string(), v)
         })

@@ -4,6 +4,8 @@
 
 use std::fmt::Write;
 
+use highmem::Strategy;
+
 use super::{events_priced, CostTable, Op, Row};
 
 fn rows_of<'a>(rows: &'a [Row], config: &str, kloop: &str) -> impl Iterator<Item = &'a Row> + 'a {
@@ -59,8 +61,9 @@ pub fn verdict(rows: &[Row], costs: &CostTable) -> String {
 /// 7.x on 32-bit HIGHMEM: 7.2.13's fix (order-0 folios) against 7.2-rc3 (large folios, the
 /// loop as it was: faults) and the ways out with large folios kept, per compressing codec.
 fn seven_on_highmem(s: &mut String, rows: &[Row]) {
-    let shipped: Vec<&Row> =
-        rows_of(rows, "32-bit-highmem", "7.2").filter(|r| r.op == Op::Compress && r.strategy == "kmap-local").collect();
+    let shipped: Vec<&Row> = rows_of(rows, "32-bit-highmem", "7.2")
+        .filter(|r| r.op == Op::Compress && r.strategy == Strategy::KmapLocal)
+        .collect();
     if shipped.is_empty() {
         return;
     }
@@ -72,7 +75,7 @@ fn seven_on_highmem(s: &mut String, rows: &[Row]) {
          kmap_local_folio() of one page handed the rest of the folio) and the ways out that keep large folios:"
     );
     for base in shipped {
-        let same = |kloop: &str, strategy: &str| {
+        let same = |kloop: &str, strategy: Strategy| {
             rows_of(rows, "32-bit-highmem", kloop)
                 .find(|r| r.spec == base.spec && r.op == Op::Compress && r.strategy == strategy)
         };
@@ -100,11 +103,11 @@ fn seven_on_highmem(s: &mut String, rows: &[Row]) {
             base.modeled_ns_per_extent / 1000.0
         )];
         for (kloop, strategy, what) in [
-            ("7.2-rc3", "kmap-local", "7.2-rc3"),
-            ("7.2-step", "kmap-local", "(a) page stepping"),
-            ("7.2-rc3", "vm-map-ram-large", "(b) vm_map_ram of the folio's pages"),
-            ("7.2-step", "range-split", "(c) kmap_local_range()"),
-            ("7.2-rc3", "vmap-folio", "vmap_folio()"),
+            ("7.2-rc3", Strategy::KmapLocal, "7.2-rc3"),
+            ("7.2-step", Strategy::KmapLocal, "(a) page stepping"),
+            ("7.2-rc3", Strategy::VmMapRamLarge, "(b) vm_map_ram of the folio's pages"),
+            ("7.2-step", Strategy::Range, "(c) kmap_local_range()"),
+            ("7.2-rc3", Strategy::VmapFolio, "vmap_folio()"),
         ] {
             if let Some(r) = same(kloop, strategy) {
                 parts.push(format!("{what} {}", cost(r)));
@@ -121,7 +124,7 @@ type Groups<'a> = [(String, Vec<&'a Row>)];
 fn strategies(s: &mut String, groups: &Groups<'_>) {
     let mut max_saving = (0.0f64, String::new());
     for (k, g) in groups {
-        let Some(base) = g.iter().find(|r| r.strategy == "kmap-local") else { continue };
+        let Some(base) = g.iter().find(|r| r.strategy == Strategy::KmapLocal) else { continue };
         let codec_ns = base.measured_us_per_extent * 1000.0;
         let _ = writeln!(
             s,
@@ -137,7 +140,7 @@ fn strategies(s: &mut String, groups: &Groups<'_>) {
             base.measured_us_per_extent
         );
         let mut parts = Vec::new();
-        for r in g.iter().filter(|r| r.strategy != "kmap-local") {
+        for r in g.iter().filter(|r| r.strategy != Strategy::KmapLocal) {
             let d = r.modeled_ns_per_extent - base.modeled_ns_per_extent;
             parts.push(format!(
                 "{} {:+.2} µs ({:+.2} %; {:.1} calls, {:.2} full flushes, {:.1} library calls)",
@@ -170,7 +173,7 @@ fn preemption(s: &mut String, groups: &Groups<'_>) {
     let preempt: Vec<String> = groups
         .iter()
         .flat_map(|g| g.1.iter())
-        .filter(|r| r.preemptions_per_extent > 0.0 && matches!(r.strategy.as_str(), "kmap-local" | "range-split"))
+        .filter(|r| r.preemptions_per_extent > 0.0 && matches!(r.strategy, Strategy::KmapLocal | Strategy::Range))
         .map(|r| format!("{} {} {:.2} slots held", label(r), r.strategy, r.slots_held_in_library))
         .collect();
     if !preempt.is_empty() {
@@ -190,7 +193,7 @@ fn v4_loop(s: &mut String, rows: &[Row], groups: &Groups<'_>) {
         if let Some(b) = groups
             .iter()
             .flat_map(|g| g.1.iter())
-            .find(|r| r.spec == v4.spec && r.op == v4.op && r.strategy == "kmap-local")
+            .find(|r| r.spec == v4.spec && r.op == v4.op && r.strategy == Strategy::KmapLocal)
         {
             let d = v4.modeled_ns_per_extent - b.modeled_ns_per_extent;
             let _ = writeln!(
@@ -214,10 +217,14 @@ fn sensitivity(s: &mut String, groups: &Groups<'_>, costs: &CostTable) {
     for name in costs.events.keys() {
         for f in [2.0, 0.5] {
             for (k, g) in groups {
-                let a = best(g, costs, None).map(|r| r.strategy.clone());
-                let b = best(g, costs, Some((name, f))).map(|r| r.strategy.clone());
+                let a = best(g, costs, None).map(|r| r.strategy);
+                let b = best(g, costs, Some((name, f))).map(|r| r.strategy);
                 if a != b {
-                    flips.push(format!("{name} x{f}: {k} {} -> {}", a.unwrap_or_default(), b.unwrap_or_default()));
+                    flips.push(format!(
+                        "{name} x{f}: {k} {} -> {}",
+                        a.map_or("-", |s| s.name()),
+                        b.map_or("-", |s| s.name())
+                    ));
                 }
             }
         }
@@ -225,7 +232,7 @@ fn sensitivity(s: &mut String, groups: &Groups<'_>, costs: &CostTable) {
     let share = |f: f64| {
         groups
             .iter()
-            .filter_map(|g| g.1.iter().find(|r| r.strategy == "kmap-local"))
+            .filter_map(|g| g.1.iter().find(|r| r.strategy == Strategy::KmapLocal))
             .map(|r| costs.ns(&events_priced(&r.events), Some(("*", f))) / (r.measured_us_per_extent * 1000.0))
             .fold(0.0f64, f64::max)
     };
@@ -243,8 +250,8 @@ fn sensitivity(s: &mut String, groups: &Groups<'_>, costs: &CostTable) {
 fn large_folios(s: &mut String, rows: &[Row]) {
     // 64-bit with large folios.
     let b64: Vec<&Row> = rows_of(rows, "64-bit", "7.2").collect();
-    let k61: Vec<&Row> = rows_of(rows, "64-bit", "6.1").filter(|r| r.strategy == "kmap-local").collect();
-    for r in b64.iter().filter(|r| r.strategy == "folio-map-local" && r.op != Op::Heuristic) {
+    let k61: Vec<&Row> = rows_of(rows, "64-bit", "6.1").filter(|r| r.strategy == Strategy::KmapLocal).collect();
+    for r in b64.iter().filter(|r| r.strategy == Strategy::FolioMapLocal && r.op != Op::Heuristic) {
         if let Some(o) = k61.iter().find(|o| o.spec == r.spec && o.op == r.op) {
             let _ = writeln!(
                 s,

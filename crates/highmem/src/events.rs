@@ -177,30 +177,139 @@ pub struct KernelEvents {
     pub faults: u64,
 }
 
+/// One kind of kernel event: a field of [`KernelEvents`], named as cost tables and reports name
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Event {
+    /// [`KernelEvents::api_calls`].
+    ApiCalls,
+    /// [`KernelEvents::highmem_maps`].
+    HighmemMaps,
+    /// [`KernelEvents::lowmem_maps`].
+    LowmemMaps,
+    /// [`KernelEvents::pte_writes`].
+    PteWrites,
+    /// [`KernelEvents::pte_clears`].
+    PteClears,
+    /// [`KernelEvents::tlb_single_flushes`].
+    TlbSingleFlushes,
+    /// [`KernelEvents::tlb_full_flushes`].
+    TlbFullFlushes,
+    /// [`KernelEvents::ipi_rounds`].
+    IpiRounds,
+    /// [`KernelEvents::ipi_cpus`].
+    IpiCpus,
+    /// [`KernelEvents::lock_acquisitions`].
+    LockAcquisitions,
+    /// [`KernelEvents::slab_allocs`].
+    SlabAllocs,
+    /// [`KernelEvents::vmalloc_high_water_pages`].
+    VmallocHighWaterPages,
+    /// [`KernelEvents::slots_high_water`].
+    SlotsHighWater,
+    /// [`KernelEvents::forced_remaps`].
+    ForcedRemaps,
+    /// [`KernelEvents::bytes_copied`].
+    BytesCopied,
+    /// [`KernelEvents::pool_hits`].
+    PoolHits,
+    /// [`KernelEvents::vunmap_lazy_pages`].
+    VunmapLazyPages,
+    /// [`KernelEvents::vmap_calls`].
+    VmapCalls,
+    /// [`KernelEvents::faults`].
+    Faults,
+}
+
+impl Event {
+    /// Every event, in [`KernelEvents`]'s field order.
+    pub const ALL: [Event; 19] = [
+        Event::ApiCalls,
+        Event::HighmemMaps,
+        Event::LowmemMaps,
+        Event::PteWrites,
+        Event::PteClears,
+        Event::TlbSingleFlushes,
+        Event::TlbFullFlushes,
+        Event::IpiRounds,
+        Event::IpiCpus,
+        Event::LockAcquisitions,
+        Event::SlabAllocs,
+        Event::VmallocHighWaterPages,
+        Event::SlotsHighWater,
+        Event::ForcedRemaps,
+        Event::BytesCopied,
+        Event::PoolHits,
+        Event::VunmapLazyPages,
+        Event::VmapCalls,
+        Event::Faults,
+    ];
+
+    /// The field's name (the cost table's key).
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::ApiCalls => "api_calls",
+            Event::HighmemMaps => "highmem_maps",
+            Event::LowmemMaps => "lowmem_maps",
+            Event::PteWrites => "pte_writes",
+            Event::PteClears => "pte_clears",
+            Event::TlbSingleFlushes => "tlb_single_flushes",
+            Event::TlbFullFlushes => "tlb_full_flushes",
+            Event::IpiRounds => "ipi_rounds",
+            Event::IpiCpus => "ipi_cpus",
+            Event::LockAcquisitions => "lock_acquisitions",
+            Event::SlabAllocs => "slab_allocs",
+            Event::VmallocHighWaterPages => "vmalloc_high_water_pages",
+            Event::SlotsHighWater => "slots_high_water",
+            Event::ForcedRemaps => "forced_remaps",
+            Event::BytesCopied => "bytes_copied",
+            Event::PoolHits => "pool_hits",
+            Event::VunmapLazyPages => "vunmap_lazy_pages",
+            Event::VmapCalls => "vmap_calls",
+            Event::Faults => "faults",
+        }
+    }
+
+    /// Parse a [`Event::name`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.name() == s)
+    }
+
+    /// A resource held at most (a high-water mark), not a count per extent: never priced.
+    pub fn is_resource(self) -> bool {
+        matches!(self, Event::VmallocHighWaterPages | Event::SlotsHighWater)
+    }
+}
+
 impl KernelEvents {
+    /// The count of one event.
+    pub fn get(&self, e: Event) -> u64 {
+        match e {
+            Event::ApiCalls => self.api_calls,
+            Event::HighmemMaps => self.highmem_maps,
+            Event::LowmemMaps => self.lowmem_maps,
+            Event::PteWrites => self.pte_writes,
+            Event::PteClears => self.pte_clears,
+            Event::TlbSingleFlushes => self.tlb_single_flushes,
+            Event::TlbFullFlushes => self.tlb_full_flushes,
+            Event::IpiRounds => self.ipi_rounds,
+            Event::IpiCpus => self.ipi_cpus,
+            Event::LockAcquisitions => self.lock_acquisitions,
+            Event::SlabAllocs => self.slab_allocs,
+            Event::VmallocHighWaterPages => self.vmalloc_high_water_pages,
+            Event::SlotsHighWater => self.slots_high_water,
+            Event::ForcedRemaps => self.forced_remaps,
+            Event::BytesCopied => self.bytes_copied,
+            Event::PoolHits => self.pool_hits,
+            Event::VunmapLazyPages => self.vunmap_lazy_pages,
+            Event::VmapCalls => self.vmap_calls,
+            Event::Faults => self.faults,
+        }
+    }
+
     /// Every field with its name, for cost tables and reports.
     pub fn fields(&self) -> [(&'static str, u64); 19] {
-        [
-            ("api_calls", self.api_calls),
-            ("highmem_maps", self.highmem_maps),
-            ("lowmem_maps", self.lowmem_maps),
-            ("pte_writes", self.pte_writes),
-            ("pte_clears", self.pte_clears),
-            ("tlb_single_flushes", self.tlb_single_flushes),
-            ("tlb_full_flushes", self.tlb_full_flushes),
-            ("ipi_rounds", self.ipi_rounds),
-            ("ipi_cpus", self.ipi_cpus),
-            ("lock_acquisitions", self.lock_acquisitions),
-            ("slab_allocs", self.slab_allocs),
-            ("vmalloc_high_water_pages", self.vmalloc_high_water_pages),
-            ("slots_high_water", self.slots_high_water),
-            ("forced_remaps", self.forced_remaps),
-            ("bytes_copied", self.bytes_copied),
-            ("pool_hits", self.pool_hits),
-            ("vunmap_lazy_pages", self.vunmap_lazy_pages),
-            ("vmap_calls", self.vmap_calls),
-            ("faults", self.faults),
-        ]
+        Event::ALL.map(|e| (e.name(), self.get(e)))
     }
 
     /// Field-wise sum (high-water marks take the maximum).

@@ -48,7 +48,7 @@ mod phys;
 mod pool;
 mod strategy;
 
-pub use events::{KernelConfig, KernelEvents, Zone, TLB_SINGLE_PAGE_FLUSH_CEILING, VMAP_BLOCK_MAX_PAGES};
+pub use events::{Event, KernelConfig, KernelEvents, Zone, TLB_SINGLE_PAGE_FLUSH_CEILING, VMAP_BLOCK_MAX_PAGES};
 pub use phys::{Backend, Folio, FolioVec, PhysMem, SUPPORTED_PAGE_SIZES};
 pub use pool::{KmapPool, PoolStats, LAST_PKMAP};
 pub use strategy::{
