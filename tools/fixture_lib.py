@@ -392,3 +392,18 @@ def ftrace_setup(entries, mapping):
         "echo 131072 > $T/buffer_size_kb",
         "echo function_graph > $T/current_tracer",
     ]
+
+
+def trace_corpus(work, root):
+    """The lab's trace files (`btrfs-compress corpus`, from ROOT's release build) in WORK/corpus
+    and as a tar padded to 64 KiB (a virtio disk for the guest); returns (file names, tar path)."""
+    cdir = f"{work}/corpus"
+    shutil.rmtree(cdir, ignore_errors=True)
+    binary = os.path.join(root, "target", "release", "btrfs-compress")
+    subprocess.run([binary, "corpus", cdir], check=True, stdout=subprocess.DEVNULL)
+    files = sorted(os.listdir(cdir))
+    tar = f"{work}/corpus.tar"
+    subprocess.run(["tar", "-c", "-f", tar, "-C", cdir, *files], check=True)
+    with open(tar, "ab") as f:
+        f.write(bytes(-os.path.getsize(tar) % 65536))
+    return files, tar

@@ -585,15 +585,8 @@ def main():
     kt = kmap_trace()
     src, package = fetch(work)
     configure(src)
+    files, tar = fl.trace_corpus(work, ROOT)
     cdir = f"{work}/corpus"
-    binary = os.path.join(ROOT, "target", "release", "btrfs-compress")
-    shutil.rmtree(cdir, ignore_errors=True)
-    subprocess.run([binary, "corpus", cdir], check=True, stdout=subprocess.DEVNULL)
-    files = sorted(os.listdir(cdir))
-    tar = f"{work}/corpus.tar"
-    subprocess.run(["tar", "-c", "-f", tar, "-C", cdir, *files], check=True)
-    with open(tar, "ab") as f:
-        f.write(bytes(-os.path.getsize(tar) % 65536))
     config = {}
     for line in open(f"{src}/.config"):
         k = line.split("=")[0].strip()

@@ -233,14 +233,8 @@ def main():
             k = line.split("=")[0].strip()
             if k in CONFIG_KEYS:
                 config[k] = line.strip().split("=", 1)[1]
+        files, tar = fl.trace_corpus(work, ROOT)
         cdir = f"{work}/corpus"
-        binary = os.path.join(ROOT, "target", "release", "btrfs-compress")
-        subprocess.run([binary, "corpus", cdir], check=True, stdout=subprocess.DEVNULL)
-        files = sorted(os.listdir(cdir))
-        tar = f"{work}/corpus.tar"
-        subprocess.run(["tar", "-c", "-f", tar, "-C", cdir, *files], check=True)
-        with open(tar, "ab") as f:
-            f.write(bytes(-os.path.getsize(tar) % 65536))
         with open(f"{work}/init", "w") as f:
             f.write(init_script(files))
         initrd = f"{work}/initrd.cpio.gz"
