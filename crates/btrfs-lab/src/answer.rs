@@ -148,7 +148,7 @@ pub fn break_even_markdown(be: &[BreakEven]) -> String {
 }
 
 /// At most ten lines: the answer, from the rows.
-pub fn short_answer(rows: &[Row], costs: &CostTable, be: &[BreakEven]) -> String {
+pub fn short_answer(rows: &[Row], be: &[BreakEven]) -> String {
     let mut s = String::new();
     let g61 = groups(rows, "6.1");
     let km = |op: Op| -> Vec<&Row> {
@@ -288,6 +288,5 @@ pub fn short_answer(rows: &[Row], costs: &CostTable, be: &[BreakEven]) -> String
         "- In short: mapping costs a few percent of a codec's time at most; no proposal removes the per-page PTE write \
          and invlpg except the lazily flushed vm_map_ram(), which may sleep."
     );
-    let _ = costs;
     s
 }

@@ -885,7 +885,7 @@ pub fn run(args: BenchArgs) -> Result<(), (u8, String)> {
     }
     pb.finish_and_clear();
     let be = answer::break_even(&rows, &plan.costs);
-    let short = answer::short_answer(&rows, &plan.costs, &be);
+    let short = answer::short_answer(&rows, &be);
     let v = verdict::verdict(&rows, &plan.costs);
     if show_table {
         let _ = writeln!(table_out, "\n{v}");
