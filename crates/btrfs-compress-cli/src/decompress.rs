@@ -70,9 +70,11 @@ pub fn run(d: DecompressCmd) -> Result<(), Fail> {
             }
         }
         let r = decompress_extent_full(alg, &data, d.ram_bytes, d.offset, num, &o)?;
+        // What the stream gave, as an offset into the extent (stream_bytes counts from --offset).
         let wanted_end = (d.offset + num).min(d.ram_bytes);
-        if r.stream_bytes < wanted_end && r.stream_bytes <= last_sector {
-            let msg = format!("the stream ended after {} of {} bytes (a truncated extent)", r.stream_bytes, wanted_end);
+        let stream_end = d.offset + r.stream_bytes;
+        if stream_end < wanted_end && stream_end <= last_sector {
+            let msg = format!("the stream ended after {stream_end} of {wanted_end} bytes (a truncated extent)");
             if !d.lenient {
                 return Err(Fail { code: 1, msg: format!("{msg}; --lenient zero-fills the rest as the kernel does") });
             }

@@ -27,11 +27,15 @@ pub fn run(c: InspectCmd) -> Result<(), Fail> {
     let files = btrfs_restore::inspect(&img).map_err(|e| img_fail(&c.image, e))?;
     if let Some(dir) = &c.dump_extents {
         fs::create_dir_all(dir).map_err(|e| io_fail("cannot create", dir, e))?;
+        // index.tsv: per dumped extent what `decompress` needs, and the command that decodes it
+        // to the file's bytes.
+        let mut index = String::from("extent\tcodec\tram_bytes\toffset\tnum_bytes\tinline\tcommand\n");
         for entry in img.walk_files().map_err(|e| img_fail(&c.image, e))? {
             if entry.kind != btrfs_image::FileKind::Regular {
                 continue;
             }
             let tree = img.fs_tree(entry.tree).map_err(|e| img_fail(&c.image, e))?;
+            let size = img.inode(&tree, entry.ino).map_err(|e| img_fail(&c.image, e))?.size;
             for e in img.file_extents(&tree, entry.ino).map_err(|e| img_fail(&c.image, e))? {
                 let Some(alg) = btrfs_compress::CompressType::from_code(e.compression)
                     .filter(|&a| a != btrfs_compress::CompressType::None)
@@ -46,8 +50,33 @@ pub fn run(c: InspectCmd) -> Result<(), Fail> {
                 };
                 let name = format!("{}@{}.{}", entry.path_escaped().replace('/', "_"), e.file_offset, alg.name());
                 fs::write(dir.join(&name), raw).map_err(|err| io_fail("cannot write", &dir.join(&name), err))?;
+                let inline = matches!(e.kind, btrfs_image::ExtentKind::Inline { .. });
+                // The file's bytes of the extent: num_bytes, cut at the end of the file.
+                let num = e.num_bytes.min(size.saturating_sub(e.file_offset));
+                let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+                let cmd = if inline {
+                    format!(
+                        "btrfs-compress decompress -a {} --inline --ram-bytes {} {} {}",
+                        alg.name(),
+                        e.ram_bytes,
+                        q(&name),
+                        q(&format!("{name}.out"))
+                    )
+                } else {
+                    format!(
+                        "btrfs-compress decompress -a {} --ram-bytes {} --offset {} --num-bytes {num} {} {}",
+                        alg.name(),
+                        e.ram_bytes,
+                        e.offset,
+                        q(&name),
+                        q(&format!("{name}.out"))
+                    )
+                };
+                index += &format!("{name}\t{}\t{}\t{}\t{num}\t{inline}\t{cmd}\n", alg.name(), e.ram_bytes, e.offset);
             }
         }
+        let p = dir.join("index.tsv");
+        fs::write(&p, index).map_err(|err| io_fail("cannot write", &p, err))?;
     }
     let mut out = io::stdout().lock();
     let w = |e: io::Error| Fail { code: 1, msg: format!("cannot write output: {e}") };
