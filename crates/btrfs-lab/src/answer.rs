@@ -290,3 +290,85 @@ pub fn short_answer(rows: &[Row], be: &[BreakEven]) -> String {
     );
     s
 }
+
+/// The two figures that decide the ranking (invlpg and lock acquisitions, the only ones that
+/// change the cheapest strategy when doubled or halved alone), varied together.
+pub const GRID_FIGURES: [&str; 2] = ["tlb_single_flushes", "lock_acquisitions"];
+/// The values each is given (ns).
+pub const GRID_NS: [[f64; 6]; 2] = [[25.0, 50.0, 100.0, 200.0, 400.0, 800.0], [5.0, 10.0, 20.0, 40.0, 80.0, 160.0]];
+
+/// One cell of the joint grid for one group.
+#[derive(Clone, Debug, Serialize)]
+pub struct GridCell {
+    /// Codec and operation.
+    pub group: String,
+    /// The two figures' values (ns), in [`GRID_FIGURES`]'s order.
+    pub ns: [f64; 2],
+    /// The cheapest strategy there.
+    pub cheapest: String,
+    /// kmap_local's modeled cost there as a share of the codec's measured time (%).
+    pub kmap_local_pct: f64,
+}
+
+/// The joint grid over [`GRID_FIGURES`] for every group of the 6.1 loops.
+pub fn joint_grid(rows: &[Row], costs: &CostTable) -> Vec<GridCell> {
+    let cost = |r: &Row, a: f64, b: f64| {
+        let (base_a, na) = line(r, costs, GRID_FIGURES[0]);
+        let nb = events_priced(&r.events).iter().find(|e| e.0.name() == GRID_FIGURES[1]).map_or(0.0, |e| e.1);
+        let own_b = costs.events.get(GRID_FIGURES[1]).map_or(0.0, |c| c.ns);
+        base_a - nb * own_b + na * a + nb * b
+    };
+    let mut out = Vec::new();
+    for (k, g) in groups(rows, "6.1") {
+        let Some(base) = g.iter().find(|r| r.strategy == Strategy::KmapLocal) else { continue };
+        for &a in &GRID_NS[0] {
+            for &b in &GRID_NS[1] {
+                let best = g
+                    .iter()
+                    .filter(|r| r.faulted_extents == 0)
+                    .min_by(|x, y| cost(x, a, b).total_cmp(&cost(y, a, b)))
+                    .map_or("-".to_string(), |r| r.strategy.name().to_string());
+                out.push(GridCell {
+                    group: k.clone(),
+                    ns: [a, b],
+                    cheapest: best,
+                    kmap_local_pct: 100.0 * cost(base, a, b) / (base.measured_us_per_extent * 1000.0),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The joint grid as Markdown: per group, the cheapest strategy and kmap_local's share in each cell.
+pub fn joint_grid_markdown(grid: &[GridCell]) -> String {
+    let mut s = format!(
+        "## Joint grid: {} x {} (32-bit HIGHMEM, 6.1 loops)\n\nEach cell: the cheapest strategy, and kmap_local's \
+         cost as a share of the codec's time measured here, with the two figures at those values (ns) and the rest \
+         as in the table.\n",
+        GRID_FIGURES[0], GRID_FIGURES[1]
+    );
+    let mut groups: Vec<&str> = Vec::new();
+    for c in grid {
+        if !groups.contains(&c.group.as_str()) {
+            groups.push(&c.group);
+        }
+    }
+    for g in groups {
+        let _ = write!(s, "\n**{g}**\n\n| {} \\ {} |", GRID_FIGURES[0], GRID_FIGURES[1]);
+        for b in GRID_NS[1] {
+            let _ = write!(s, " {b} |");
+        }
+        s.push_str("\n|---|");
+        s.push_str(&"---|".repeat(GRID_NS[1].len()));
+        s.push('\n');
+        for a in GRID_NS[0] {
+            let _ = write!(s, "| {a} |");
+            for c in grid.iter().filter(|c| c.group == g && c.ns[0] == a) {
+                let _ = write!(s, " {} {:.1} % |", c.cheapest, c.kmap_local_pct);
+            }
+            s.push('\n');
+        }
+    }
+    s
+}

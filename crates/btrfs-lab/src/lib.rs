@@ -893,17 +893,18 @@ pub fn run(args: BenchArgs) -> Result<(), (u8, String)> {
     let _ = write!(table_out, "{}{short}", if show_table { "\n" } else { "" });
     match &plan.report {
         Some(dir) => {
-            report::write(
-                dir,
-                &rows,
-                &plan.costs,
-                &format!("{}\n{short}\n{}", v.trim_end(), answer::break_even_markdown(&be)),
-                &be,
-            )
-            .map_err(|e| (1, format!("{}: {e}", dir.display())))?;
+            let grid = answer::joint_grid(&rows, &plan.costs);
+            let text = format!(
+                "{}\n{short}\n{}\n{}",
+                v.trim_end(),
+                answer::break_even_markdown(&be),
+                answer::joint_grid_markdown(&grid)
+            );
+            report::write(dir, &rows, &plan.costs, &text, &be, &grid)
+                .map_err(|e| (1, format!("{}: {e}", dir.display())))?;
             let _ = writeln!(
                 table_out,
-                "The tables, the full verdict, the break-even costs and the plots: {}/summary.md{}",
+                "The tables, the full verdict, the break-even costs, a joint grid and the plots: {}/summary.md{}",
                 dir.display(),
                 if show_table { "" } else { " (--wide prints the tables here)" }
             );

@@ -158,6 +158,7 @@ pub fn write(
     costs: &CostTable,
     verdict: &str,
     break_even: &[crate::answer::BreakEven],
+    grid: &[crate::answer::GridCell],
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut md = String::from("# btrfs-compress bench\n\n");
@@ -179,6 +180,7 @@ pub fn write(
     let json: Vec<serde_json::Value> = rows.iter().map(|r| serde_json::to_value(r).expect("row")).collect();
     std::fs::write(dir.join("rows.json"), serde_json::to_string_pretty(&json).expect("rows") + "\n")?;
     std::fs::write(dir.join("break-even.json"), serde_json::to_string_pretty(break_even).expect("break-even") + "\n")?;
+    std::fs::write(dir.join("joint-grid.json"), serde_json::to_string_pretty(grid).expect("grid") + "\n")?;
     for op in [Op::Compress, Op::Decompress] {
         let n = op.name();
         let files = [
