@@ -78,11 +78,6 @@ impl KernelLoop {
         }
     }
 
-    /// Whether the page cache takes large folios for data under `config`.
-    pub fn large_folios(self, config: KernelConfig) -> bool {
-        self.profile().large_folios(config)
-    }
-
     /// `block_max_order` of a 4 KiB-sector filesystem under `config` (0: order-0 folios only).
     pub fn block_max_order(self, config: KernelConfig) -> u32 {
         self.profile().block_max_order(config)

@@ -161,14 +161,14 @@ impl CostTable {
     /// Parse a table; every event must be priced, unknown names are refused.
     pub fn parse(text: &str) -> Result<Self, String> {
         let t: CostTable = serde_json::from_str(text).map_err(|e| format!("cost table: {e}"))?;
-        let names: Vec<&str> = Event::ALL.iter().map(|e| e.name()).collect();
         for k in t.events.keys() {
-            if !names.contains(&k.as_str()) {
-                return Err(format!("cost table: unknown event {k:?} (known: {})", names.join(", ")));
+            if Event::from_name(k).is_none() {
+                let known: Vec<&str> = Event::ALL.iter().map(|e| e.name()).collect();
+                return Err(format!("cost table: unknown event {k:?} (known: {})", known.join(", ")));
             }
         }
-        for n in &names {
-            match t.events.get(*n) {
+        for n in Event::ALL.iter().map(|e| e.name()) {
+            match t.events.get(n) {
                 Some(c) if c.ns.is_finite() && c.ns >= 0.0 => {}
                 Some(_) => return Err(format!("cost table: {n} must be a non-negative number of ns")),
                 None => return Err(format!("cost table: no entry for {n}")),
