@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -407,3 +408,40 @@ def trace_corpus(work, root):
     with open(tar, "ab") as f:
         f.write(bytes(-os.path.getsize(tar) % 65536))
     return files, tar
+
+
+def kind(st):
+    for k, f in (("file", stat.S_ISREG), ("dir", stat.S_ISDIR), ("symlink", stat.S_ISLNK), ("fifo", stat.S_ISFIFO),
+                 ("socket", stat.S_ISSOCK), ("chardev", stat.S_ISCHR), ("blockdev", stat.S_ISBLK)):
+        if f(st.st_mode):
+            return k
+    return "other"
+
+
+def describe(mnt):
+    out = {}
+    top = mnt.encode()
+    for dirpath, dirs, files in os.walk(top):
+        for n in sorted(files + dirs):
+            p = os.path.join(dirpath, n)
+            rel = os.path.relpath(p, top)
+            st = os.lstat(p)
+            e = {"path": rel.decode("utf-8", "backslashreplace"), "kind": kind(st), "mode": st.st_mode & 0o7777,
+                 "uid": st.st_uid, "gid": st.st_gid, "atime_ns": st.st_atime_ns, "mtime_ns": st.st_mtime_ns,
+                 "size": st.st_size, "nlink": st.st_nlink, "ino": st.st_ino, "dev": st.st_dev}
+            if e["kind"] == "file":
+                with open(p, "rb") as f:
+                    e["sha256"] = hashlib.sha256(f.read()).hexdigest()
+            if e["kind"] == "symlink":
+                e["target"] = os.readlink(p).hex()
+            if e["kind"] in ("chardev", "blockdev"):
+                e["rdev"] = [os.major(st.st_rdev), os.minor(st.st_rdev)]
+            e["xattrs"] = {x: os.getxattr(p, x, follow_symlinks=False).hex()
+                           for x in sorted(os.listxattr(p, follow_symlinks=False))}
+            out[rel.hex()] = e
+    return out
+
+
+def compsize(path):
+    r = subprocess.run(["compsize", "-b", path], capture_output=True, text=True, check=True)
+    return r.stdout

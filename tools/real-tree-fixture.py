@@ -175,44 +175,6 @@ def build(mnt, remount):
     subprocess.run(["sync"], check=True)
 
 
-def kind(st):
-    import stat
-    for k, f in (("file", stat.S_ISREG), ("dir", stat.S_ISDIR), ("symlink", stat.S_ISLNK), ("fifo", stat.S_ISFIFO),
-                 ("socket", stat.S_ISSOCK), ("chardev", stat.S_ISCHR), ("blockdev", stat.S_ISBLK)):
-        if f(st.st_mode):
-            return k
-    return "other"
-
-
-def describe(mnt):
-    out = {}
-    top = mnt.encode()
-    for dirpath, dirs, files in os.walk(top):
-        for n in sorted(files + dirs):
-            p = os.path.join(dirpath, n)
-            rel = os.path.relpath(p, top)
-            st = os.lstat(p)
-            e = {"path": rel.decode("utf-8", "backslashreplace"), "kind": kind(st), "mode": st.st_mode & 0o7777,
-                 "uid": st.st_uid, "gid": st.st_gid, "atime_ns": st.st_atime_ns, "mtime_ns": st.st_mtime_ns,
-                 "size": st.st_size, "nlink": st.st_nlink, "ino": st.st_ino, "dev": st.st_dev}
-            if e["kind"] == "file":
-                with open(p, "rb") as f:
-                    e["sha256"] = hashlib.sha256(f.read()).hexdigest()
-            if e["kind"] == "symlink":
-                e["target"] = os.readlink(p).hex()
-            if e["kind"] in ("chardev", "blockdev"):
-                e["rdev"] = [os.major(st.st_rdev), os.minor(st.st_rdev)]
-            e["xattrs"] = {x: os.getxattr(p, x, follow_symlinks=False).hex()
-                           for x in sorted(os.listxattr(p, follow_symlinks=False))}
-            out[rel.hex()] = e
-    return out
-
-
-def compsize(path):
-    r = subprocess.run(["compsize", "-b", path], capture_output=True, text=True, check=True)
-    return r.stdout
-
-
 def main():
     release = os.uname().release
     dest = os.path.join(ROOT, "fixtures", f"real-tree-{release.split('-')[0]}")
@@ -223,8 +185,8 @@ def main():
             subprocess.run(["mount", "-o", f"remount,noatime,compress-force={opt}", mnt], check=True)
         remount("zstd:3")
         build(mnt, remount)
-        manifest = {"kernel": release, "entries": describe(mnt),
-                    "compsize": {"/": compsize(mnt), **{d: compsize(os.path.join(mnt, d))
+        manifest = {"kernel": release, "entries": fl.describe(mnt),
+                    "compsize": {"/": fl.compsize(mnt), **{d: fl.compsize(os.path.join(mnt, d))
                                                         for d in ("zstd", "lzo", "zlib", "subvol", "links")}}}
         subprocess.run(["umount", mnt], check=True)
         os.makedirs(dest, exist_ok=True)
