@@ -8,7 +8,9 @@ and `sync`; then, without a commit, every change below is made durable by fsync 
 lives only in the log tree: an append, an overwrite in the middle of a compressed file, a
 truncation, new files (compressed, inline, in a new directory), a rename, an unlink (fsync of the
 directory), xattrs set and removed, a hard link, a symlink (fsync of its directory), a rename
-over an existing file, a file deleted and recreated under its old name; and one
+over an existing file, a file deleted and recreated under its old name, an append in a second
+subvolume (its own log tree), 400 new files (a log tree of more than one leaf), a directory
+removed with what it held (fsync of its parent); and one
 file written and never fsynced (lost). The image file is copied while mounted, after the fsyncs:
 what a power cut at that moment leaves (the superblock's log_root is non-zero; the tool checks:
 fallocate, for one, makes the next fsync commit the transaction, so it is not among the changes).
@@ -65,6 +67,11 @@ def committed(mnt):
     write(f"{b}/replacement", fl.text(45_000, 9))
     write(f"{b}/recreated", fl.text(60_000, 10))
     write(f"{b}/sub/untouched", fl.binary(70_000, 11))
+    os.makedirs(f"{b}/doomed/inner")
+    write(f"{b}/doomed/a", fl.text(3_000, 12))
+    write(f"{b}/doomed/inner/b", fl.text(3_000, 13))
+    subprocess.run(["btrfs", "subvolume", "create", f"{mnt}/sv"], check=True, stdout=subprocess.DEVNULL)
+    write(f"{mnt}/sv/file", fl.text(40_000, 14))
     subprocess.run(["sync"], check=True)
 
 
@@ -103,6 +110,15 @@ def fsync_only(mnt):
     fsync_path(f"{b}/victim")
     os.unlink(f"{b}/recreated")
     write(f"{b}/recreated", fl.text(33_333, 25), fsync=True)
+    with open(f"{mnt}/sv/file", "ab") as f:
+        f.write(fl.text(25_000, 28))
+        f.flush()
+        os.fsync(f.fileno())
+    os.mkdir(f"{mnt}/many")
+    for i in range(400):
+        write(f"{mnt}/many/f{i:03}", fl.text(1_000 + 7 * i, 100 + i), fsync=True)
+    shutil.rmtree(f"{b}/doomed")
+    fsync_path(b)
     write(f"{mnt}/new/never-fsynced", fl.text(10_000, 27))
 
 

@@ -176,10 +176,28 @@ impl Drop for OpenImage {
     }
 }
 
+/// How the image commands read a log tree.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct LogArg {
+    /// Read the last commit: do not replay the log tree (what fsync wrote after that commit;
+    /// by default it is replayed as the kernel does at mount).
+    #[arg(long)]
+    pub no_log: bool,
+}
+
 /// Open an image (its trees are read when first needed), saying on standard error what the
-/// reader must know of it (a log tree not replayed, a truncated file).
-pub fn open(p: &Path) -> Result<OpenImage, Fail> {
-    let img = btrfs_image::open_image(p).map_err(|e| img_fail(p, e))?;
+/// reader must know of it (a log tree replayed or not, a truncated file).
+pub fn open(p: &Path, log: LogArg) -> Result<OpenImage, Fail> {
+    let opts = btrfs_image::OpenOptions { replay_log: !log.no_log };
+    let img = btrfs_image::open_image_with(p, opts).map_err(|e| {
+        // The same image opens without its log: the log is what failed.
+        let without = btrfs_image::OpenOptions { replay_log: false };
+        if !log.no_log && btrfs_image::open_image_with(p, without).is_ok() {
+            img_fail(p, format!("the log tree cannot be read: {e} (--no-log reads the last commit)"))
+        } else {
+            img_fail(p, e)
+        }
+    })?;
     for w in img.warnings() {
         eprintln!("btrfs-compress: warning: {}: {w}", p.display());
     }

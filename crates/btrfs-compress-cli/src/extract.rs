@@ -10,7 +10,7 @@ use std::sync::Arc;
 use btrfs_restore::{ExtractOptions, ImageError};
 use clap::Args;
 
-use crate::common::{img_fail, open, Fail};
+use crate::common::{img_fail, open, Fail, LogArg};
 
 #[derive(Args)]
 pub struct ExtractCmd {
@@ -33,6 +33,8 @@ pub struct ExtractCmd {
     /// Only this subvolume (its path in the image, or its id), its contents at DEST's top.
     #[arg(long, value_name = "PATH|ID")]
     pub subvol: Option<String>,
+    #[command(flatten)]
+    pub log: LogArg,
     /// The image (raw or zstd-compressed).
     pub image: PathBuf,
     /// Directory to write into (created if missing).
@@ -43,7 +45,7 @@ pub struct ExtractCmd {
 
 /// Run `extract`.
 pub fn run(c: ExtractCmd) -> Result<(), Fail> {
-    let img = open(&c.image)?;
+    let img = open(&c.image, c.log)?;
     // The handlers only set flags: the work sees them, stops and removes its temporaries.
     let cancel = Arc::new(AtomicBool::new(false));
     let term = Arc::new(AtomicBool::new(false));

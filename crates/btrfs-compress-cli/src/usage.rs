@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
-use crate::common::{fail_if_extents_missing, img_fail, open, Fail};
+use crate::common::{fail_if_extents_missing, img_fail, open, Fail, LogArg};
 
 #[derive(Args)]
 pub struct UsageCmd {
@@ -16,6 +16,8 @@ pub struct UsageCmd {
     /// Bytes, not human units (compsize's -b).
     #[arg(short = 'b', long)]
     pub bytes: bool,
+    #[command(flatten)]
+    pub log: LogArg,
     /// The image (raw or zstd-compressed).
     pub image: PathBuf,
     /// Only the regular files at or under these paths in the image [default: all].
@@ -34,7 +36,7 @@ struct Json {
 
 /// Run `usage`.
 pub fn run(c: UsageCmd) -> Result<(), Fail> {
-    let img = open(&c.image)?;
+    let img = open(&c.image, c.log)?;
     let u = btrfs_restore::usage(&img, &c.paths).map_err(|e| img_fail(&c.image, e))?;
     if c.json {
         let j = Json {

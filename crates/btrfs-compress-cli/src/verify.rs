@@ -4,20 +4,22 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::common::{img_fail, open, Fail};
+use crate::common::{img_fail, open, Fail, LogArg};
 
 #[derive(Args)]
 pub struct VerifyCmd {
     /// One JSON document instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub log: LogArg,
     /// The image (raw or zstd-compressed).
     pub image: PathBuf,
 }
 
 /// Run `verify`.
 pub fn run(c: VerifyCmd) -> Result<(), Fail> {
-    let img = open(&c.image)?;
+    let img = open(&c.image, c.log)?;
     let r = btrfs_restore::verify(&img, &btrfs_restore::read_options()).map_err(|e| img_fail(&c.image, e))?;
     if c.json {
         println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Fail { code: 1, msg: e.to_string() })?);

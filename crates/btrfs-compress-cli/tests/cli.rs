@@ -758,3 +758,46 @@ fn a_truncated_image_missing_data_fails() {
         assert!(!o.stdout.is_empty(), "{cmd}: the report is printed first");
     }
 }
+
+/// The kernel-written image with a log tree (tools/log-replay-fixture.py).
+fn log_fixture() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("log-replay-"))
+        .expect("fixtures/log-replay-*/")
+        .join("image.img.zst")
+}
+
+#[test]
+fn image_commands_replay_the_log_by_default_and_read_the_commit_with_no_log() {
+    let img = log_fixture();
+    let img = img.to_str().unwrap();
+    let o = run(&["inspect", img]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("replayed the log tree") && out.contains("new/compressed"), "{err}\n{out}");
+    let o = run(&["inspect", "--no-log", img]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("not replayed") && !out.contains("new/compressed") && out.contains("base/unlinked"), "{err}");
+    for cmd in [&["verify"][..], &["usage"][..]] {
+        for no_log in [false, true] {
+            let mut args = cmd.to_vec();
+            if no_log {
+                args.push("--no-log");
+            }
+            args.push(img);
+            let o = run(&args);
+            assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        }
+    }
+    let d = tempfile::tempdir().unwrap();
+    let o = run(&["extract", "--no-log", img, &p(d.path(), "committed")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(d.path().join("committed/base/unlinked").is_file() && !d.path().join("committed/new").exists());
+    let o = run(&["extract", img, &p(d.path(), "replayed")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(d.path().join("replayed/new/compressed").is_file() && !d.path().join("replayed/base/unlinked").exists());
+}

@@ -173,6 +173,14 @@ pub enum CorruptKind {
     /// A `.zst` image that does not decompress.
     #[error("compressed image: {0}")]
     CompressedImage(String),
+    /// A log tree item that replay cannot apply.
+    #[error("log tree, inode {ino}: {problem}")]
+    LogTree {
+        /// Inode.
+        ino: u64,
+        /// What is wrong.
+        problem: &'static str,
+    },
     /// A value that does not fit this machine's address space.
     #[error("{0} does not fit in memory")]
     TooBig(&'static str),

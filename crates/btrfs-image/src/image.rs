@@ -15,6 +15,7 @@ use crate::items::inode::Inode;
 use crate::items::root::{RootItem, RootRef};
 use crate::items::{key_type, objectid};
 use crate::le::{to_u64, to_usize, Le};
+use crate::log_replay;
 use crate::superblock::{Superblock, BTRFS_SUPER_INFO_OFFSET, SUPER_INFO_SIZE};
 use crate::tree::{Key, Tree};
 use crate::FileExtent;
@@ -54,6 +55,35 @@ impl Storage {
 /// The csum tree's `EXTENT_CSUM` items: their data (one checksum per sector) by logical start.
 type CsumItems = BTreeMap<u64, Vec<u8>>;
 
+/// `BTRFS_TREE_LOG_OBJECTID`: the key objectid of the log root tree's root items.
+const TREE_LOG_OBJECTID: u64 = u64::MAX - 5;
+/// `BTRFS_FEATURE_INCOMPAT_NO_HOLES`.
+const FEATURE_INCOMPAT_NO_HOLES: u64 = 1 << 9;
+
+/// How an image is opened.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenOptions {
+    /// Replay the log tree (what was fsynced after the last commit) over the committed trees,
+    /// as the kernel does at mount. Default: yes; without it the last commit is read.
+    pub replay_log: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { replay_log: true }
+    }
+}
+
+/// The log trees read at open, to be replayed over each subvolume when it is first read.
+struct LogTrees {
+    /// Per subvolume id, its log tree.
+    trees: BTreeMap<u64, crate::Tree>,
+    /// The log trees' `EXTENT_CSUM` items.
+    csums: CsumItems,
+    /// The logical ranges whose checksums come from the log (sorted, disjoint).
+    csum_ranges: Vec<(u64, u64)>,
+}
+
 /// An opened image.
 pub struct Image {
     storage: Storage,
@@ -69,6 +99,8 @@ pub struct Image {
     repairs: Mutex<Vec<String>>,
     /// Why a backup superblock was read, if one was.
     sb_note: Option<String>,
+    /// The log trees, when the image has some and they are replayed.
+    log: Option<LogTrees>,
 }
 
 /// Largest image accepted from a `.zst` file (inflated into a sparse temporary file).
@@ -81,6 +113,11 @@ const ZST_WINDOW_LOG_MAX: u32 = 27;
 /// sparse temporary file (zero blocks are not written) under `$TMPDIR`, so memory stays bounded
 /// by the zstd window whatever the image's size.
 pub fn open_image(path: &Path) -> Result<Image> {
+    open_image_with(path, OpenOptions::default())
+}
+
+/// [`open_image`] with options.
+pub fn open_image_with(path: &Path, opts: OpenOptions) -> Result<Image> {
     let mut f = File::open(path)?;
     let mut magic = [0u8; 4];
     let n = f.read(&mut magic)?;
@@ -92,7 +129,7 @@ pub fn open_image(path: &Path) -> Result<Image> {
         let len = f.metadata()?.len();
         Storage::File(f, len)
     };
-    Image::open(storage)
+    Image::open(storage, opts)
 }
 
 /// Open an image held in memory.
@@ -100,9 +137,14 @@ pub fn open_bytes(data: Vec<u8>) -> Result<Image> {
     open_shared(Arc::new(data))
 }
 
+/// [`open_bytes`] with options.
+pub fn open_bytes_with(data: Vec<u8>, opts: OpenOptions) -> Result<Image> {
+    Image::open(Storage::Mem(Arc::new(data)), opts)
+}
+
 /// Open an image held in shared memory (no copy).
 pub fn open_shared(data: Arc<Vec<u8>>) -> Result<Image> {
-    Image::open(Storage::Mem(data))
+    Image::open(Storage::Mem(data), OpenOptions::default())
 }
 
 /// A new temporary file, already unlinked (it lives while it is open).
@@ -164,7 +206,7 @@ fn unzstd_to_sparse(mut src: File) -> Result<(File, u64)> {
 }
 
 impl Image {
-    fn open(storage: Storage) -> Result<Self> {
+    fn open(storage: Storage, opts: OpenOptions) -> Result<Self> {
         let mut sbb = vec![0u8; SUPER_INFO_SIZE];
         if storage.len() < BTRFS_SUPER_INFO_OFFSET + to_u64(SUPER_INFO_SIZE) {
             return Err(Error::NotBtrfs);
@@ -205,6 +247,7 @@ impl Image {
             csums: Mutex::new(None),
             repairs: Mutex::new(Vec::new()),
             sb_note,
+            log: None,
         };
         img.read_sys_chunks()?;
         let chunk_tree = img.read_tree(objectid::CHUNK_TREE, img.sb.chunk_root, img.sb.chunk_root_level)?;
@@ -223,7 +266,40 @@ impl Image {
                 _ => {}
             }
         }
+        if opts.replay_log && img.sb.log_root != 0 {
+            img.log = Some(img.read_log_trees()?);
+        }
         Ok(img)
+    }
+
+    /// The log root tree and every log tree it lists, with their checksum items
+    /// (`btrfs_recover_log_trees()` reads them the same way before it replays).
+    fn read_log_trees(&self) -> Result<LogTrees> {
+        let root = self.read_tree(TREE_LOG_OBJECTID, self.sb.log_root, self.sb.log_root_level)?;
+        let mut trees = BTreeMap::new();
+        let mut csums = CsumItems::new();
+        let mut csum_ranges = Vec::new();
+        for it in root.items.iter().filter(|i| i.key.objectid == TREE_LOG_OBJECTID && i.key.ty == key_type::ROOT_ITEM) {
+            let r = RootItem::parse(&it.data)?;
+            let t = self.read_tree(it.key.offset, r.bytenr, r.level)?;
+            csum_ranges.extend(log_replay::csum_ranges(&t)?);
+            for c in
+                t.items.iter().filter(|i| i.key.objectid == objectid::EXTENT_CSUM && i.key.ty == key_type::EXTENT_CSUM)
+            {
+                csums.insert(c.key.offset, c.data.clone());
+            }
+            trees.insert(it.key.offset, t);
+        }
+        csum_ranges.sort_unstable();
+        // Disjoint, so that the last range starting at or before a sector is the one to test.
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(csum_ranges.len());
+        for (s, e) in csum_ranges {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        Ok(LogTrees { trees, csums, csum_ranges: merged })
     }
 
     fn read_sys_chunks(&mut self) -> Result<()> {
@@ -303,12 +379,20 @@ impl Image {
     /// shorter than the device it is an image of.
     pub fn warnings(&self) -> Vec<String> {
         let mut w: Vec<String> = self.sb_note.iter().cloned().collect();
-        if self.sb.log_root != 0 {
-            w.push(format!(
-                "the image has a log tree (fsync after the last commit, generation {}); the kernel replays it at \
-                 mount, this reader does not: what was fsynced after that commit is not shown",
+        match &self.log {
+            Some(log) => w.push(format!(
+                "replayed the log tree (what was fsynced after the commit of generation {}: {} items in {} \
+                 subvolume(s)) as the kernel does at mount; --no-log reads that commit",
+                self.sb.generation,
+                log.trees.values().map(log_replay::logged_items).sum::<usize>(),
+                log.trees.len()
+            )),
+            None if self.sb.log_root != 0 => w.push(format!(
+                "the image has a log tree (fsync after the commit of generation {}) that was not replayed: what \
+                 was fsynced after that commit is not shown",
                 self.sb.generation
-            ));
+            )),
+            None => {}
         }
         if self.sb.num_devices == 1 && self.size() < self.sb.total_bytes {
             w.push(format!(
@@ -362,7 +446,15 @@ impl Image {
             return Ok(Arc::clone(t));
         }
         let r = self.roots.get(&id).ok_or(CorruptKind::NoRoot(id))?;
-        let t = Arc::new(self.read_tree(id, r.bytenr, r.level)?);
+        let mut t = self.read_tree(id, r.bytenr, r.level)?;
+        if let Some(log) = self.log.as_ref().and_then(|l| l.trees.get(&id)) {
+            let geo = log_replay::Geometry {
+                sectorsize: u64::from(self.sb.sectorsize),
+                no_holes: self.sb.incompat_flags & FEATURE_INCOMPAT_NO_HOLES != 0,
+            };
+            t = log_replay::replay(&t, log, geo)?;
+        }
+        let t = Arc::new(t);
         trees.insert(id, Arc::clone(&t));
         Ok(t)
     }
@@ -397,8 +489,22 @@ impl Image {
         Ok(m)
     }
 
-    /// The stored checksum of the sector at `sector`, if it has one.
-    fn sector_csum<'c>(&self, csums: &'c CsumItems, sector: u64) -> Option<&'c [u8]> {
+    /// The stored checksum of the sector at `sector`, if it has one: from the log for the data
+    /// of replayed extents (`replay_one_extent()` copies those into the csum tree), else from
+    /// the csum tree.
+    fn sector_csum<'c>(&'c self, csums: &'c CsumItems, sector: u64) -> Option<&'c [u8]> {
+        if let Some(log) = &self.log {
+            let i = log.csum_ranges.partition_point(|r| r.0 <= sector);
+            if i > 0 && sector < log.csum_ranges[i - 1].1 {
+                if let Some(c) = self.csum_in(&log.csums, sector) {
+                    return Some(c);
+                }
+            }
+        }
+        self.csum_in(csums, sector)
+    }
+
+    fn csum_in<'c>(&self, csums: &'c CsumItems, sector: u64) -> Option<&'c [u8]> {
         let ss = u64::from(self.sb.sectorsize);
         let cs = self.sb.csum_type.size();
         let (&start, sums) = csums.range(..=sector).next_back()?;

@@ -9,6 +9,8 @@
 //! * [`tree`]: `btrfs_header`, leaves and nodes, keys;
 //! * [`items`]: `btrfs_inode_item`, `btrfs_dir_item` (directory entries and xattrs),
 //!   `btrfs_file_extent_item`, `btrfs_root_item` and `btrfs_root_ref`;
+//! * the log tree, replayed over the committed trees as the kernel does at mount
+//!   ([`OpenOptions::replay_log`]; fs/btrfs/tree-log.c);
 //! * [`Image`]: raw images, `.zst` images (inflated into a sparse temporary file: bounded
 //!   memory), images in memory; trees read once, when first needed; the csum tree.
 //!
@@ -22,13 +24,14 @@ mod error;
 mod image;
 pub mod items;
 mod le;
+mod log_replay;
 pub mod superblock;
 pub mod tree;
 mod walk;
 
 pub use chunk::ChunkMap;
 pub use error::{CorruptKind, Error, Result};
-pub use image::{open_bytes, open_image, open_shared, Image};
+pub use image::{open_bytes, open_bytes_with, open_image, open_image_with, open_shared, Image, OpenOptions};
 pub use items::file_extent::{ExtentKind, FileExtent};
 pub use items::inode::{Inode, Timespec};
 pub use items::objectid::FS_TREE as BTRFS_FS_TREE_OBJECTID;

@@ -34,6 +34,7 @@ mod off {
     pub const CSUM_TYPE: usize = 196;
     pub const ROOT_LEVEL: usize = 198;
     pub const CHUNK_ROOT_LEVEL: usize = 199;
+    pub const LOG_ROOT_LEVEL: usize = 200;
     pub const LABEL: usize = 299;
     pub const LABEL_SIZE: usize = 256;
     pub const METADATA_UUID: usize = 571;
@@ -128,6 +129,8 @@ pub struct Superblock {
     /// Root block of the log tree: non-zero when fsync wrote after the last commit (the kernel
     /// replays the log at mount).
     pub log_root: u64,
+    /// Level of the log root tree's root block.
+    pub log_root_level: u8,
     /// Devices.
     pub num_devices: u64,
     /// Checksum algorithm.
@@ -180,6 +183,7 @@ impl Superblock {
             nodesize,
             total_bytes: s.u64(off::TOTAL_BYTES)?,
             log_root: s.u64(off::LOG_ROOT)?,
+            log_root_level: s.u8(off::LOG_ROOT_LEVEL)?,
             num_devices: s.u64(off::NUM_DEVICES)?,
             csum_type,
             label: String::from_utf8_lossy(&label_raw[..label_len]).into(),

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fuzzing;
+pub mod kernel_view;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
