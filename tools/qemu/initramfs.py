@@ -3,12 +3,14 @@
 """Build a busybox initramfs with the modules a kernel needs to mount btrfs on virtio disks.
 
 Usage: initramfs.py MODULES_ROOT KVER INIT_SCRIPT OUT.cpio.gz [HOST_BINARY...]
-BUSYBOX (environment) selects the busybox binary (default /bin/busybox).
+BUSYBOX (environment) selects the busybox binary (default /bin/busybox); EXTRA_TREE a directory
+copied into the root (its usr/lib/ld*.so* also into /lib and /lib64).
 Each HOST_BINARY is copied with the shared libraries `ldd` lists for it (e.g. /usr/bin/btrfs).
 MODULES_ROOT holds lib/modules/KVER or usr/lib/modules/KVER (an unpacked Debian kernel .deb).
 Dependencies are read from each module's .modinfo "depends=" field (the .debs carry no
 modules.dep); names that do not exist as modules (built in) are skipped.
 """
+import glob
 import gzip
 import lzma
 import os
@@ -99,6 +101,16 @@ def main():
                 dst = os.path.join(work, p.lstrip("/"))
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
                 shutil.copy2(os.path.realpath(p), dst)
+        # EXTRA_TREE: a directory copied into the root as it is (e.g. compsize and its libc
+        # unpacked from another architecture's .debs); its dynamic loader also goes to /lib,
+        # where the binaries' interpreter path points.
+        extra = os.environ.get("EXTRA_TREE")
+        if extra:
+            shutil.copytree(extra, work, symlinks=True, dirs_exist_ok=True)
+            for ld in glob.glob(os.path.join(extra, "usr", "lib", "ld*.so*")) + glob.glob(os.path.join(extra, "usr", "lib64", "ld*.so*")):
+                shutil.copy2(os.path.realpath(ld), os.path.join(work, "lib", os.path.basename(ld)))
+                os.makedirs(os.path.join(work, "lib64"), exist_ok=True)
+                shutil.copy2(os.path.realpath(ld), os.path.join(work, "lib64", os.path.basename(ld)))
         shutil.copy(init, os.path.join(work, "init"))
         os.chmod(os.path.join(work, "init"), 0o755)
         files = subprocess.run(["find", "."], cwd=work, capture_output=True, check=True).stdout

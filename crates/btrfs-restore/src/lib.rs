@@ -211,12 +211,17 @@ fn extent_info(e: &FileExtent) -> ExtentInfo {
     }
 }
 
+/// `opts` with the image's sector size: lzo's segments, how much an inline extent holds, how
+/// far a stream may be padded. Every entry point that decodes an image's extents reads with it.
+fn for_image(img: &Image, opts: &Options) -> Options {
+    Options { sectorsize: img.sb.sectorsize as usize, ..*opts }
+}
+
 /// Bytes `[0, len)` of extent `e` as the file sees them (from `e.file_offset`).
 fn extent_bytes(img: &Image, e: &FileExtent, len: u64, path: &str, opts: &Options) -> Result<Vec<u8>, ImageError> {
     let fail = |err: Error| ImageError::Extent { path: path.to_string(), file_offset: e.file_offset, err };
     let len = len as usize;
-    // The image's sector size: lzo's segments, and how much an inline extent holds.
-    let opts = &Options { sectorsize: img.sb.sectorsize as usize, ..*opts };
+    let opts = &for_image(img, opts);
     match &e.kind {
         ExtentKind::Inline { data } => {
             if e.compression == 0 {
@@ -367,6 +372,7 @@ pub fn write_extents(
     csum: Csum,
 ) -> Result<Vec<String>, ImageError> {
     use std::os::unix::fs::FileExt;
+    let opts = &for_image(img, opts);
     let path = plan.entry.path_escaped();
     let ss = u64::from(img.sb.sectorsize);
     let mut checker = Checker { img, path: &path, csum, warnings: Vec::new() };
@@ -465,6 +471,7 @@ pub struct VerifyReport {
 
 /// Decode every compressed extent and check every data checksum.
 pub fn verify(img: &Image, opts: &Options) -> Result<VerifyReport, ImageError> {
+    let opts = &for_image(img, opts);
     let mut r = VerifyReport::default();
     let mut seen = HashSet::new();
     for entry in img.walk_files()? {
