@@ -18,9 +18,13 @@ pub struct MapOpts {
     /// Memory backend: heap or highmem (emulated, real mmap per mapping).
     #[arg(long, default_value = "heap", value_parser = parse_backend)]
     pub backend: Backend,
-    /// Page size: 4096, 16384 or 65536 (sectors stay 4096).
+    /// Page size: 4096, 16384 or 65536 (the kernel's page; the sector is --sectorsize).
     #[arg(long, default_value_t = 4096, value_parser = parse_page_size)]
     pub page_size: usize,
+    /// Sector size of the filesystem: 4096 to 65536, a power of two (lzo's segments, how much
+    /// an inline extent holds, the sector padding; `inspect` prints the image's).
+    #[arg(long, default_value_t = 4096, value_parser = parse_sectorsize)]
+    pub sectorsize: usize,
     /// Page-cache folio order, 0 (single pages) to 9 (2 MiB folios, MAX_PAGECACHE_ORDER on
     /// x86-64).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=9))]
@@ -33,6 +37,7 @@ impl MapOpts {
             strategy: self.strategy,
             backend: self.backend,
             page_size: self.page_size,
+            sectorsize: self.sectorsize,
             folio_order: self.folio_order,
             out_order: self.folio_order,
             ..Options::default()
@@ -70,6 +75,13 @@ pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
 
 pub fn parse_backend(s: &str) -> Result<Backend, String> {
     Backend::from_name(s).ok_or_else(|| format!("unknown backend '{s}' (heap or highmem)"))
+}
+
+pub fn parse_sectorsize(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n.is_power_of_two() && (4096..=65536).contains(&n) => Ok(n),
+        _ => Err(format!("sector size '{s}' (4096 to 65536, a power of two)")),
+    }
 }
 
 pub fn parse_page_size(s: &str) -> Result<usize, String> {

@@ -56,9 +56,14 @@ pub fn run(c: InspectCmd) -> Result<(), Fail> {
                 // The file's bytes of the extent: num_bytes, cut at the end of the file.
                 let num = e.num_bytes.min(size.saturating_sub(e.file_offset));
                 let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+                // The image's sector size, where it is not decompress's default.
+                let ss = match img.sb.sectorsize {
+                    4096 => String::new(),
+                    s => format!(" --sectorsize {s}"),
+                };
                 let cmd = if inline {
                     format!(
-                        "btrfs-compress decompress -a {} --inline --ram-bytes {} {} {}",
+                        "btrfs-compress decompress -a {}{ss} --inline --ram-bytes {} {} {}",
                         alg.name(),
                         e.ram_bytes,
                         q(&name),
@@ -66,7 +71,7 @@ pub fn run(c: InspectCmd) -> Result<(), Fail> {
                     )
                 } else {
                     format!(
-                        "btrfs-compress decompress -a {} --ram-bytes {} --offset {} --num-bytes {num} {} {}",
+                        "btrfs-compress decompress -a {}{ss} --ram-bytes {} --offset {} --num-bytes {num} {} {}",
                         alg.name(),
                         e.ram_bytes,
                         e.offset,

@@ -692,36 +692,87 @@ fn a_truncated_image_is_said() {
     }
 }
 
+/// The `*.img.zst` images of the first fixture directory whose name starts with `prefix`.
+fn fixture_images(prefix: &str) -> Vec<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect();
+    dirs.sort();
+    let dir = dirs.into_iter().next().unwrap_or_else(|| panic!("fixtures/{prefix}*"));
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".img.zst"))
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn every_dumped_extent_decodes_with_the_command_its_index_gives() {
-    // inspect --dump-extents writes index.tsv: per extent the numbers decompress needs. Every
-    // compressed extent of the 6.1 fixture image decodes with them, to the file's length of it.
-    let d = tempfile::tempdir().unwrap();
-    let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/6.1.0-50-amd64/image.img.zst");
-    let dump = d.path().join("dump");
-    let o = run(&["inspect", img.to_str().unwrap(), "--dump-extents", dump.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let index = std::fs::read_to_string(dump.join("index.tsv")).unwrap();
-    let mut n = 0;
-    for line in index.lines().skip(1) {
-        let f: Vec<&str> = line.split('\t').collect();
-        let (name, codec, ram, off, num, inline) = (f[0], f[1], f[2], f[3], f[4], f[5] == "true");
-        let (input, out) = (dump.join(name), dump.join(format!("{name}.out")));
-        let (input, out) = (input.to_str().unwrap(), out.to_str().unwrap());
-        let mut args = vec!["decompress", "-a", codec, "--ram-bytes", ram];
-        if inline {
-            args.push("--inline");
-        } else {
-            args.extend(["--offset", off, "--num-bytes", num]);
+    // inspect --dump-extents writes index.tsv: per extent the numbers decompress needs and the
+    // command. Every compressed extent of the 6.1 fixture image, and of the 16 KiB and 64 KiB
+    // sector images of the arm64-16k and powerpc64le-64k kernels, decodes with that command (run
+    // as printed) to the file's bytes of it.
+    let mut images = fixture_images("6.1.0-");
+    images.extend(
+        fixture_images("big-sectors-6.12.117+deb13-arm64-16k")
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("16384")),
+    );
+    images.extend(
+        fixture_images("big-sectors-6.12.107+deb13-powerpc64le-64k")
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("65536")),
+    );
+    let mut sectors = std::collections::BTreeSet::new();
+    for img in images {
+        let d = tempfile::tempdir().unwrap();
+        let dump = d.path().join("dump");
+        let x = d.path().join("x");
+        let o = run(&["inspect", img.to_str().unwrap(), "--dump-extents", dump.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = run(&["extract", img.to_str().unwrap(), x.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        // Dumped extents are named PATH@OFFSET.ALG with the path's slashes as underscores.
+        let mut files = std::collections::HashMap::new();
+        let mut stack = vec![x.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(&x).unwrap().to_string_lossy().replace('/', "_");
+                    files.insert(rel, p);
+                }
+            }
         }
-        args.extend([input, out]);
-        let o = run(&args);
-        assert!(o.status.success(), "{line}: {}", stderr(&o));
-        let want: usize = if inline { ram.parse().unwrap() } else { num.parse().unwrap() };
-        assert_eq!(std::fs::read(out).unwrap().len(), want, "{line}");
-        n += 1;
+        let index = std::fs::read_to_string(dump.join("index.tsv")).unwrap();
+        let mut n = 0;
+        for line in index.lines().skip(1) {
+            let f: Vec<&str> = line.split('\t').collect();
+            let (name, num, inline, cmd) = (f[0], f[4], f[5] == "true", f[6]);
+            if let Some(s) = cmd.split("--sectorsize ").nth(1) {
+                sectors.insert(s.split(' ').next().unwrap().to_string());
+            }
+            let sh = cmd.replacen("btrfs-compress", env!("CARGO_BIN_EXE_btrfs-compress"), 1);
+            let o = Command::new("sh").arg("-c").arg(&sh).current_dir(&dump).output().unwrap();
+            assert!(o.status.success(), "{line}: {}", stderr(&o));
+            let got = std::fs::read(dump.join(format!("{name}.out"))).unwrap();
+            let (key, at) = name.rsplit_once('.').unwrap().0.rsplit_once('@').unwrap();
+            let file = std::fs::read(&files[key]).unwrap();
+            let at: usize = at.parse().unwrap();
+            let len = if inline { got.len().min(file.len()) } else { num.parse().unwrap() };
+            assert_eq!(&got[..len], &file[at..at + len], "{}: {line}", img.display());
+            n += 1;
+        }
+        assert!(n > 40, "{}: {n} extents", img.display());
     }
-    assert!(n > 50, "{n} extents");
+    assert_eq!(sectors.into_iter().collect::<Vec<_>>(), ["16384", "65536"]);
 }
 
 #[test]
