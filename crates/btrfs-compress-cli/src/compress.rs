@@ -60,7 +60,7 @@ pub fn run(c: CompressCmd) -> Result<(), Fail> {
         c.output.display(),
         data.len(),
         ext.data.len(),
-        if c.inline { ext.data.len() } else { ext.data.len().next_multiple_of(4096) }
+        if c.inline { ext.data.len() } else { ext.data.len().next_multiple_of(o.sectorsize) }
     );
     Ok(())
 }

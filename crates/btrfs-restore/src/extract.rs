@@ -350,7 +350,9 @@ pub(crate) fn symlink_target(img: &Image, e: &DirEntry) -> Result<Vec<u8>, Image
             btrfs_image::CorruptKind::FileExtent { file_offset: 0, field: "symlink target", value: 0 }.into(),
         )
     })?;
-    let target = extent_bytes(img, first, size.min(4096), &e.path_escaped(), &read_options())?;
+    // A target is at most PATH_MAX - 1 bytes (the kernel refuses longer ones).
+    const PATH_MAX: u64 = 4096;
+    let target = extent_bytes(img, first, size.min(PATH_MAX), &e.path_escaped(), &read_options())?;
     if target.is_empty() || target.contains(&0) {
         return Err(ImageError::Image(
             btrfs_image::CorruptKind::FileExtent { file_offset: 0, field: "symlink target", value: size }.into(),

@@ -91,6 +91,7 @@ fn every_file_is_what_the_kernel_read_back() {
                 }
                 let inline_big = inline_extents(&img).into_iter().filter(|&(_, ram)| ram > 4096).count();
                 assert!(inline_big >= 3, "{what}: {inline_big} compressed inline extents of more than 4 KiB");
+                eprintln!("{what}: {inline_big} compressed inline extents of more than 4 KiB");
             }
             eprintln!("{what}: {} files equal, {:?} decoded", files.len(), rep.decoded);
         }
