@@ -22,14 +22,29 @@ pub enum Error {
     /// A checksum algorithm this reader does not know.
     #[error("unknown checksum type {0}")]
     UnsupportedCsum(u16),
-    /// A chunk uses a RAID profile this reader does not read.
-    #[error("unsupported profile {profile:#x} in chunk at {logical:#x} (only SINGLE and DUP)")]
+    /// A chunk's profile bits name no profile btrfs has.
+    #[error("unknown profile bits {profile:#x} in chunk at {logical:#x}")]
     UnsupportedProfile {
         /// Chunk start.
         logical: u64,
         /// Profile bits.
         profile: u64,
     },
+    /// A read that needs a device that was not given.
+    #[error("device {devid} is missing (give it with the others)")]
+    MissingDevice {
+        /// Device id.
+        devid: u64,
+    },
+    /// A RAID5/6 stripe that cannot be rebuilt: more of its row is missing than parity covers.
+    #[error("logical address {logical:#x}: its RAID5/6 stripe cannot be rebuilt (too many devices missing)")]
+    Unrebuildable {
+        /// Logical address.
+        logical: u64,
+    },
+    /// Device files that do not make one filesystem.
+    #[error("{0}")]
+    Devices(String),
     /// A logical address no chunk maps.
     #[error("logical address {0:#x} is not mapped by any chunk")]
     Unmapped(u64),

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::chunk::{self, ChunkMap, BLOCK_GROUP_SYSTEM};
+use crate::chunk::{self, ChunkMap, Mapped, Place, Stripe, BLOCK_GROUP_SYSTEM};
 use crate::error::{CorruptKind, Error, Result};
 use crate::items::inode::Inode;
 use crate::items::root::{RootItem, RootRef};
@@ -19,6 +19,11 @@ use crate::log_replay;
 use crate::superblock::{Superblock, BTRFS_SUPER_INFO_OFFSET, SUPER_INFO_SIZE};
 use crate::tree::{Key, Tree};
 use crate::FileExtent;
+
+/// A UUID as text (8-4-4-4-12).
+fn uuid_string(u: &[u8; 16]) -> String {
+    crate::DevItem { devid: 0, total_bytes: 0, uuid: *u }.uuid_string()
+}
 
 /// Bytes of a `struct btrfs_disk_key` in the sys_chunk_array.
 const DISK_KEY_SIZE: usize = 17;
@@ -50,6 +55,14 @@ impl Storage {
         }
         Ok(())
     }
+}
+
+/// One device of the filesystem: its bytes, its dev item, and a name for messages.
+struct Device {
+    storage: Storage,
+    dev: crate::DevItem,
+    name: String,
+    generation: u64,
 }
 
 /// The csum tree's `EXTENT_CSUM` items: their data (one checksum per sector) by logical start.
@@ -86,7 +99,9 @@ struct LogTrees {
 
 /// An opened image.
 pub struct Image {
-    storage: Storage,
+    devices: BTreeMap<u64, Device>,
+    /// The chunk tree's dev items: every device of the filesystem.
+    dev_items: BTreeMap<u64, crate::DevItem>,
     /// The superblock.
     pub sb: Superblock,
     /// The chunk map.
@@ -97,8 +112,8 @@ pub struct Image {
     csums: Mutex<Option<Arc<CsumItems>>>,
     /// What was read from a second copy because the first failed its checks.
     repairs: Mutex<Vec<String>>,
-    /// Why a backup superblock was read, if one was.
-    sb_note: Option<String>,
+    /// Why a backup superblock was read, if one was (per device).
+    sb_notes: Vec<String>,
     /// The log trees, when the image has some and they are replayed.
     log: Option<LogTrees>,
 }
@@ -118,6 +133,22 @@ pub fn open_image(path: &Path) -> Result<Image> {
 
 /// [`open_image`] with options.
 pub fn open_image_with(path: &Path, opts: OpenOptions) -> Result<Image> {
+    open_devices(&[path], opts)
+}
+
+/// Open a filesystem from one image (or block device) per device, raw or `.zst`: matched by the
+/// fsid and devid of their superblocks. Devices of another filesystem, and two of one devid, are
+/// an error; devices not given are named by [`Image::warnings`] and their data read from the
+/// other copies (or rebuilt from parity) where the profile keeps some.
+pub fn open_devices(paths: &[&Path], opts: OpenOptions) -> Result<Image> {
+    let mut storages = Vec::with_capacity(paths.len());
+    for p in paths {
+        storages.push((p.display().to_string(), open_storage(p)?));
+    }
+    Image::open(storages, opts)
+}
+
+fn open_storage(path: &Path) -> Result<Storage> {
     let mut f = File::open(path)?;
     let mut magic = [0u8; 4];
     let n = f.read(&mut magic)?;
@@ -127,9 +158,17 @@ pub fn open_image_with(path: &Path, opts: OpenOptions) -> Result<Image> {
         Storage::File(tmp, len)
     } else {
         let len = f.metadata()?.len();
+        let len = if len == 0 { block_device_size(&f).unwrap_or(0) } else { len };
         Storage::File(f, len)
     };
-    Image::open(storage, opts)
+    Ok(storage)
+}
+
+/// The size of a block device (its metadata says 0): where seeking to the end lands.
+fn block_device_size(f: &File) -> Option<u64> {
+    use std::io::Seek;
+    let mut g = f.try_clone().ok()?;
+    g.seek(std::io::SeekFrom::End(0)).ok()
 }
 
 /// Open an image held in memory.
@@ -139,12 +178,12 @@ pub fn open_bytes(data: Vec<u8>) -> Result<Image> {
 
 /// [`open_bytes`] with options.
 pub fn open_bytes_with(data: Vec<u8>, opts: OpenOptions) -> Result<Image> {
-    Image::open(Storage::Mem(Arc::new(data)), opts)
+    Image::open(vec![("image in memory".into(), Storage::Mem(Arc::new(data)))], opts)
 }
 
 /// Open an image held in shared memory (no copy).
 pub fn open_shared(data: Arc<Vec<u8>>) -> Result<Image> {
-    Image::open(Storage::Mem(data), OpenOptions::default())
+    Image::open(vec![("image in memory".into(), Storage::Mem(data))], OpenOptions::default())
 }
 
 /// A new temporary file, already unlinked (it lives while it is open).
@@ -206,17 +245,18 @@ fn unzstd_to_sparse(mut src: File) -> Result<(File, u64)> {
 }
 
 impl Image {
-    fn open(storage: Storage, opts: OpenOptions) -> Result<Self> {
+    /// A device's superblock: the primary, or where it is unreadable the newest of its copies at
+    /// 64 MiB and 256 GiB (`btrfs_sb_offset()`), as `btrfs restore -u` reads them (the kernel
+    /// would not mount); the second value says why a copy was read.
+    fn read_superblock(storage: &Storage) -> Result<(Superblock, Option<String>)> {
         let mut sbb = vec![0u8; SUPER_INFO_SIZE];
         if storage.len() < BTRFS_SUPER_INFO_OFFSET + to_u64(SUPER_INFO_SIZE) {
             return Err(Error::NotBtrfs);
         }
         storage.read_at(BTRFS_SUPER_INFO_OFFSET, &mut sbb)?;
-        let (sb, sb_note) = match Superblock::parse(&sbb) {
-            Ok(sb) => (sb, None),
+        match Superblock::parse(&sbb) {
+            Ok(sb) => Ok((sb, None)),
             Err(primary) => {
-                // The copies at 64 MiB and 256 GiB (`btrfs_sb_offset()`), the newest that
-                // parses, as `btrfs restore -u` reads them; the kernel would not mount.
                 let mut best: Option<(Superblock, u64)> = None;
                 for at in [64u64 << 20, 256u64 << 30] {
                     if storage.len() < at + to_u64(SUPER_INFO_SIZE) || storage.read_at(at, &mut sbb).is_err() {
@@ -234,11 +274,44 @@ impl Image {
                     at >> 20,
                     sb.generation
                 );
-                (sb, Some(note))
+                Ok((sb, Some(note)))
             }
-        };
+        }
+    }
+
+    fn open(storages: Vec<(String, Storage)>, opts: OpenOptions) -> Result<Self> {
+        let several = storages.len() > 1;
+        let mut devices: BTreeMap<u64, Device> = BTreeMap::new();
+        let mut best: Option<Superblock> = None;
+        let mut sb_notes = Vec::new();
+        for (name, storage) in storages {
+            let (sb, note) = Self::read_superblock(&storage)
+                .map_err(|e| if several { Error::Devices(format!("{name}: {e}")) } else { e })?;
+            if let Some(n) = note {
+                sb_notes.push(if several { format!("{name}: {n}") } else { n });
+            }
+            if let Some(b) = &best {
+                if sb.fsid != b.fsid {
+                    return Err(Error::Devices(format!(
+                        "{name} is a device of another filesystem (fsid {}, not {})",
+                        uuid_string(&sb.fsid),
+                        uuid_string(&b.fsid)
+                    )));
+                }
+            }
+            let devid = sb.dev.devid;
+            if let Some(d) = devices.get(&devid) {
+                return Err(Error::Devices(format!("{name} and {} are both device {devid} of the filesystem", d.name)));
+            }
+            devices.insert(devid, Device { storage, dev: sb.dev, name, generation: sb.generation });
+            if best.as_ref().is_none_or(|b| sb.generation > b.generation) {
+                best = Some(sb);
+            }
+        }
+        let sb = best.ok_or(Error::NotBtrfs)?;
         let mut img = Image {
-            storage,
+            devices,
+            dev_items: BTreeMap::new(),
             sb,
             chunks: ChunkMap::default(),
             roots: BTreeMap::new(),
@@ -246,13 +319,22 @@ impl Image {
             trees: Mutex::new(HashMap::new()),
             csums: Mutex::new(None),
             repairs: Mutex::new(Vec::new()),
-            sb_note,
+            sb_notes,
             log: None,
         };
         img.read_sys_chunks()?;
         let chunk_tree = img.read_tree(objectid::CHUNK_TREE, img.sb.chunk_root, img.sb.chunk_root_level)?;
-        for it in chunk_tree.items.iter().filter(|it| it.key.ty == key_type::CHUNK_ITEM) {
-            img.chunks.insert(it.key.offset, &it.data)?;
+        for it in &chunk_tree.items {
+            match it.key.ty {
+                key_type::CHUNK_ITEM => {
+                    img.chunks.insert(it.key.offset, &it.data)?;
+                }
+                key_type::DEV_ITEM => {
+                    let d = crate::DevItem::parse(&it.data)?;
+                    img.dev_items.insert(d.devid, d);
+                }
+                _ => {}
+            }
         }
         let root_tree = img.read_tree(objectid::ROOT_TREE, img.sb.root, img.sb.root_level)?;
         for it in &root_tree.items {
@@ -333,40 +415,123 @@ impl Image {
         Ok(out)
     }
 
-    /// Read `out.len()` bytes at a logical address into `out` (across chunks where the range
-    /// spans several).
+    /// Read `out.len()` bytes at a logical address into `out` (across stripes and chunks where
+    /// the range spans several): each piece from the first copy that can be read (a mirror on a
+    /// device that was given, or a RAID5/6 data stripe rebuilt from the others).
     pub fn read_logical_into(&self, logical: u64, out: &mut [u8]) -> Result<()> {
-        self.read_copy_into(logical, out, 0)
+        self.read_pieces(logical, out, None)
     }
 
-    /// Read from copy `copy` (0, or 1 for the second copy of a DUP chunk; see
-    /// [`ChunkMap::copies`](crate::ChunkMap::copies)).
+    /// Read from copy `copy` only (`0..ChunkMap::copies()`: each mirror in the kernel's mirror
+    /// order; for RAID5/6, 0 the data stripe, 1 rebuilt from P, 2 rebuilt from Q).
     pub fn read_copy_into(&self, logical: u64, out: &mut [u8], copy: usize) -> Result<()> {
+        self.read_pieces(logical, out, Some(copy))
+    }
+
+    fn read_pieces(&self, logical: u64, out: &mut [u8], copy: Option<usize>) -> Result<()> {
         let mut done = 0;
         while done < out.len() {
             let at = logical.checked_add(to_u64(done)).ok_or(Error::Unmapped(logical))?;
-            let (phys, run) = self.chunks.map_run_copy(at, copy)?;
-            let n = usize::try_from(run).unwrap_or(usize::MAX).min(out.len() - done);
-            self.storage.read_at(phys, &mut out[done..done + n])?;
+            let m = self.chunks.map(at)?;
+            let n = usize::try_from(m.run).unwrap_or(usize::MAX).min(out.len() - done);
+            let piece = &mut out[done..done + n];
+            match copy {
+                Some(c) => self.read_mapped(at, &m, piece, c)?,
+                None => {
+                    let mut err = None;
+                    for c in 0..m.copies() {
+                        match self.read_mapped(at, &m, piece, c) {
+                            Ok(()) => {
+                                err = None;
+                                break;
+                            }
+                            Err(e) => {
+                                err.get_or_insert(e);
+                            }
+                        }
+                    }
+                    if let Some(e) = err {
+                        return Err(e);
+                    }
+                }
+            }
             done += n;
         }
         Ok(())
     }
 
-    /// Bytes the image file holds.
-    pub fn size(&self) -> u64 {
-        self.storage.len()
+    /// One stripe unit's piece from copy `copy`.
+    fn read_mapped(&self, logical: u64, m: &Mapped, buf: &mut [u8], copy: usize) -> Result<()> {
+        match &m.place {
+            Place::Mirrors(v) => self.read_phys(*v.get(copy).ok_or(Error::Unmapped(logical))?, buf),
+            Place::Parity { data, row, nr_data } => {
+                if copy == 0 {
+                    match self.read_phys(row[*data], buf) {
+                        Err(Error::MissingDevice { .. }) => {}
+                        r => return r,
+                    }
+                }
+                self.rebuild(logical, row, *data, *nr_data, copy >= 2, buf)
+            }
+        }
     }
 
-    /// Whether the bytes of `[logical, logical + len)` lie inside the image file (a truncated
-    /// image lacks those past its end).
+    /// Bytes at a device's physical offset.
+    fn read_phys(&self, s: Stripe, buf: &mut [u8]) -> Result<()> {
+        let d = self.devices.get(&s.devid).ok_or(Error::MissingDevice { devid: s.devid })?;
+        d.storage.read_at(s.offset, buf)
+    }
+
+    /// A RAID5/6 data stripe's piece rebuilt from the row's other units that can be read: from P,
+    /// or (`without_p`, or P unreadable) from Q.
+    fn rebuild(
+        &self,
+        logical: u64,
+        row: &[Stripe],
+        want: usize,
+        nr_data: usize,
+        without_p: bool,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        let read = |s: Stripe| -> Option<Vec<u8>> {
+            let mut v = vec![0u8; buf.len()];
+            self.read_phys(s, &mut v).ok().map(|()| v)
+        };
+        let units: Vec<Option<Vec<u8>>> = (0..nr_data).map(|i| if i == want { None } else { read(row[i]) }).collect();
+        let p = if without_p { None } else { row.get(nr_data).and_then(|&s| read(s)) };
+        let q = row.get(nr_data + 1).and_then(|&s| read(s));
+        let r = crate::raid56::Row { data: units.iter().map(|u| u.as_deref()).collect(), p: p.as_deref(), q: q.as_deref() };
+        crate::raid56::rebuild(&r, want, buf).ok_or(Error::Unrebuildable { logical })
+    }
+
+    /// Bytes the image files hold (all devices given).
+    pub fn size(&self) -> u64 {
+        self.devices.values().map(|d| d.storage.len()).sum()
+    }
+
+    /// Whether a device given is shorter than the filesystem says it is (a truncated copy).
+    pub fn truncated(&self) -> bool {
+        self.devices.values().any(|d| d.storage.len() < d.dev.total_bytes)
+    }
+
+    /// Whether the bytes of `[logical, logical + len)` lie inside the device files (a truncated
+    /// image lacks those past its end): each piece in at least one copy on a device given.
     pub fn present(&self, logical: u64, len: u64) -> bool {
         let mut done = 0u64;
         while done < len {
             let Some(at) = logical.checked_add(done) else { return false };
-            let Ok((phys, run)) = self.chunks.map_run(at) else { return false };
-            let n = run.min(len - done);
-            if phys.checked_add(n).is_none_or(|e| e > self.size()) {
+            let Ok(m) = self.chunks.map(at) else { return false };
+            let n = m.run.min(len - done);
+            let inside = |s: &Stripe| {
+                self.devices
+                    .get(&s.devid)
+                    .is_some_and(|d| s.offset.checked_add(n).is_some_and(|e| e <= d.storage.len()))
+            };
+            let ok = match &m.place {
+                Place::Mirrors(v) => v.iter().any(inside),
+                Place::Parity { data, row, .. } => inside(&row[*data]),
+            };
+            if !ok {
                 return false;
             }
             done += n;
@@ -374,11 +539,37 @@ impl Image {
         true
     }
 
+    /// The devices of the filesystem (the chunk tree's dev items) that were not given.
+    pub fn missing_devices(&self) -> Vec<crate::DevItem> {
+        self.dev_items.values().filter(|d| !self.devices.contains_key(&d.devid)).copied().collect()
+    }
+
+    /// The devices given: device id and the name it was opened by.
+    pub fn devices(&self) -> Vec<(u64, String)> {
+        self.devices.iter().map(|(&id, d)| (id, d.name.clone())).collect()
+    }
+
     /// What a reader of this image must be told, one line each: a log tree the kernel would
-    /// replay at mount (what was fsynced after the last commit is not shown here), a file
-    /// shorter than the device it is an image of.
+    /// replay at mount (replayed, or with `replay_log` off not shown), devices missing or stale,
+    /// a file shorter than the device it is an image of.
     pub fn warnings(&self) -> Vec<String> {
-        let mut w: Vec<String> = self.sb_note.iter().cloned().collect();
+        let mut w: Vec<String> = self.sb_notes.clone();
+        for d in self.missing_devices() {
+            w.push(format!(
+                "device {} (uuid {}, {} bytes) is missing: its data is read from the other copies, or rebuilt \
+                 from parity, where the profile keeps them ({})",
+                d.devid,
+                d.uuid_string(),
+                d.total_bytes,
+                self.profiles_of(d.devid)
+            ));
+        }
+        for d in self.devices.values().filter(|d| d.generation < self.sb.generation) {
+            w.push(format!(
+                "{} (device {}) is of generation {}, older than the filesystem's {}: it missed writes",
+                d.name, d.dev.devid, d.generation, self.sb.generation
+            ));
+        }
         match &self.log {
             Some(log) => w.push(format!(
                 "replayed the log tree (what was fsynced after the commit of generation {}: {} items in {} \
@@ -394,14 +585,33 @@ impl Image {
             )),
             None => {}
         }
-        if self.sb.num_devices == 1 && self.size() < self.sb.total_bytes {
+        for d in self.devices.values().filter(|d| d.storage.len() < d.dev.total_bytes) {
+            let which = if self.devices.len() > 1 { format!(" (device {})", d.dev.devid) } else { String::new() };
             w.push(format!(
-                "the image is truncated: {} bytes of a {}-byte device; data past its end is missing",
-                self.size(),
-                self.sb.total_bytes
+                "{}{which} is truncated: {} bytes of a {}-byte device; data past its end is missing",
+                if self.devices.len() > 1 { d.name.as_str() } else { "the image" },
+                d.storage.len(),
+                d.dev.total_bytes
             ));
         }
         w
+    }
+
+    /// The profiles of the chunks with a stripe on device `devid`, for messages.
+    fn profiles_of(&self, devid: u64) -> String {
+        let mut p: Vec<&str> = self
+            .chunks
+            .chunks()
+            .filter(|(_, _, _, s)| s.iter().any(|s| s.devid == devid))
+            .map(|(_, _, p, _)| p.name())
+            .collect();
+        p.sort_unstable();
+        p.dedup();
+        if p.is_empty() {
+            "no chunk on it".into()
+        } else {
+            format!("its chunks: {}", p.join(", "))
+        }
     }
 
     /// What was read from a DUP chunk's second copy because the first failed its checksum (one

@@ -35,6 +35,7 @@ mod off {
     pub const ROOT_LEVEL: usize = 198;
     pub const CHUNK_ROOT_LEVEL: usize = 199;
     pub const LOG_ROOT_LEVEL: usize = 200;
+    pub const DEV_ITEM: usize = 201;
     pub const LABEL: usize = 299;
     pub const LABEL_SIZE: usize = 256;
     pub const METADATA_UUID: usize = 571;
@@ -139,7 +140,40 @@ pub struct Superblock {
     pub label: String,
     /// Incompatible feature flags.
     pub incompat_flags: u64,
+    /// The device this copy of the superblock is on (`dev_item`).
+    pub dev: DevItem,
     pub(crate) sys_chunk_array: Vec<u8>,
+}
+
+/// `struct btrfs_dev_item`: a device of the filesystem (in each device's superblock, and in the
+/// chunk tree for every device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DevItem {
+    /// Device id.
+    pub devid: u64,
+    /// Bytes of the device the filesystem uses.
+    pub total_bytes: u64,
+    /// Device UUID.
+    pub uuid: [u8; 16],
+}
+
+impl DevItem {
+    /// Field offsets of `struct btrfs_dev_item`.
+    const DEVID: usize = 0;
+    const TOTAL_BYTES: usize = 8;
+    const UUID: usize = 66;
+
+    /// Parse a dev item.
+    pub fn parse(b: &[u8]) -> Result<Self> {
+        let d = Le::new(b, "btrfs_dev_item");
+        Ok(DevItem { devid: d.u64(Self::DEVID)?, total_bytes: d.u64(Self::TOTAL_BYTES)?, uuid: d.uuid(Self::UUID)? })
+    }
+
+    /// The UUID as text (8-4-4-4-12).
+    pub fn uuid_string(&self) -> String {
+        let h: String = self.uuid.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    }
 }
 
 impl Superblock {
@@ -188,6 +222,7 @@ impl Superblock {
             csum_type,
             label: String::from_utf8_lossy(&label_raw[..label_len]).into(),
             incompat_flags,
+            dev: DevItem::parse(s.rest(off::DEV_ITEM)?)?,
             sys_chunk_array: s.slice(off::SYS_CHUNK_ARRAY, sys_len)?.to_vec(),
         })
     }

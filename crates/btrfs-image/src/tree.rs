@@ -76,14 +76,19 @@ impl Tree {
 }
 
 impl Image {
-    /// A tree block, its checksum, address and filesystem checked.
-    /// A tree block, checked; from the second copy of a DUP chunk where the first fails.
+    /// A tree block, its checksum, address and filesystem checked; where the first copy fails
+    /// (or is on a missing device), the next (`btrfs_read_extent_buffer()` tries every mirror):
+    /// DUP's and RAID1's second copy, RAID1C3/C4's others, RAID5/6 rebuilt from parity.
     fn read_block(&self, bytenr: u64) -> Result<Vec<u8>> {
         let first = self.read_block_copy(bytenr, 0);
-        if first.is_err() && self.chunks.copies(bytenr) > 1 {
-            if let Ok(b) = self.read_block_copy(bytenr, 1) {
+        let Err(why) = &first else { return first };
+        let copies = self.chunks.copies(bytenr);
+        for copy in 1..copies {
+            if let Ok(b) = self.read_block_copy(bytenr, copy) {
+                let profile = self.chunks.profile(bytenr).map_or("", |p| p.name());
                 self.note_repair(format!(
-                    "tree block {bytenr:#x} read from its second copy (the first fails its checks)"
+                    "tree block {bytenr:#x} read from copy {} of {copies} ({profile}; the first: {why})",
+                    copy + 1
                 ));
                 return Ok(b);
             }

@@ -328,15 +328,18 @@ impl Checker<'_> {
         if self.csum == Csum::Skip {
             return Ok(());
         }
-        match self.img.verify_data(logical, data) {
+        let checked = match self.img.verify_data(logical, data) {
+            Err(btrfs_image::Error::BadChecksum { at, .. }) => match other_copy_good(self.img, logical, data) {
+                Some(c) => {
+                    self.img.note_repair(format!("{} @{file_offset}: data at {logical:#x} {c}", self.path));
+                    Ok(0)
+                }
+                None => Err(btrfs_image::Error::BadChecksum { what: "data", at }),
+            },
+            r => r,
+        };
+        match checked {
             Ok(_) => Ok(()),
-            Err(btrfs_image::Error::BadChecksum { .. }) if second_copy_good(self.img, logical, data) => {
-                self.img.note_repair(format!(
-                    "{} @{file_offset}: data at {logical:#x} read from its second copy (the first fails its checksum)",
-                    self.path
-                ));
-                Ok(())
-            }
             Err(btrfs_image::Error::BadChecksum { at, .. }) => {
                 let e = ImageError::Csum { path: self.path.to_string(), file_offset, at };
                 if self.csum == Csum::Warn {
@@ -351,12 +354,17 @@ impl Checker<'_> {
     }
 }
 
-/// Read `data` again from the second copy of a DUP chunk at `logical`: whether there is one and
-/// it passes its checksums.
-fn second_copy_good(img: &Image, logical: u64, data: &mut [u8]) -> bool {
-    img.chunks.copies(logical) > 1
-        && img.read_copy_into(logical, data, 1).is_ok()
-        && img.verify_data(logical, data).is_ok()
+/// Read `data` again from the other copies at `logical` (DUP's and RAID1's second, RAID1C3/C4's
+/// others, RAID5/6 rebuilt from P, then from Q), as the kernel retries each mirror: which copy
+/// passed its checksums, said for the repair note, if one did.
+fn other_copy_good(img: &Image, logical: u64, data: &mut [u8]) -> Option<String> {
+    let copies = img.chunks.copies(logical);
+    (1..copies).find(|&c| img.read_copy_into(logical, data, c).is_ok() && img.verify_data(logical, data).is_ok()).map(
+        |c| {
+            let profile = img.chunks.profile(logical).map_or("", |p| p.name());
+            format!("read from copy {} of {copies} ({profile}; the first fails its checksum)", c + 1)
+        },
+    )
 }
 
 /// Write extents `range` of `plan` into `f` at their file offsets (`pwrite`); holes, prealloc
@@ -504,13 +512,14 @@ pub fn verify(img: &Image, opts: &Options) -> Result<VerifyReport, ImageError> {
                     };
                     match img.verify_data(e.disk_bytenr, &disk) {
                         Ok(n) => r.csum_sectors += n,
-                        Err(btrfs_image::Error::BadChecksum { .. })
-                            if second_copy_good(img, e.disk_bytenr, &mut disk) =>
-                        {
-                            r.csum_sectors += img.verify_data(e.disk_bytenr, &disk).unwrap_or(0);
-                            img.note_repair(format!(
-                                "{where_}: data read from its second copy (the first fails its checksum)"
-                            ));
+                        Err(err @ btrfs_image::Error::BadChecksum { .. }) => {
+                            match other_copy_good(img, e.disk_bytenr, &mut disk) {
+                                Some(c) => {
+                                    r.csum_sectors += img.verify_data(e.disk_bytenr, &disk).unwrap_or(0);
+                                    img.note_repair(format!("{where_}: data {c}"));
+                                }
+                                None => r.failures.push(format!("{where_}: {err}")),
+                            }
                         }
                         Err(err) => r.failures.push(format!("{where_}: {err}")),
                     }

@@ -97,8 +97,8 @@ fn target() -> &'static std::sync::Mutex<Target> {
         let img = btrfs_image::open_bytes(raw.clone()).expect("fixture image");
         let mut regions = vec![(65536, 4096)];
         for logical in [img.sb.chunk_root, img.sb.root] {
-            if let Ok(p) = img.chunks.map(logical, u64::from(img.sb.nodesize)) {
-                regions.push((p as usize, img.sb.nodesize as usize));
+            if let Ok(p) = img.chunks.mirror(logical, 0) {
+                regions.push((p.offset as usize, img.sb.nodesize as usize));
             }
         }
         std::sync::Mutex::new(Target { image: std::sync::Arc::new(raw), regions })

@@ -184,7 +184,7 @@ fn damaged_images_give_typed_errors() {
     b[SB + 196] = 9;
     fix_sb_csum(&mut b);
     assert!(matches!(open_bytes(&b), Err(Error::UnsupportedCsum(9))));
-    // A RAID profile in the system chunk array.
+    // Two profile bits at once (DUP and RAID0) in the system chunk array.
     let mut b = good.clone();
     let ty_at = SB + 811 + 17 + 24;
     let ty = u64::from_le_bytes(b[ty_at..ty_at + 8].try_into().unwrap()) | (1 << 3);
@@ -199,12 +199,12 @@ fn damaged_images_give_typed_errors() {
     // A damaged tree block: flip a byte of the root tree's first block. Metadata is DUP here:
     // one copy damaged is read from the other (said in repairs), both is a checksum error.
     let img = open_bytes(&good).unwrap();
-    let phys = img.chunks.map(img.sb.root, 16384).unwrap() as usize;
+    let phys = img.chunks.mirror(img.sb.root, 0).unwrap().offset as usize;
     let mut b = good.clone();
     b[phys + 200] ^= 0x40;
     assert!(open_bytes(&b).is_ok_and(|i| !i.repairs().is_empty()));
     if img.chunks.copies(img.sb.root) == 2 {
-        let second = img.chunks.map_run_copy(img.sb.root, 1).unwrap().0 as usize;
+        let second = img.chunks.mirror(img.sb.root, 1).unwrap().offset as usize;
         b[second + 200] ^= 0x40;
     }
     assert!(matches!(open_bytes(&b), Err(Error::BadChecksum { what: "tree block", .. })));
@@ -225,8 +225,8 @@ fn random_damage_to_metadata_never_panics() {
     let mut shared = std::sync::Arc::new(raw_image());
     let img = btrfs_image::open_shared(shared.clone()).unwrap();
     let mut rng = diff_tests::Rng::new(4242);
-    let root_phys = img.chunks.map(img.sb.root, 16384).unwrap() as usize;
-    let chunk_phys = img.chunks.map(img.sb.chunk_root, 16384).unwrap() as usize;
+    let root_phys = img.chunks.mirror(img.sb.root, 0).unwrap().offset as usize;
+    let chunk_phys = img.chunks.mirror(img.sb.chunk_root, 0).unwrap().offset as usize;
     drop(img);
     for i in 0..150 {
         let base = [SB, root_phys, chunk_phys][i % 3];
@@ -286,7 +286,7 @@ fn a_damaged_data_sector_fails_verify_and_names_the_file() {
     // The first regular compressed extent of zstd_3/text-128k.
     let e = img.walk_files().unwrap().into_iter().find(|e| e.path == "zstd_3/text-128k").unwrap();
     let fe = img.file_extents(&img.fs_tree(e.tree).unwrap(), e.ino).unwrap().remove(0);
-    let phys = img.chunks.map(fe.disk_bytenr, 4096).unwrap() as usize;
+    let phys = img.chunks.mirror(fe.disk_bytenr, 0).unwrap().offset as usize;
     drop(img);
     let mut b = raw;
     b[phys + 100] ^= 0x10;
@@ -307,7 +307,7 @@ fn a_damaged_csum_item_is_reported_not_panicked() {
     let (csum_root, level) = img.tree_root(7).expect("csum tree");
     assert_eq!(level, 0, "small image: the csum tree is one leaf");
     let ns = img.sb.nodesize as usize;
-    let phys = img.chunks.map(csum_root, ns as u64).unwrap() as usize;
+    let phys = img.chunks.mirror(csum_root, 0).unwrap().offset as usize;
     drop(img);
     let mut b = raw;
     // Flip the last bytes of the leaf (item data grows from the end), then re-checksum the block

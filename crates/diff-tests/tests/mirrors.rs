@@ -32,8 +32,8 @@ fn a_tree_block_is_read_from_its_second_copy() {
     // The fs tree's root block: metadata is DUP on this image.
     let (bytenr, _) = img.tree_root(5).unwrap();
     assert_eq!(img.chunks.copies(bytenr), 2, "DUP metadata");
-    let first = img.chunks.map_run_copy(bytenr, 0).unwrap().0;
-    let second = img.chunks.map_run_copy(bytenr, 1).unwrap().0;
+    let first = img.chunks.mirror(bytenr, 0).unwrap().offset;
+    let second = img.chunks.mirror(bytenr, 1).unwrap().offset;
     assert_ne!(first, second);
     drop(img);
 
@@ -42,7 +42,7 @@ fn a_tree_block_is_read_from_its_second_copy() {
     let img = open_bytes(one.clone()).unwrap();
     assert_eq!(paths(&img), all, "every path, from the second copy");
     let r = img.repairs();
-    assert!(r.iter().any(|l| l.contains(&format!("{bytenr:#x}")) && l.contains("second copy")), "{r:?}");
+    assert!(r.iter().any(|l| l.contains(&format!("{bytenr:#x}")) && l.contains("copy 2 of 2")), "{r:?}");
 
     let mut both = one;
     damage(&mut both, second);
@@ -75,7 +75,7 @@ fn a_data_sector_is_read_from_its_second_copy() {
     let tree = img.fs_tree(e.tree).unwrap();
     let x = img.file_extents(&tree, e.ino).unwrap()[0].clone();
     assert_eq!(img.chunks.copies(x.disk_bytenr), 2, "DUP data");
-    let first = img.chunks.map_run_copy(x.disk_bytenr, 0).unwrap().0;
+    let first = img.chunks.mirror(x.disk_bytenr, 0).unwrap().offset;
     drop(img);
     damage(&mut bytes, first + 8192);
     let img = open_bytes(bytes).unwrap();
@@ -85,7 +85,7 @@ fn a_data_sector_is_read_from_its_second_copy() {
     let report = btrfs_restore::extract(&img, &out, &opts, &cancel, &|_, _| {}).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(std::fs::read(out.join("big")).unwrap() == data, "the file, from the second copy");
-    assert!(img.repairs().iter().any(|l| l.contains("big") && l.contains("second copy")), "{:?}", img.repairs());
+    assert!(img.repairs().iter().any(|l| l.contains("big") && l.contains("copy 2 of 2")), "{:?}", img.repairs());
     let v = btrfs_restore::verify(&img, &btrfs_restore::read_options()).unwrap();
     assert!(v.failures.is_empty(), "{:?}", v.failures);
 }

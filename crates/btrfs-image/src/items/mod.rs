@@ -27,6 +27,8 @@ pub mod key_type {
     pub const ROOT_BACKREF: u8 = 144;
     /// `BTRFS_ROOT_REF_KEY`.
     pub const ROOT_REF: u8 = 156;
+    /// `BTRFS_DEV_ITEM_KEY`.
+    pub const DEV_ITEM: u8 = 216;
     /// `BTRFS_CHUNK_ITEM_KEY`.
     pub const CHUNK_ITEM: u8 = 228;
 }
