@@ -18,8 +18,10 @@ What the kernel shows (fixture_lib.describe(): every path's kind, mode, size, sh
 - `damaged`: the first mirror (the kernel's mirror 1: `btrfs-map-logical`) of the fs tree's root
   block and of the random file's first data extent overwritten with a pattern on a copy of the
   devices, mounted read-only: the kernel reads the other copy (or rebuilds from parity) and shows
-  the whole tree; the damage (devid, physical offset, length) is recorded so that the tests can
-  do the same.
+  the whole tree; where the profile keeps no other copy, what the kernel showed of the file
+  instead (an error, or other bytes: 6.18 returned the damaged sector as zeros, without an error,
+  when the file was read after the others of its directory; EIO when read first). The damage
+  (devid, physical offset, length) is recorded so that the tests can do the same.
 
 fixtures/multi-device-<release>/<profile>/devN.img.zst and manifest.json.
 Needs root, loop devices, mkfs.btrfs, btrfs-map-logical, zstd, compsize.
@@ -185,7 +187,7 @@ def main():
                 finally:
                     subprocess.run(["umount", mnt], check=True)
             os.rmdir(mnt)
-            whole, whole_cs, err = view(paths, "ro")
+            whole, whole_cs, err = view(paths, "ro,noatime")
             assert err is None, f"{name}: {err}"
             entry = {"data": data, "metadata": meta, "devices": n, "whole": whole, "whole_compsize": whole_cs,
                      "degraded": [], "damaged": []}
@@ -194,7 +196,7 @@ def main():
                 withheld_sets += [[0, 1], [n - 2, n - 1]]
             for w in withheld_sets:
                 kept = [p for i, p in enumerate(paths) if i not in w]
-                d, cs, err = view(kept, "degraded,ro")
+                d, cs, err = view(kept, "degraded,ro,noatime")
                 entry["degraded"].append({"withheld": [i + 1 for i in w], "view": d, "compsize": cs, "error": err})
                 print(f"{name}: without {[i + 1 for i in w]}: {err or 'mounted'}")
             for what, (logical, length) in targets(paths, ino).items():
@@ -205,12 +207,17 @@ def main():
                 with open(copies[devid - 1], "r+b") as f:
                     f.seek(phys)
                     f.write(b"\xde\xad" * (length // 2))
-                d, cs, err = view(copies, "ro")
+                d, cs, err = view(copies, "ro,noatime")
                 for c in copies:
                     os.unlink(c)
                 same = d == whole
+                # Where the kernel showed something else: per path, its error or its sha256.
+                differ = {} if same else {
+                    v["path"]: {k: v[k] for k in ("error", "sha256") if k in v}
+                    for h, v in d.items() if v.get("sha256") != whole.get(h, {}).get("sha256")}
                 entry["damaged"].append({"what": what, "logical": logical, "devid": devid, "physical": phys,
-                                         "length": length, "same_as_whole": same, "error": err})
+                                         "length": length, "same_as_whole": same, "error": err,
+                                         "kernel_differs": differ})
                 print(f"{name}: {what} at {logical} damaged on device {devid}: kernel shows the whole tree: {same}")
             os.makedirs(f"{dest}/{name}", exist_ok=True)
             for i, p in enumerate(paths):

@@ -188,9 +188,14 @@ impl Drop for OpenImage {
     }
 }
 
-/// How the image commands read a log tree.
-#[derive(clap::Args, Clone, Copy, Debug, Default)]
-pub struct LogArg {
+/// How the image commands open a filesystem: its other devices, and the log tree.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ImageOpts {
+    /// Another device of a multi-device filesystem (an image, `.zst` image or block device;
+    /// repeat for each; IMAGE is one of them). Devices are matched by fsid and devid; those not
+    /// given are named, and their data read from other copies or parity where the profile allows.
+    #[arg(long = "device", value_name = "DEV")]
+    pub devices: Vec<std::path::PathBuf>,
     /// Read the last commit: do not replay the log tree (what fsync wrote after that commit;
     /// by default it is replayed as the kernel does at mount).
     #[arg(long)]
@@ -199,12 +204,13 @@ pub struct LogArg {
 
 /// Open an image (its trees are read when first needed), saying on standard error what the
 /// reader must know of it (a log tree replayed or not, a truncated file).
-pub fn open(p: &Path, log: LogArg) -> Result<OpenImage, Fail> {
-    let opts = btrfs_image::OpenOptions { replay_log: !log.no_log };
-    let img = btrfs_image::open_image_with(p, opts).map_err(|e| {
+pub fn open(p: &Path, o: &ImageOpts) -> Result<OpenImage, Fail> {
+    let opts = btrfs_image::OpenOptions { replay_log: !o.no_log };
+    let paths: Vec<&Path> = std::iter::once(p).chain(o.devices.iter().map(|d| d.as_path())).collect();
+    let img = btrfs_image::open_devices(&paths, opts).map_err(|e| {
         // The same image opens without its log: the log is what failed.
         let without = btrfs_image::OpenOptions { replay_log: false };
-        if !log.no_log && btrfs_image::open_image_with(p, without).is_ok() {
+        if !o.no_log && btrfs_image::open_devices(&paths, without).is_ok() {
             img_fail(p, format!("the log tree cannot be read: {e} (--no-log reads the last commit)"))
         } else {
             img_fail(p, e)
@@ -219,7 +225,7 @@ pub fn open(p: &Path, log: LogArg) -> Result<OpenImage, Fail> {
 /// A truncated image whose files have extents past its end: the report above it is incomplete,
 /// so the command fails (exit 1) after printing it.
 pub fn fail_if_extents_missing(img: &btrfs_image::Image, p: &Path) -> Result<(), Fail> {
-    if img.size() >= img.sb.total_bytes {
+    if !img.truncated() {
         return Ok(());
     }
     match btrfs_restore::extents_past_end(img).map_err(|e| img_fail(p, e))? {

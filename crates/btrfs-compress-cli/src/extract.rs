@@ -10,7 +10,7 @@ use std::sync::Arc;
 use btrfs_restore::{ExtractOptions, ImageError};
 use clap::Args;
 
-use crate::common::{img_fail, open, Fail, LogArg};
+use crate::common::{img_fail, open, Fail, ImageOpts};
 
 #[derive(Args)]
 pub struct ExtractCmd {
@@ -34,7 +34,7 @@ pub struct ExtractCmd {
     #[arg(long, value_name = "PATH|ID")]
     pub subvol: Option<String>,
     #[command(flatten)]
-    pub log: LogArg,
+    pub image_opts: ImageOpts,
     /// The image (raw or zstd-compressed).
     pub image: PathBuf,
     /// Directory to write into (created if missing).
@@ -45,7 +45,7 @@ pub struct ExtractCmd {
 
 /// Run `extract`.
 pub fn run(c: ExtractCmd) -> Result<(), Fail> {
-    let img = open(&c.image, c.log)?;
+    let img = open(&c.image, &c.image_opts)?;
     // The handlers only set flags: the work sees them, stops and removes its temporaries.
     let cancel = Arc::new(AtomicBool::new(false));
     let term = Arc::new(AtomicBool::new(false));

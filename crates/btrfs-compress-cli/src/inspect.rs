@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::common::{fail_if_extents_missing, img_fail, io_fail, open, Fail, LogArg};
+use crate::common::{fail_if_extents_missing, img_fail, io_fail, open, Fail, ImageOpts};
 
 #[derive(Args)]
 pub struct InspectCmd {
@@ -18,14 +18,14 @@ pub struct InspectCmd {
     #[arg(long, value_name = "DIR")]
     pub dump_extents: Option<PathBuf>,
     #[command(flatten)]
-    pub log: LogArg,
+    pub image_opts: ImageOpts,
     /// The image (raw or zstd-compressed).
     pub image: PathBuf,
 }
 
 /// Run `inspect`.
 pub fn run(c: InspectCmd) -> Result<(), Fail> {
-    let img = open(&c.image, c.log)?;
+    let img = open(&c.image, &c.image_opts)?;
     let files = btrfs_restore::inspect(&img).map_err(|e| img_fail(&c.image, e))?;
     if let Some(dir) = &c.dump_extents {
         fs::create_dir_all(dir).map_err(|e| io_fail("cannot create", dir, e))?;

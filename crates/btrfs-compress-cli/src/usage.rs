@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
-use crate::common::{fail_if_extents_missing, img_fail, open, Fail, LogArg};
+use crate::common::{fail_if_extents_missing, img_fail, open, Fail, ImageOpts};
 
 #[derive(Args)]
 pub struct UsageCmd {
@@ -17,7 +17,7 @@ pub struct UsageCmd {
     #[arg(short = 'b', long)]
     pub bytes: bool,
     #[command(flatten)]
-    pub log: LogArg,
+    pub image_opts: ImageOpts,
     /// The image (raw or zstd-compressed).
     pub image: PathBuf,
     /// Only the regular files at or under these paths in the image [default: all].
@@ -36,7 +36,7 @@ struct Json {
 
 /// Run `usage`.
 pub fn run(c: UsageCmd) -> Result<(), Fail> {
-    let img = open(&c.image, c.log)?;
+    let img = open(&c.image, &c.image_opts)?;
     let u = btrfs_restore::usage(&img, &c.paths).map_err(|e| img_fail(&c.image, e))?;
     if c.json {
         let j = Json {

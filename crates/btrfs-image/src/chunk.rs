@@ -13,7 +13,12 @@
 use std::collections::BTreeMap;
 
 use crate::error::{CorruptKind, Error, Result};
-use crate::le::Le;
+use crate::le::{to_u64, Le};
+
+/// A stripe index computed modulo the stripe count as a usize (it is below the count).
+fn idx(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
 
 /// `BTRFS_BLOCK_GROUP_SYSTEM`.
 pub(crate) const BLOCK_GROUP_SYSTEM: u64 = 1 << 1;
@@ -123,7 +128,7 @@ impl Profile {
 }
 
 /// One stripe of a chunk: a device and the physical offset of the stripe's start on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Stripe {
     /// Device id.
     pub devid: u64,
@@ -243,7 +248,7 @@ impl ChunkMap {
                 .ok_or(CorruptKind::Chunk { logical: start, problem: "stripe beyond the device's addresses" })?;
             Ok(Stripe { devid: s.devid, offset: phys })
         };
-        let n = c.stripes.len() as u64;
+        let n = to_u64(c.stripes.len());
         let (place, run) = match c.profile {
             Profile::Single | Profile::Dup | Profile::Raid1 | Profile::Raid1c3 | Profile::Raid1c4 => {
                 // Every stripe holds the chunk whole: the run goes to the chunk's end.
@@ -251,26 +256,24 @@ impl ChunkMap {
                 (Place::Mirrors(m.collect::<Result<_>>()?), chunk_left)
             }
             Profile::Raid0 => {
-                let s = &c.stripes[(unit % n) as usize];
+                let s = &c.stripes[idx(unit % n)];
                 (Place::Mirrors(vec![at(s, unit / n)?]), unit_left)
             }
             Profile::Raid10 => {
-                let sub = c.sub_stripes as u64;
+                let sub = to_u64(c.sub_stripes);
                 let factor = n / sub;
                 let first = (unit % factor) * sub;
                 let row = unit / factor;
-                let m = (first..first + sub).map(|i| at(&c.stripes[i as usize], row));
+                let m = (first..first + sub).map(|i| at(&c.stripes[idx(i)], row));
                 (Place::Mirrors(m.collect::<Result<_>>()?), unit_left)
             }
             Profile::Raid5 | Profile::Raid6 => {
                 let nr_data = c.stripes.len() - c.profile.parity();
-                let nd = nr_data as u64;
-                let data = (unit % nd) as usize;
+                let nd = to_u64(nr_data);
+                let data = idx(unit % nd);
                 let row = unit / nd;
                 let rot = row % n;
-                let row_stripes = (0..c.stripes.len() as u64)
-                    .map(|i| at(&c.stripes[((rot + i) % n) as usize], row))
-                    .collect::<Result<_>>()?;
+                let row_stripes = (0..n).map(|i| at(&c.stripes[idx((rot + i) % n)], row)).collect::<Result<_>>()?;
                 (Place::Parity { data, row: row_stripes, nr_data }, unit_left)
             }
         };
@@ -328,7 +331,7 @@ mod tests {
         v[off::LENGTH..off::LENGTH + 8].copy_from_slice(&length.to_le_bytes());
         v[off::STRIPE_LEN..off::STRIPE_LEN + 8].copy_from_slice(&65536u64.to_le_bytes());
         v[off::TYPE..off::TYPE + 8].copy_from_slice(&ty.to_le_bytes());
-        v[off::NUM_STRIPES..off::NUM_STRIPES + 2].copy_from_slice(&(stripes.len() as u16).to_le_bytes());
+        v[off::NUM_STRIPES..off::NUM_STRIPES + 2].copy_from_slice(&u16::try_from(stripes.len()).unwrap().to_le_bytes());
         v[off::SUB_STRIPES..off::SUB_STRIPES + 2].copy_from_slice(&sub.to_le_bytes());
         for (i, &(devid, offset)) in stripes.iter().enumerate() {
             let s = off::STRIPES + i * off::STRIPE_SIZE;
@@ -360,7 +363,8 @@ mod tests {
         m.insert(0, &item(8 * K64, 0x80 | 1, 0, &[(1, 0), (2, 0), (3, 0)])).unwrap();
         // Row 1 rotates by one: data 0 on stripe 1, data 1 on stripe 2, P on stripe 0.
         let x = m.map(3 * K64).unwrap();
-        let row = vec![Stripe { devid: 2, offset: K64 }, Stripe { devid: 3, offset: K64 }, Stripe { devid: 1, offset: K64 }];
+        let row =
+            vec![Stripe { devid: 2, offset: K64 }, Stripe { devid: 3, offset: K64 }, Stripe { devid: 1, offset: K64 }];
         assert_eq!(x.place, Place::Parity { data: 1, row, nr_data: 2 });
         assert_eq!(x.copies(), 2);
     }

@@ -285,8 +285,13 @@ impl Image {
         let mut best: Option<Superblock> = None;
         let mut sb_notes = Vec::new();
         for (name, storage) in storages {
-            let (sb, note) = Self::read_superblock(&storage)
-                .map_err(|e| if several { Error::Devices(format!("{name}: {e}")) } else { e })?;
+            let (sb, note) = Self::read_superblock(&storage).map_err(|e| {
+                if several {
+                    Error::Devices(format!("{name}: {e}"))
+                } else {
+                    e
+                }
+            })?;
             if let Some(n) = note {
                 sb_notes.push(if several { format!("{name}: {n}") } else { n });
             }
@@ -476,6 +481,90 @@ impl Image {
         }
     }
 
+    /// Every other copy of the data at `[logical, logical + len)` checked, as scrub checks it:
+    /// each mirror on a device given against the data checksums, and for RAID5/6 the parity of
+    /// every row the range touches against its data units. One message per damaged copy or
+    /// row (naming the device); copies on missing devices are not checked.
+    pub fn check_redundancy(&self, logical: u64, len: u64) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let Ok(first) = self.chunks.map(logical) else { return Ok(out) };
+        if let Place::Mirrors(m) = &first.place {
+            let n = usize::try_from(len).map_err(|_| CorruptKind::TooBig("extent"))?;
+            let mut buf = vec![0u8; n];
+            for copy in 0..m.len() {
+                if self.read_copy_into(logical, &mut buf, copy).is_err() {
+                    continue; // on a device not given, or past the end of a truncated one
+                }
+                if let Err(Error::BadChecksum { at, .. }) = self.verify_data(logical, &buf) {
+                    let dev = self.chunks.mirror(at, copy).map(|s| s.devid).unwrap_or(0);
+                    out.push(format!(
+                        "copy {} of {} ({}) on device {dev} fails its checksum at {at:#x}",
+                        copy + 1,
+                        m.len(),
+                        first.profile.name()
+                    ));
+                }
+            }
+            return Ok(out);
+        }
+        // RAID5/6: each piece's data unit against the checksums (a damaged one is rebuilt from
+        // parity when read), then once per row the parity against the data, where no data unit
+        // of the row failed (P alone cannot say which unit is wrong).
+        let mut pieces = Vec::new();
+        let mut damaged_rows = std::collections::HashSet::new();
+        let mut done = 0u64;
+        while done < len {
+            let at = logical + done;
+            let m = self.chunks.map(at)?;
+            let n = m.run.min(len - done);
+            if let Place::Parity { data, row, .. } = &m.place {
+                let size = usize::try_from(n).map_err(|_| CorruptKind::TooBig("stripe"))?;
+                let mut v = vec![0u8; size];
+                if self.read_phys(row[*data], &mut v).is_ok() {
+                    if let Err(Error::BadChecksum { at: bad, .. }) = self.verify_data(at, &v) {
+                        out.push(format!(
+                            "{} data on device {} fails its checksum at {bad:#x} (rebuilt from parity)",
+                            m.profile.name(),
+                            row[*data].devid
+                        ));
+                        damaged_rows.insert(row[0]);
+                    }
+                }
+                pieces.push((at, size, m));
+            }
+            done += n;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (at, size, m) in pieces {
+            let Place::Parity { row, nr_data, .. } = &m.place else { continue };
+            if damaged_rows.contains(&row[0]) || !seen.insert(row[0]) {
+                continue;
+            }
+            let units: Vec<Option<Vec<u8>>> = row
+                .iter()
+                .map(|&s| {
+                    let mut v = vec![0u8; size];
+                    self.read_phys(s, &mut v).ok().map(|()| v)
+                })
+                .collect();
+            if units.iter().all(Option::is_some) {
+                let data: Vec<&[u8]> = units[..*nr_data].iter().flatten().map(|v| &v[..]).collect();
+                let (p, q) = crate::raid56::syndrome(&data);
+                for (k, want) in [p, q].iter().enumerate().take(row.len() - nr_data) {
+                    if units[nr_data + k].as_deref() != Some(&want[..]) {
+                        out.push(format!(
+                            "{} row at {at:#x}: {} on device {} does not match its data",
+                            m.profile.name(),
+                            ["P", "Q"][k],
+                            row[nr_data + k].devid
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Bytes at a device's physical offset.
     fn read_phys(&self, s: Stripe, buf: &mut [u8]) -> Result<()> {
         let d = self.devices.get(&s.devid).ok_or(Error::MissingDevice { devid: s.devid })?;
@@ -500,7 +589,8 @@ impl Image {
         let units: Vec<Option<Vec<u8>>> = (0..nr_data).map(|i| if i == want { None } else { read(row[i]) }).collect();
         let p = if without_p { None } else { row.get(nr_data).and_then(|&s| read(s)) };
         let q = row.get(nr_data + 1).and_then(|&s| read(s));
-        let r = crate::raid56::Row { data: units.iter().map(|u| u.as_deref()).collect(), p: p.as_deref(), q: q.as_deref() };
+        let r =
+            crate::raid56::Row { data: units.iter().map(|u| u.as_deref()).collect(), p: p.as_deref(), q: q.as_deref() };
         crate::raid56::rebuild(&r, want, buf).ok_or(Error::Unrebuildable { logical })
     }
 

@@ -29,15 +29,17 @@ mod error;
 mod image;
 pub mod items;
 mod le;
-pub mod raid56;
 mod log_replay;
+pub mod raid56;
 pub mod superblock;
 pub mod tree;
 mod walk;
 
 pub use chunk::{ChunkMap, Mapped, Place, Profile, Stripe};
 pub use error::{CorruptKind, Error, Result};
-pub use image::{open_bytes, open_bytes_with, open_image, open_image_with, open_shared, Image, OpenOptions};
+pub use image::{
+    open_bytes, open_bytes_with, open_devices, open_image, open_image_with, open_shared, Image, OpenOptions,
+};
 pub use items::file_extent::{ExtentKind, FileExtent};
 pub use items::inode::{Inode, Timespec};
 pub use items::objectid::FS_TREE as BTRFS_FS_TREE_OBJECTID;

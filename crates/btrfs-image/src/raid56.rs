@@ -16,15 +16,14 @@ static TABLES: std::sync::OnceLock<Tables> = std::sync::OnceLock::new();
 fn tables() -> &'static Tables {
     TABLES.get_or_init(|| {
         let mut t = Tables { exp: [0; 512], log: [0; 256] };
-        let mut x: u16 = 1;
-        for i in 0..255 {
-            t.exp[i] = x as u8;
-            t.exp[i + 255] = x as u8;
-            t.log[x as usize] = i as u8;
-            x <<= 1;
-            if x & 0x100 != 0 {
-                x ^= 0x11d;
-            }
+        let mut x: u8 = 1;
+        for i in 0..255u8 {
+            let k = usize::from(i);
+            t.exp[k] = x;
+            t.exp[k + 255] = x;
+            t.log[usize::from(x)] = i;
+            // x * g: shift, and reduce by the polynomial when bit 8 would be set.
+            x = (x << 1) ^ if x & 0x80 != 0 { 0x1d } else { 0 };
         }
         t
     })

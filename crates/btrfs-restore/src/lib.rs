@@ -354,17 +354,27 @@ impl Checker<'_> {
     }
 }
 
-/// Read `data` again from the other copies at `logical` (DUP's and RAID1's second, RAID1C3/C4's
-/// others, RAID5/6 rebuilt from P, then from Q), as the kernel retries each mirror: which copy
-/// passed its checksums, said for the repair note, if one did.
+/// Repair `data` (read at `logical`) sector by sector from the other copies, as the kernel's read
+/// repair does: each sector whose checksum fails is read again from each copy in turn (DUP's and
+/// RAID1's second, RAID1C3/C4's others, RAID5/6 rebuilt from P, then from Q) until one passes.
+/// Per sector, so that a RAID5/6 rebuild of one unit does not use another damaged one. Which
+/// copies served, said for the repair note; `None` if a sector has no good copy.
 fn other_copy_good(img: &Image, logical: u64, data: &mut [u8]) -> Option<String> {
+    let ss = img.sb.sectorsize as usize;
     let copies = img.chunks.copies(logical);
-    (1..copies).find(|&c| img.read_copy_into(logical, data, c).is_ok() && img.verify_data(logical, data).is_ok()).map(
-        |c| {
-            let profile = img.chunks.profile(logical).map_or("", |p| p.name());
-            format!("read from copy {} of {copies} ({profile}; the first fails its checksum)", c + 1)
-        },
-    )
+    let mut used = std::collections::BTreeSet::new();
+    for (i, sector) in data.chunks_mut(ss).enumerate() {
+        let at = logical + (i * ss) as u64;
+        if img.verify_data(at, sector).is_ok() {
+            continue;
+        }
+        let c =
+            (0..copies).find(|&c| img.read_copy_into(at, sector, c).is_ok() && img.verify_data(at, sector).is_ok())?;
+        used.insert(c + 1);
+    }
+    let profile = img.chunks.profile(logical).map_or("", |p| p.name());
+    let which: Vec<String> = used.iter().map(|c| c.to_string()).collect();
+    Some(format!("read from copy {} of {copies} ({profile}; the first fails its checksum)", which.join(", ")))
 }
 
 /// Write extents `range` of `plan` into `f` at their file offsets (`pwrite`); holes, prealloc
@@ -475,6 +485,9 @@ pub struct VerifyReport {
     pub extents: usize,
     /// Failures: file, extent offset, error.
     pub failures: Vec<String>,
+    /// Damaged copies that another copy (or parity) makes good, as scrub reports corrected
+    /// errors: file, extent offset, which copy on which device.
+    pub repairable: Vec<String>,
 }
 
 /// Decode every compressed extent and check every data checksum.
@@ -521,6 +534,10 @@ pub fn verify(img: &Image, opts: &Options) -> Result<VerifyReport, ImageError> {
                                 None => r.failures.push(format!("{where_}: {err}")),
                             }
                         }
+                        Err(err) => r.failures.push(format!("{where_}: {err}")),
+                    }
+                    match img.check_redundancy(e.disk_bytenr, e.disk_num_bytes) {
+                        Ok(faults) => r.repairable.extend(faults.into_iter().map(|f| format!("{where_}: {f}"))),
                         Err(err) => r.failures.push(format!("{where_}: {err}")),
                     }
                     if let Some(alg) = CompressType::from_code(e.compression).filter(|&a| a != CompressType::None) {
