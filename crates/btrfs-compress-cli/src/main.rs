@@ -69,7 +69,27 @@ enum Cmd {
     Estimate(estimate::EstimateArgs),
 }
 
+/// A closed standard output (`verify img | head -1`) ends the command as the default SIGPIPE
+/// action would (exit 141, nothing printed): Rust ignores SIGPIPE, so `println!` panics on EPIPE
+/// instead; that panic is caught here (no `unsafe` to restore the signal's default).
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -852,3 +852,75 @@ fn image_commands_replay_the_log_by_default_and_read_the_commit_with_no_log() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(d.path().join("replayed/new/compressed").is_file() && !d.path().join("replayed/base/unlinked").exists());
 }
+
+/// The devices of a profile of the kernel-written multi-device fixture.
+fn multi_device(profile: &str) -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    let fx = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("multi-device-"))
+        .expect("fixtures/multi-device-*/");
+    let mut v: Vec<String> = std::fs::read_dir(fx.join(profile))
+        .unwrap()
+        .map(|e| e.unwrap().path().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn image_commands_take_every_device_of_a_multi_device_filesystem() {
+    let devs = multi_device("raid6");
+    let mut args = vec!["usage", devs[0].as_str()];
+    for d in &devs[1..] {
+        args.extend(["--device", d.as_str()]);
+    }
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    let whole = String::from_utf8_lossy(&o.stdout).into_owned();
+    // Two devices withheld: RAID6 rebuilds from P and Q; both are named.
+    let o = run(&["usage", &devs[0], "--device", &devs[3]]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), whole);
+    assert!(stderr(&o).contains("device 2 ") && stderr(&o).contains("device 3 "), "{}", stderr(&o));
+    let d = tempfile::tempdir().unwrap();
+    let o = run(&["extract", &devs[1], "--device", &devs[2], &p(d.path(), "out")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(d.path().join("out/plain/random-512k").is_file());
+    let o = run(&["verify", &devs[0], "--device", &devs[1], "--device", &devs[2], "--device", &devs[3]]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A device of another filesystem, and one device given twice: exit 1, said.
+    let other = multi_device("raid1");
+    let o = run(&["inspect", &devs[0], "--device", &other[0]]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("another filesystem"), "{}", stderr(&o));
+    let o = run(&["inspect", &devs[0], "--device", &devs[0]]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("both device 1"), "{}", stderr(&o));
+    // RAID0 without a device: the files it held cannot be extracted (exit 1, named).
+    let r0 = multi_device("raid0");
+    let o = run(&["extract", &r0[0], &p(d.path(), "r0")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("device 2 is missing"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_closed_output_pipe_ends_a_command_without_a_panic() {
+    // `verify img | head -1`: the reader is gone before the first line; no panic (exit 101).
+    let img = fixture_image();
+    for args in [&["verify"][..], &["inspect"][..], &["usage"][..], &["inspect", "--json"][..]] {
+        let mut child = bin()
+            .args(args)
+            .arg(&img)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        assert_ne!(o.status.code(), Some(101), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
+    }
+}

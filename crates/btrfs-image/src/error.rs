@@ -42,6 +42,9 @@ pub enum Error {
         /// Logical address.
         logical: u64,
     },
+    /// An on-disk feature this reader does not read (its incompat bit is set).
+    #[error("the filesystem uses {0}, which this reader does not read")]
+    UnsupportedFeature(&'static str),
     /// Device files that do not make one filesystem.
     #[error("{0}")]
     Devices(String),

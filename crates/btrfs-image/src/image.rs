@@ -72,6 +72,10 @@ type CsumItems = BTreeMap<u64, Vec<u8>>;
 const TREE_LOG_OBJECTID: u64 = u64::MAX - 5;
 /// `BTRFS_FEATURE_INCOMPAT_NO_HOLES`.
 const FEATURE_INCOMPAT_NO_HOLES: u64 = 1 << 9;
+/// `BTRFS_FEATURE_INCOMPAT_EXTENT_TREE_V2`.
+const FEATURE_INCOMPAT_EXTENT_TREE_V2: u64 = 1 << 13;
+/// `BTRFS_FEATURE_INCOMPAT_RAID_STRIPE_TREE`.
+const FEATURE_INCOMPAT_RAID_STRIPE_TREE: u64 = 1 << 14;
 
 /// How an image is opened.
 #[derive(Clone, Copy, Debug)]
@@ -314,6 +318,16 @@ impl Image {
             }
         }
         let sb = best.ok_or(Error::NotBtrfs)?;
+        // Features that change where data is (the kernel's experimental configs write them):
+        // refused rather than read wrongly.
+        for (bit, name) in [
+            (FEATURE_INCOMPAT_EXTENT_TREE_V2, "extent-tree-v2 (BTRFS_FEATURE_INCOMPAT_EXTENT_TREE_V2)"),
+            (FEATURE_INCOMPAT_RAID_STRIPE_TREE, "the raid-stripe-tree (BTRFS_FEATURE_INCOMPAT_RAID_STRIPE_TREE)"),
+        ] {
+            if sb.incompat_flags & bit != 0 {
+                return Err(Error::UnsupportedFeature(name));
+            }
+        }
         let mut img = Image {
             devices,
             dev_items: BTreeMap::new(),
@@ -413,8 +427,19 @@ impl Image {
         Ok(())
     }
 
-    /// Read `len` bytes at a logical address.
+    /// Read `len` bytes at a logical address (at most `BTRFS_MAX_EXTENT_SIZE`, and only once
+    /// the whole range is known to be mapped: a length from the image sizes no buffer before it
+    /// is checked).
     pub fn read_logical(&self, logical: u64, len: usize) -> Result<Vec<u8>> {
+        let n = to_u64(len);
+        if n > crate::items::file_extent::MAX_EXTENT_SIZE {
+            return Err(CorruptKind::TooBig("a read of more than 128 MiB").into());
+        }
+        let mut done = 0u64;
+        while done < n {
+            let at = logical.checked_add(done).ok_or(Error::Unmapped(logical))?;
+            done += self.chunks.map(at)?.run.min(n - done);
+        }
         let mut out = vec![0u8; len];
         self.read_logical_into(logical, &mut out)?;
         Ok(out)
@@ -765,8 +790,16 @@ impl Image {
     }
 
     /// The file extent items of an inode, in file order.
+    /// Each item is checked as the kernel's tree-checker checks it ([`FileExtent::check`]).
     pub fn file_extents(&self, tree: &Tree, ino: u64) -> Result<Vec<FileExtent>> {
-        tree.items_of(ino, key_type::EXTENT_DATA).map(|it| FileExtent::parse(it.key.offset, &it.data)).collect()
+        let ss = u64::from(self.sb.sectorsize);
+        tree.items_of(ino, key_type::EXTENT_DATA)
+            .map(|it| {
+                let e = FileExtent::parse(it.key.offset, &it.data)?;
+                e.check(ss)?;
+                Ok(e)
+            })
+            .collect()
     }
 
     /// The data checksum items (`EXTENT_CSUM`), by logical start; read on first use.

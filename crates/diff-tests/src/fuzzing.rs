@@ -112,6 +112,9 @@ pub fn image_metadata(data: &[u8]) {
     if data.len() < 4 {
         return;
     }
+    if data[1] & 4 != 0 {
+        return image_metadata_multi(data);
+    }
     let mut t = target().lock().unwrap_or_else(|e| e.into_inner());
     let (start, len) = t.regions[data[0] as usize % t.regions.len()];
     let patches: Vec<(usize, u8)> = data[2..]
@@ -152,6 +155,87 @@ pub fn image_metadata(data: &[u8]) {
         b[p] ^= x;
     }
     b[65536..65540].copy_from_slice(&saved_csum);
+}
+
+/// The RAID5 filesystem of the multi-device fixture (three devices written by the kernel),
+/// inflated once into sparse files, and its metadata regions: each device's superblock (its
+/// sys_chunk_array holds RAID5 chunk items with three stripes), and the data stripes of the
+/// chunk tree's and root tree's blocks.
+struct MultiTarget {
+    _dir: tempfile::TempDir,
+    paths: Vec<std::path::PathBuf>,
+    regions: Vec<(usize, u64, usize)>,
+}
+
+fn multi_target() -> &'static std::sync::Mutex<MultiTarget> {
+    static T: std::sync::OnceLock<std::sync::Mutex<MultiTarget>> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        use std::os::unix::fs::FileExt;
+        let fixtures = crate::repo_root().join("fixtures");
+        let fx = std::fs::read_dir(&fixtures)
+            .expect("fixtures")
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().starts_with("multi-device-"))
+            .expect("fixtures/multi-device-*")
+            .path()
+            .join("raid5");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut paths = Vec::new();
+        for i in 1..=3 {
+            let raw = crate::read_zst(&fx.join(format!("dev{i}.img.zst")));
+            let p = dir.path().join(format!("dev{i}.img"));
+            let f = std::fs::File::create(&p).expect("device file");
+            for (k, b) in raw.chunks(65536).enumerate() {
+                if b.iter().any(|&x| x != 0) {
+                    f.write_all_at(b, (k * 65536) as u64).expect("write");
+                }
+            }
+            f.set_len(raw.len() as u64).expect("size");
+            paths.push(p);
+        }
+        let refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
+        let img = btrfs_image::open_devices(&refs, btrfs_image::OpenOptions::default()).expect("RAID5 fixture");
+        let mut regions: Vec<(usize, u64, usize)> = (0..3).map(|i| (i, 65536, 4096)).collect();
+        for logical in [img.sb.chunk_root, img.sb.root] {
+            if let Ok(s) = img.chunks.mirror(logical, 0) {
+                regions.push(((s.devid - 1) as usize, s.offset, img.sb.nodesize as usize));
+            }
+        }
+        std::sync::Mutex::new(MultiTarget { _dir: dir, paths, regions })
+    })
+}
+
+/// [`image_metadata`] on a RAID5 filesystem of three devices: damage one device's superblock or
+/// the data stripe of a tree block (optionally with valid checksums, so that chunk items with
+/// damaged stripe counts, device ids, stripe lengths and offsets are parsed and mapped, and tree
+/// blocks rebuilt from parity), open the three, walk, verify, and put the bytes back.
+pub fn image_metadata_multi(data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    if data.len() < 4 {
+        return;
+    }
+    let t = multi_target().lock().unwrap_or_else(|e| e.into_inner());
+    let (dev, start, len) = t.regions[data[0] as usize % t.regions.len()];
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&t.paths[dev]).expect("device file");
+    let mut block = vec![0u8; len];
+    f.read_exact_at(&mut block, start).expect("read");
+    let saved = block.clone();
+    for c in data[2..].chunks_exact(3).take(32) {
+        block[u16::from_le_bytes([c[0], c[1]]) as usize % len] ^= c[2];
+    }
+    if data[1] & 1 != 0 || (data[1] & 2 != 0 && start != 65536) {
+        // A valid checksum (crc32c over what follows the 32-byte checksum field).
+        let end = if start == 65536 { 4096 } else { len };
+        let c = crc32c::crc32c(&block[32..end]);
+        block[..4].copy_from_slice(&c.to_le_bytes());
+    }
+    f.write_all_at(&block, start).expect("write");
+    let refs: Vec<&std::path::Path> = t.paths.iter().map(|p| p.as_path()).collect();
+    if let Ok(img) = btrfs_image::open_devices(&refs, btrfs_image::OpenOptions::default()) {
+        let _ = btrfs_restore::inspect(&img);
+        let _ = btrfs_restore::verify(&img, &btrfs_restore::read_options());
+    }
+    f.write_all_at(&saved, start).expect("restore");
 }
 
 /// The kernel deflate on arbitrary data, level, era, input chunking and output room: the

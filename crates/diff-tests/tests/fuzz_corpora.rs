@@ -83,6 +83,13 @@ fn image_metadata_corpus_and_mutations() {
     run("image_metadata", image_metadata, 300);
 }
 
+/// The multi-device half of `image_metadata` on every corpus entry and 300 mutations: chunk
+/// items with RAID5 stripes damaged, tree blocks rebuilt from parity.
+#[test]
+fn image_metadata_multi_device_corpus_and_mutations() {
+    run("image_metadata", |d: &[u8]| diff_tests::fuzzing::image_metadata_multi(d), 300);
+}
+
 #[test]
 fn kernel_deflate_corpus_and_mutations() {
     run("kernel_deflate", kernel_deflate, 300);

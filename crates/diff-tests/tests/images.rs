@@ -2,6 +2,7 @@
 //! the kernel's plaintext, every extent agrees with what the kernel's ENCODED_READ reported,
 //! `verify` passes, and damaged images give typed errors.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use btrfs_compress::Options;
@@ -191,6 +192,15 @@ fn damaged_images_give_typed_errors() {
     b[ty_at..ty_at + 8].copy_from_slice(&ty.to_le_bytes());
     fix_sb_csum(&mut b);
     assert!(matches!(open_bytes(&b), Err(Error::UnsupportedProfile { .. })), "{:?}", open_bytes(&b).err());
+    // The raid-stripe-tree and extent-tree-v2 incompat bits: refused, naming the feature.
+    for (bit, name) in [(1u64 << 14, "raid-stripe-tree"), (1 << 13, "extent-tree-v2")] {
+        let mut b = good.clone();
+        let f = u64::from_le_bytes(b[SB + 188..SB + 196].try_into().unwrap()) | bit;
+        b[SB + 188..SB + 196].copy_from_slice(&f.to_le_bytes());
+        fix_sb_csum(&mut b);
+        let e = open_bytes(&b).err().expect("refused");
+        assert!(matches!(e, Error::UnsupportedFeature(_)) && e.to_string().contains(name), "{e}");
+    }
     // Chunk root pointing nowhere.
     let mut b = good.clone();
     b[SB + 88..SB + 96].copy_from_slice(&0x7fff_ffff_0000u64.to_le_bytes());
@@ -320,4 +330,87 @@ fn a_damaged_csum_item_is_reported_not_panicked() {
     let img = btrfs_image::open_bytes(b).unwrap();
     let r = verify(&img, &Options::default()).unwrap();
     assert!(r.failures.iter().any(|f| f.contains("checksum mismatch")), "{:?}", r.failures);
+}
+
+/// Every position of `needle` in `hay`.
+fn positions(hay: &[u8], needle: &[u8]) -> Vec<usize> {
+    hay.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect()
+}
+
+/// The inline extent bomb of issue 24: an uncompressed inline extent of a few bytes whose item
+/// and inode claim 4 GiB. The kernel's tree-checker rejects the leaf ("invalid ram_bytes for
+/// uncompressed inline extent"); here every command gets a typed error for that file and nothing
+/// sizes a buffer by the claim.
+#[test]
+fn an_inline_extent_claiming_more_than_it_holds_is_refused() {
+    // The snapshots fixture (written by the running kernel, crc32c): files of 700 bytes, inline.
+    let dir = std::fs::read_dir(repo_root().join("fixtures"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("subvol-snapshots-"))
+        .unwrap();
+    let mut raw = read_zst(&dir.join("image.img.zst"));
+    let img = open_bytes(&raw).unwrap();
+    let nodesize = img.sb.nodesize as usize;
+    let (entry, extent, inode) = img
+        .walk_files()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == btrfs_image::FileKind::Regular)
+        .find_map(|e| {
+            let t = img.fs_tree(e.tree).unwrap();
+            let x = t.items_of(e.ino, 108).next()?.data.clone();
+            let inline = x[20] == 0 && x[16] == 0;
+            let ino = t.items_of(e.ino, 1).next()?.data.clone();
+            inline.then_some((e, x, ino))
+        })
+        .expect("an uncompressed inline extent in the fixture");
+    drop(img);
+    let claim = 1u64 << 32;
+    let mut blocks = std::collections::BTreeSet::new();
+    for (needle, field) in [(&extent, 8usize), (&inode, 16)] {
+        let at = positions(&raw, needle);
+        assert!(!at.is_empty(), "the item's bytes in the image");
+        for p in at {
+            raw[p + field..p + field + 8].copy_from_slice(&claim.to_le_bytes());
+            blocks.insert(p / nodesize * nodesize);
+        }
+    }
+    for s in blocks {
+        let c = crc32c::crc32c(&raw[s + 32..s + nodesize]);
+        raw[s..s + 4].copy_from_slice(&c.to_le_bytes());
+    }
+    let img = open_bytes(&raw).unwrap();
+    let tree = img.fs_tree(entry.tree).unwrap();
+    let e = img.file_extents(&tree, entry.ino).err().expect("refused");
+    assert!(e.to_string().contains("ram_bytes of an uncompressed inline extent"), "{e}");
+    let d = tempfile::tempdir().unwrap();
+    let r = btrfs_restore::extract(
+        &img,
+        &d.path().join("out"),
+        &btrfs_restore::ExtractOptions::default(),
+        &std::sync::atomic::AtomicBool::new(false),
+        &|_, _| {},
+    );
+    match r {
+        Ok(r) => assert!(r.errors.iter().any(|m| m.contains("ram_bytes")), "{:?}", r.errors),
+        Err(e) => assert!(e.to_string().contains("ram_bytes"), "{e}"),
+    }
+    let big = std::fs::metadata(d.path().join("out").join(std::ffi::OsStr::from_bytes(entry.path.as_bytes())));
+    assert!(big.is_err(), "no 4 GiB file written");
+    match btrfs_restore::verify(&img, &btrfs_restore::read_options()) {
+        Err(e) => assert!(e.to_string().contains("ram_bytes"), "{e}"),
+        Ok(v) => assert!(v.failures.iter().any(|f| f.contains("ram_bytes")), "{:?}", v.failures),
+    }
+}
+
+/// A regular extent whose disk_num_bytes claims 2^63 (issue 24: capacity overflow in verify):
+/// a typed error, no allocation sized by the claim.
+#[test]
+fn an_extent_claiming_2_to_the_63_bytes_is_refused() {
+    let img = open_bytes(&read_zst(&repo_root().join("fixtures/csum/crc32c.img.zst"))).unwrap();
+    let e = img.read_logical(0x100_0000, 1 << 40).err().expect("refused");
+    assert!(e.to_string().contains("128 MiB"), "{e}");
+    let e = img.read_logical(u64::MAX - 4096, 8192).err().expect("refused");
+    assert!(matches!(e, Error::Unmapped(_)), "{e}");
 }

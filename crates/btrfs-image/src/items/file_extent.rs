@@ -40,6 +40,11 @@ pub enum ExtentKind {
     Prealloc,
 }
 
+/// `BTRFS_MAX_EXTENT_SIZE`: the largest data extent the kernel writes.
+pub const MAX_EXTENT_SIZE: u64 = 128 << 20;
+/// `BTRFS_MAX_COMPRESSED`: the largest compressed extent.
+pub const MAX_COMPRESSED: u64 = 128 << 10;
+
 /// One `EXTENT_DATA` item.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileExtent {
@@ -105,6 +110,59 @@ impl FileExtent {
             );
         }
         Ok(e)
+    }
+
+    /// The rules the kernel's tree-checker applies to a file extent item
+    /// (`check_extent_data_item()`, fs/btrfs/tree-checker.c, 6.18) before anything sizes a
+    /// buffer by it: an inline extent at file offset 0 whose uncompressed `ram_bytes` is its
+    /// data's length; a regular or prealloc one with its sizes and addresses sector-aligned, not
+    /// compressed when prealloc, its end not past 2^64; and no extent (`BTRFS_MAX_EXTENT_SIZE`)
+    /// or compressed extent (`BTRFS_MAX_COMPRESSED`) larger than the kernel writes.
+    pub fn check(&self, sectorsize: u64) -> Result<()> {
+        let bad = |field: &'static str, value: u64| -> Result<()> {
+            Err(CorruptKind::FileExtent { file_offset: self.file_offset, field, value }.into())
+        };
+        match &self.kind {
+            ExtentKind::Inline { data } => {
+                if self.file_offset != 0 {
+                    return bad("inline extent at file offset", self.file_offset);
+                }
+                if self.compression == 0 && self.ram_bytes != data.len() as u64 {
+                    return bad("ram_bytes of an uncompressed inline extent", self.ram_bytes);
+                }
+                if self.compression != 0 && self.ram_bytes > sectorsize {
+                    return bad("ram_bytes of a compressed inline extent", self.ram_bytes);
+                }
+            }
+            ExtentKind::Regular | ExtentKind::Prealloc => {
+                for (field, v) in [
+                    ("ram_bytes", self.ram_bytes),
+                    ("disk_bytenr", self.disk_bytenr),
+                    ("disk_num_bytes", self.disk_num_bytes),
+                    ("offset", self.offset),
+                    ("num_bytes", self.num_bytes),
+                ] {
+                    if v % sectorsize != 0 {
+                        return bad(field, v);
+                    }
+                }
+                if self.kind == ExtentKind::Prealloc && self.compression != 0 {
+                    return bad("compression of a prealloc extent", u64::from(self.compression));
+                }
+                if self.file_offset.checked_add(self.num_bytes).is_none() {
+                    return bad("num_bytes", self.num_bytes);
+                }
+                if self.disk_num_bytes > MAX_EXTENT_SIZE
+                    || (self.compression != 0 && self.disk_num_bytes > MAX_COMPRESSED)
+                {
+                    return bad("disk_num_bytes", self.disk_num_bytes);
+                }
+                if self.offset.checked_add(self.num_bytes).is_none_or(|e| self.disk_bytenr != 0 && e > self.ram_bytes) {
+                    return bad("offset + num_bytes past ram_bytes", self.offset.saturating_add(self.num_bytes));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// True for a hole (regular extent with no disk bytes).
