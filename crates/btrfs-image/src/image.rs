@@ -124,6 +124,9 @@ pub struct Image {
 
 /// Largest image accepted from a `.zst` file (inflated into a sparse temporary file).
 const MAX_ZST_IMAGE: u64 = 1 << 40;
+/// Zeros a `.zst` image may hold past the device size its superblock gives (a copy of a block
+/// device larger than the filesystem on it): skipped, not written.
+const ZST_ZERO_SLACK: u64 = 1 << 30;
 /// `ZSTD_WINDOWLOG_LIMIT_DEFAULT`: frames needing a larger window (128 MiB) are refused, which
 /// bounds the memory an image takes to inflate.
 const ZST_WINDOW_LOG_MAX: u32 = 27;
@@ -212,15 +215,33 @@ fn unzstd_to_sparse(mut src: File) -> Result<(File, u64)> {
     let mut chunk = vec![0u8; 1 << 20];
     let mut pos = 0u64;
     let mut last = 1;
-    let emit = |got: usize, chunk: &[u8], pos: &mut u64| -> Result<()> {
+    // The device's size, from its superblock once that is inflated: data past it is refused
+    // (a `.zst` bomb never fills $TMPDIR), zeros past it are skipped up to a bound.
+    let mut device: Option<u64> = None;
+    let sb_end = BTRFS_SUPER_INFO_OFFSET + to_u64(SUPER_INFO_SIZE);
+    let mut emit = |got: usize, chunk: &[u8], pos: &mut u64| -> Result<()> {
         for (i, b) in chunk[..got].chunks(BLOCK).enumerate() {
             if b.iter().any(|&x| x != 0) {
-                out.write_all_at(b, *pos + to_u64(i * BLOCK))?;
+                let at = *pos + to_u64(i * BLOCK);
+                if let Some(size) = device.filter(|&d| at >= d) {
+                    return Err(CorruptKind::CompressedImage(format!(
+                        "it holds data past the {size}-byte device its superblock describes"
+                    ))
+                    .into());
+                }
+                out.write_all_at(b, at)?;
             }
         }
         *pos += to_u64(got);
-        if *pos > MAX_ZST_IMAGE {
-            return Err(Error::TooLarge(MAX_ZST_IMAGE));
+        if device.is_none() && *pos >= sb_end {
+            let mut sbb = vec![0u8; SUPER_INFO_SIZE];
+            if out.read_exact_at(&mut sbb, BTRFS_SUPER_INFO_OFFSET).is_ok() {
+                device = Superblock::parse(&sbb).ok().map(|sb| sb.dev.total_bytes.max(sb_end));
+            }
+        }
+        let limit = device.map_or(MAX_ZST_IMAGE, |d| d.saturating_add(ZST_ZERO_SLACK)).min(MAX_ZST_IMAGE);
+        if *pos > limit {
+            return Err(Error::TooLarge(limit));
         }
         Ok(())
     };

@@ -414,3 +414,27 @@ fn an_extent_claiming_2_to_the_63_bytes_is_refused() {
     let e = img.read_logical(u64::MAX - 4096, 8192).err().expect("refused");
     assert!(matches!(e, Error::Unmapped(_)), "{e}");
 }
+
+/// A `.zst` image that inflates past the device its superblock describes (issue 24's bomb: 1.5
+/// MB that filled $TMPDIR with 4 GiB): refused once the data passes the device's end; zeros past
+/// it (a copy of a larger block device) are skipped, not written.
+#[test]
+fn a_zst_image_never_inflates_past_its_device() {
+    let raw = read_zst(&repo_root().join("fixtures/csum/crc32c.img.zst"));
+    let d = tempfile::tempdir().unwrap();
+    let zst = |name: &str, data: &[u8]| {
+        let mut out = vec![0u8; zstd_safe::compress_bound(data.len())];
+        let n = zstd_safe::compress(&mut out[..], data, 3).unwrap();
+        let p = d.path().join(name);
+        std::fs::write(&p, &out[..n]).unwrap();
+        p
+    };
+    let mut zeros = raw.clone();
+    zeros.resize(raw.len() + (8 << 20), 0);
+    let img = open_image(&zst("zeros.img.zst", &zeros)).unwrap();
+    assert!(img.walk_files().is_ok());
+    let mut data = raw.clone();
+    data.extend(std::iter::repeat_n(0x5a_u8, 8 << 20));
+    let e = open_image(&zst("data.img.zst", &data)).err().expect("refused");
+    assert!(e.to_string().contains("past the") && e.to_string().contains("device"), "{e}");
+}
