@@ -117,7 +117,16 @@ pub fn io_fail(what: &str, p: &Path, e: io::Error) -> Fail {
 }
 
 /// Read at most `limit` bytes; a longer input is an error (never an unbounded allocation).
+/// `-` is standard input.
 pub fn read_bounded(p: &Path, limit: usize) -> Result<Vec<u8>, Fail> {
+    if p.as_os_str() == "-" {
+        let mut v = Vec::new();
+        io::stdin().lock().take(limit as u64 + 1).read_to_end(&mut v).map_err(|e| io_fail("cannot read", p, e))?;
+        if v.len() > limit {
+            return Err(Fail { code: 1, msg: format!("standard input is more than {limit} bytes") });
+        }
+        return Ok(v);
+    }
     let f = File::open(p).map_err(|e| io_fail("cannot open", p, e))?;
     if let Ok(m) = f.metadata() {
         if m.is_dir() {
@@ -136,8 +145,21 @@ pub fn read_bounded(p: &Path, limit: usize) -> Result<Vec<u8>, Fail> {
 }
 
 /// Write `data` to `out` through a temporary file in the same directory and a rename, so OUT
-/// is never left half written; refuse to replace an existing OUT without `force`.
+/// is never left half written; refuse to replace an existing OUT without `force`. As a Unix tool
+/// does: `-` is standard output; an OUT that is (or links to) a device, fifo or socket is written
+/// to, not replaced (`/dev/stdout`, `/dev/null`); a symlink to a regular file keeps pointing at
+/// the file, which `force` replaces.
 pub fn write_atomic(out: &Path, data: &[u8], force: bool, input: &Path) -> Result<(), Fail> {
+    if out.as_os_str() == "-" {
+        let mut o = io::stdout().lock();
+        return o.write_all(data).and_then(|()| o.flush()).map_err(|e| io_fail("cannot write", out, e));
+    }
+    if let Ok(m) = fs::metadata(out) {
+        if !m.is_file() && !m.is_dir() {
+            let mut f = fs::OpenOptions::new().write(true).open(out).map_err(|e| io_fail("cannot open", out, e))?;
+            return f.write_all(data).map_err(|e| io_fail("cannot write", out, e));
+        }
+    }
     if !force && fs::symlink_metadata(out).is_ok() {
         return Err(Fail { code: 1, msg: format!("{} exists (use --force to replace it)", out.display()) });
     }
@@ -146,6 +168,12 @@ pub fn write_atomic(out: &Path, data: &[u8], force: bool, input: &Path) -> Resul
             return Err(Fail { code: 1, msg: "input and output are the same file".into() });
         }
     }
+    // A symlink to a regular file: the file is what is replaced.
+    let resolved = match fs::symlink_metadata(out) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(out).map_err(|e| io_fail("cannot resolve", out, e))?,
+        _ => out.to_path_buf(),
+    };
+    let out = resolved.as_path();
     let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = out.file_name().ok_or_else(|| Fail { code: 1, msg: format!("{} is not a file name", out.display()) })?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));

@@ -15,8 +15,12 @@ use crate::common::{img_fail, open, Fail, ImageOpts};
 #[derive(Args)]
 pub struct ExtractCmd {
     /// Replace what exists under DEST (atomically).
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "skip_existing")]
     pub force: bool,
+    /// Keep what exists under DEST and extract the rest (a rerun after an interrupted extract:
+    /// every file there was renamed into place whole), as `btrfs restore` does.
+    #[arg(long)]
+    pub skip_existing: bool,
     /// Data only: no owners, modes or times (modes from the umask).
     #[arg(long)]
     pub no_metadata: bool,
@@ -63,6 +67,7 @@ pub fn run(c: ExtractCmd) -> Result<(), Fail> {
         ignore_csum: c.ignore_csum,
         snapshots: c.snapshots,
         subvol: c.subvol.clone(),
+        skip_existing: c.skip_existing,
     };
     let r = btrfs_restore::extract(&img, &c.dest, &opts, &cancel, &|done, total| {
         bar.set_length(total as u64);
@@ -87,6 +92,13 @@ pub fn run(c: ExtractCmd) -> Result<(), Fail> {
         report.special,
         c.dest.display()
     );
+    if report.existing_kept > 0 {
+        eprintln!(
+            "btrfs-compress: note: {} entries kept as they were under {}",
+            report.existing_kept,
+            c.dest.display()
+        );
+    }
     if report.owners_skipped {
         eprintln!("btrfs-compress: note: not root: owners not restored (files are yours)");
     }

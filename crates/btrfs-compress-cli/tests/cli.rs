@@ -924,3 +924,65 @@ fn a_closed_output_pipe_ends_a_command_without_a_panic() {
         assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn output_paths_are_handled_as_a_unix_tool_handles_them() {
+    let d = tempfile::tempdir().unwrap();
+    let data = text(50_000);
+    std::fs::write(d.path().join("in"), &data).unwrap();
+    // `-` is standard input and output: compress | decompress round-trips.
+    let c = bin()
+        .args(["compress", "-a", "zstd", "-", "-"])
+        .stdin(std::fs::File::open(d.path().join("in")).unwrap())
+        .output()
+        .unwrap();
+    assert!(c.status.success(), "{}", stderr(&c));
+    let mut child = bin()
+        .args(["decompress", "-a", "zstd", "--ram-bytes", "50000", "-", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&c.stdout).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(o.stdout, data);
+    // A device given as OUT is written to, not replaced by a regular file.
+    let o = run(&["compress", "-a", "zstd", &p(d.path(), "in"), "/dev/null"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+    // A symlink to a regular file keeps pointing at it; --force replaces the file.
+    std::fs::write(d.path().join("target"), b"old").unwrap();
+    std::os::unix::fs::symlink("target", d.path().join("link")).unwrap();
+    let o = run(&["compress", "-a", "zstd", "--force", &p(d.path(), "in"), &p(d.path(), "link")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::symlink_metadata(d.path().join("link")).unwrap().file_type().is_symlink());
+    assert_ne!(std::fs::read(d.path().join("target")).unwrap(), b"old");
+}
+
+#[test]
+fn extract_names_every_path_it_cannot_find_and_reruns_with_skip_existing() {
+    let img = fixture_image();
+    let img = img.to_str().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    // A typo beside a good path is an error, not ignored.
+    let o = run(&["extract", img, &p(d.path(), "a"), "zstd_3", "zzz/yyy"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no such path in the image: zzz/yyy"), "{}", stderr(&o));
+    // A rerun keeps what is there and writes the rest.
+    let o = run(&["extract", img, &p(d.path(), "b")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = d.path().join("b/zlib_3");
+    let gone: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    for f in &gone {
+        std::fs::remove_file(f).unwrap();
+    }
+    let o = run(&["extract", img, &p(d.path(), "b")]);
+    assert_eq!(o.status.code(), Some(1), "without --skip-existing, existing files are errors");
+    let o = run(&["extract", "--skip-existing", img, &p(d.path(), "b")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("kept as they were"), "{}", stderr(&o));
+    assert!(gone.iter().all(|f| f.is_file()));
+}

@@ -43,6 +43,9 @@ pub struct ExtractOptions {
     pub snapshots: bool,
     /// Only this subvolume (path in the image, or id), its contents at the top of DEST.
     pub subvol: Option<String>,
+    /// Keep what already exists under the destination and go on (a rerun after an interrupted
+    /// extract: every file there was renamed into place whole), as `btrfs restore` does.
+    pub skip_existing: bool,
 }
 
 impl Default for ExtractOptions {
@@ -55,6 +58,7 @@ impl Default for ExtractOptions {
             ignore_csum: false,
             snapshots: false,
             subvol: None,
+            skip_existing: false,
         }
     }
 }
@@ -82,6 +86,8 @@ pub struct ExtractReport {
     pub owners_skipped: bool,
     /// Entries not written, one message each.
     pub errors: Vec<String>,
+    /// Entries kept as they were under the destination (`skip_existing`).
+    pub existing_kept: usize,
     /// Warnings (extents written despite a checksum mismatch, xattrs the destination refused).
     pub warnings: Vec<String>,
 }
@@ -124,11 +130,17 @@ fn select(img: &Image, opts: &ExtractOptions, report: &mut ExtractReport) -> Res
             })
             .collect();
     }
-    entries.retain(|e| wanted(&e.path, &opts.paths));
-    if entries.is_empty() && !opts.paths.is_empty() {
-        let names: Vec<String> = opts.paths.iter().map(|p| p.as_bytes().escape_ascii().to_string()).collect();
-        return Err(ImageError::NoSuchPath(names.join(", ")));
+    // Every PATH given must name something: a typo beside a good path is not ignored.
+    let missing: Vec<String> = opts
+        .paths
+        .iter()
+        .filter(|f| !entries.iter().any(|e| at_or_under(e.path.as_bytes(), f.as_bytes())))
+        .map(|p| p.as_bytes().escape_ascii().to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(ImageError::NoSuchPath(missing.join(", ")));
     }
+    entries.retain(|e| wanted(&e.path, &opts.paths));
     Ok(entries)
 }
 
@@ -142,12 +154,32 @@ struct Run<'a> {
     cancel: &'a AtomicBool,
     errors: Mutex<Vec<String>>,
     warnings: Mutex<Vec<String>>,
+    /// Entries kept as they were (`skip_existing`).
+    kept: std::sync::atomic::AtomicUsize,
 }
+
+/// The outcome of an entry that exists under the destination and is kept.
+const KEPT: &str = "kept: it exists under the destination";
 
 impl Run<'_> {
     fn error(&self, e: &DirEntry, msg: impl std::fmt::Display) {
+        let msg = msg.to_string();
+        if msg == KEPT {
+            self.kept.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if let Ok(mut v) = self.errors.lock() {
             v.push(format!("{}: {msg}", e.path_escaped()));
+        }
+    }
+
+    /// What an existing name under the destination means: kept ([`KEPT`]) with
+    /// `skip_existing`, an error without `force`.
+    fn existing(&self) -> String {
+        if self.opts.skip_existing {
+            KEPT.into()
+        } else {
+            "exists (use --force to replace it)".into()
         }
     }
 
@@ -231,7 +263,7 @@ impl Job {
 fn start_job(run: &Run<'_>, e: &DirEntry) -> Result<Job, String> {
     let (dir, name) = run.parent(e).map_err(|err| format!("parent directory: {err}"))?;
     if !run.opts.force && dest::exists(&dir, &name) {
-        return Err("exists (use --force to replace it)".into());
+        return Err(run.existing());
     }
     let tree = run.img.fs_tree(e.tree).map_err(|err| err.to_string())?;
     let plan = plan_file(run.img, &tree, e).map_err(|err| err.to_string())?;
@@ -246,27 +278,35 @@ fn start_job(run: &Run<'_>, e: &DirEntry) -> Result<Job, String> {
     Ok(Job { plan, dir, name, file, inode, xattrs, left: AtomicUsize::new(pieces), error: Mutex::new(None) })
 }
 
-/// Write regular files in batches (the first name of each inode); the inodes written.
-fn write_files(run: &Run<'_>, files: &[&DirEntry], progress: &(dyn Fn(usize, usize) + Sync)) -> HashSet<(u64, u64)> {
+/// Write regular files in batches (the first name of each inode); the inodes written or kept
+/// (`skip_existing`), and how many were kept.
+fn write_files(
+    run: &Run<'_>,
+    files: &[&DirEntry],
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> (HashSet<(u64, u64)>, usize) {
     let done = AtomicUsize::new(0);
     let mut written = HashSet::new();
+    let mut kept_files = 0;
     for batch in files.chunks(FILES_PER_BATCH) {
         if run.stopped() {
             break;
         }
-        let jobs: Vec<(&DirEntry, Option<Job>)> = batch
+        let jobs: Vec<(&DirEntry, Option<Job>, bool)> = batch
             .par_iter()
             .map(|e| match start_job(run, e) {
-                Ok(j) => (*e, Some(j)),
+                Ok(j) => (*e, Some(j), false),
                 Err(err) => {
+                    // A file kept as it was is there for its hard links too.
+                    let kept = err == KEPT;
                     run.error(e, err);
-                    (*e, None)
+                    (*e, None, kept)
                 }
             })
             .collect();
         let tasks: Vec<(&Job, std::ops::Range<usize>)> = jobs
             .iter()
-            .filter_map(|(_, j)| j.as_ref())
+            .filter_map(|(_, j, _)| j.as_ref())
             .flat_map(|j| {
                 let n = j.plan.extents.len();
                 (0..n.div_ceil(EXTENTS_PER_TASK).max(1))
@@ -274,18 +314,19 @@ fn write_files(run: &Run<'_>, files: &[&DirEntry], progress: &(dyn Fn(usize, usi
             })
             .collect();
         tasks.par_iter().for_each(|(j, range)| j.run(run, range.clone()));
-        for (e, j) in &jobs {
+        for (e, j, kept) in &jobs {
             match j.as_ref().and_then(|j| j.error.lock().ok().and_then(|g| g.clone())) {
                 Some(err) => run.error(e, err),
-                None if j.is_some() => {
+                None if j.is_some() || *kept => {
                     written.insert((e.tree, e.ino));
+                    kept_files += usize::from(*kept);
                 }
                 None => {}
             }
         }
         progress(done.fetch_add(batch.len(), Ordering::Relaxed) + batch.len(), files.len());
     }
-    written
+    (written, kept_files)
 }
 
 /// A symlink, fifo, socket or device node: created under the temporary name, its metadata
@@ -293,7 +334,7 @@ fn write_files(run: &Run<'_>, files: &[&DirEntry], progress: &(dyn Fn(usize, usi
 fn make_other(run: &Run<'_>, e: &DirEntry, report: &mut ExtractReport) -> Result<(), String> {
     let (dir, name) = run.parent(e).map_err(|err| format!("parent directory: {err}"))?;
     if !run.opts.force && dest::exists(&dir, &name) {
-        return Err("exists (use --force to replace it)".into());
+        return Err(run.existing());
     }
     let (ino, xattrs) = run.inode(e).map_err(|err| err.to_string())?;
     let created = match e.kind {
@@ -366,7 +407,7 @@ fn make_link(run: &Run<'_>, e: &DirEntry, first: &DirEntry) -> Result<(), String
     let (dir, name) = run.parent(e).map_err(|err| format!("parent directory: {err}"))?;
     let (src_dir, src) = run.parent(first).map_err(|err| format!("first name: {err}"))?;
     if !run.opts.force && dest::exists(&dir, &name) {
-        return Err("exists (use --force to replace it)".into());
+        return Err(run.existing());
     }
     dest::link_tmp(&src_dir, &src, &dir, &name).map_err(|err| err.to_string())?;
     dest::publish(&dir, &name, run.opts.force).map_err(|err| {
@@ -456,6 +497,7 @@ pub fn extract(
         refused: Refused::default(),
         cancel,
         errors: Mutex::new(Vec::new()),
+        kept: std::sync::atomic::AtomicUsize::new(0),
         warnings: Mutex::new(Vec::new()),
     };
     let (made_dirs, failed_dirs) = make_dirs(&run, &entries);
@@ -474,8 +516,8 @@ pub fn extract(
             }
         }
     }
-    let written = write_files(&run, &files, progress);
-    report.files = written.len();
+    let (written, kept_files) = write_files(&run, &files, progress);
+    report.files = written.len() - kept_files;
     for (e, f) in links {
         if run.stopped() {
             break;
@@ -505,6 +547,7 @@ pub fn extract(
         return Err(ImageError::Interrupted);
     }
     report.errors = run.errors.into_inner().unwrap_or_default();
+    report.existing_kept = run.kept.into_inner();
     report.warnings = run.warnings.into_inner().unwrap_or_default();
     report.warnings.extend(run.refused.lines());
     Ok(report)

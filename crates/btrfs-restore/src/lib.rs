@@ -58,7 +58,7 @@ pub enum ImageError {
     /// SIGINT or SIGTERM: extract stopped and removed its temporary files.
     #[error("interrupted")]
     Interrupted,
-    /// None of the paths asked for is in the image.
+    /// Paths asked for that are not in the image (each must name something).
     #[error("no such path in the image: {0}")]
     NoSuchPath(String),
 }
