@@ -127,7 +127,7 @@ impl FileExtent {
                 if self.file_offset != 0 {
                     return bad("inline extent at file offset", self.file_offset);
                 }
-                if self.compression == 0 && self.ram_bytes != data.len() as u64 {
+                if self.compression == 0 && self.ram_bytes != crate::le::to_u64(data.len()) {
                     return bad("ram_bytes of an uncompressed inline extent", self.ram_bytes);
                 }
                 if self.compression != 0 && self.ram_bytes > sectorsize {
