@@ -269,6 +269,17 @@ fn unzstd_to_sparse(mut src: File) -> Result<(File, u64)> {
     Ok((out, pos))
 }
 
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("fsid", &uuid_string(&self.sb.fsid))
+            .field("generation", &self.sb.generation)
+            .field("devices", &self.devices())
+            .field("chunks", &self.chunks.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Image {
     /// A device's superblock: the primary, or where it is unreadable the newest of its copies at
     /// 64 MiB and 256 GiB (`btrfs_sb_offset()`), as `btrfs restore -u` reads them (the kernel

@@ -27,7 +27,7 @@ fn with_log_root(mut img: Vec<u8>, log_root: u64) -> Vec<u8> {
 fn a_log_tree_not_replayed_is_said_and_one_that_cannot_be_read_is_an_error() {
     let img = open_bytes(image()).unwrap();
     assert!(img.warnings().is_empty(), "{:?}", img.warnings());
-    let e = open_bytes(with_log_root(image(), 0x1234000)).err().expect("an unreadable log tree is an error");
+    let e = open_bytes(with_log_root(image(), 0x1234000)).expect_err("an unreadable log tree is an error");
     assert!(e.to_string().contains("checksum mismatch"), "{e}");
     let img = open_bytes_with(with_log_root(image(), 0x1234000), OpenOptions { replay_log: false }).unwrap();
     let w = img.warnings();

@@ -198,7 +198,7 @@ fn damaged_images_give_typed_errors() {
         let f = u64::from_le_bytes(b[SB + 188..SB + 196].try_into().unwrap()) | bit;
         b[SB + 188..SB + 196].copy_from_slice(&f.to_le_bytes());
         fix_sb_csum(&mut b);
-        let e = open_bytes(&b).err().expect("refused");
+        let e = open_bytes(&b).expect_err("refused");
         assert!(matches!(e, Error::UnsupportedFeature(_)) && e.to_string().contains(name), "{e}");
     }
     // Chunk root pointing nowhere.
@@ -382,7 +382,7 @@ fn an_inline_extent_claiming_more_than_it_holds_is_refused() {
     }
     let img = open_bytes(&raw).unwrap();
     let tree = img.fs_tree(entry.tree).unwrap();
-    let e = img.file_extents(&tree, entry.ino).err().expect("refused");
+    let e = img.file_extents(&tree, entry.ino).expect_err("refused");
     assert!(e.to_string().contains("ram_bytes of an uncompressed inline extent"), "{e}");
     let d = tempfile::tempdir().unwrap();
     let r = btrfs_restore::extract(
@@ -409,9 +409,9 @@ fn an_inline_extent_claiming_more_than_it_holds_is_refused() {
 #[test]
 fn an_extent_claiming_2_to_the_63_bytes_is_refused() {
     let img = open_bytes(&read_zst(&repo_root().join("fixtures/csum/crc32c.img.zst"))).unwrap();
-    let e = img.read_logical(0x100_0000, 1 << 40).err().expect("refused");
+    let e = img.read_logical(0x100_0000, 1 << 40).expect_err("refused");
     assert!(e.to_string().contains("128 MiB"), "{e}");
-    let e = img.read_logical(u64::MAX - 4096, 8192).err().expect("refused");
+    let e = img.read_logical(u64::MAX - 4096, 8192).expect_err("refused");
     assert!(matches!(e, Error::Unmapped(_)), "{e}");
 }
 
@@ -435,6 +435,6 @@ fn a_zst_image_never_inflates_past_its_device() {
     assert!(img.walk_files().is_ok());
     let mut data = raw.clone();
     data.extend(std::iter::repeat_n(0x5a_u8, 8 << 20));
-    let e = open_image(&zst("data.img.zst", &data)).err().expect("refused");
+    let e = open_image(&zst("data.img.zst", &data)).expect_err("refused");
     assert!(e.to_string().contains("past the") && e.to_string().contains("device"), "{e}");
 }

@@ -260,9 +260,9 @@ fn device_sets_that_are_not_one_filesystem_are_refused() {
     let (dir, _) = manifest();
     let raid1 = inflate(&dir, "raid1", 2);
     let raid0 = inflate(&dir, "raid0", 2);
-    let e = open(&[&raid1.paths[0], &raid0.paths[1]]).err().expect("two filesystems");
+    let e = open(&[&raid1.paths[0], &raid0.paths[1]]).expect_err("two filesystems");
     assert!(e.to_string().contains("another filesystem"), "{e}");
-    let e = open(&[&raid1.paths[0], &raid1.paths[0]]).err().expect("one device twice");
+    let e = open(&[&raid1.paths[0], &raid1.paths[0]]).expect_err("one device twice");
     assert!(e.to_string().contains("both device 1"), "{e}");
     // A truncated device: said, and what lies past its end read from the other copy.
     let f = std::fs::OpenOptions::new().write(true).open(&raid1.paths[1]).unwrap();
