@@ -82,33 +82,38 @@ impl Dest {
     }
 
     /// Remove temporaries of our naming left by an extract that did not finish (its process
-    /// is gone), anywhere under DEST; the number removed.
-    pub(crate) fn remove_stale(&self) -> usize {
+    /// is gone): only in the directories the image's `entries` are in, on DEST's filesystem (no
+    /// walk of all of DEST, nor across mount points), and only a temporary of an entry's own
+    /// name (`.NAME` + mark + pid, NAME an entry of that directory) that is not itself the name
+    /// of an entry. The number removed.
+    pub(crate) fn remove_stale(&self, entries: &[crate::DirEntry]) -> usize {
+        let mut dirs: std::collections::BTreeMap<&OsStr, std::collections::HashSet<&[u8]>> = Default::default();
+        for e in entries {
+            let (parent, name) = split(&e.path);
+            dirs.entry(parent).or_default().insert(name.as_bytes());
+        }
+        let Ok(root_dev) = rfs::fstat(&self.root).map(|st| st.st_dev) else { return 0 };
         let mut removed = 0;
-        let mut stack = vec![OsString::new()];
-        while let Some(rel) = stack.pop() {
-            let Ok(fd) = self.dir(&rel) else { continue };
+        for (rel, names) in dirs {
+            let Ok(fd) = self.dir(rel) else { continue };
+            if rfs::fstat(&fd).map(|st| st.st_dev) != Ok(root_dev) {
+                continue;
+            }
             let Ok(dir) = rfs::Dir::read_from(&fd) else { continue };
             for ent in dir.flatten() {
                 let name = ent.file_name().to_bytes();
-                if name == b"." || name == b".." {
+                if names.contains(name) || ent.file_type() == rfs::FileType::Directory {
                     continue;
                 }
-                let name = OsStr::from_bytes(name);
-                if let Some(pid) = tmp_owner(name.as_bytes()) {
-                    let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
-                    if !alive && rfs::unlinkat(&fd, name, AtFlags::empty()).is_ok() {
-                        removed += 1;
-                    }
+                let Some(pid) = tmp_owner(name) else { continue };
+                // `.NAME<mark><pid>`: NAME must be an entry of this directory.
+                let Some(at) = name.windows(TMP_MARK.len()).rposition(|w| w == TMP_MARK) else { continue };
+                if name.first() != Some(&b'.') || !names.contains(&name[1..at]) {
                     continue;
                 }
-                if ent.file_type() == rfs::FileType::Directory {
-                    let mut child = rel.clone();
-                    if !child.is_empty() {
-                        child.push("/");
-                    }
-                    child.push(name);
-                    stack.push(child);
+                let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+                if !alive && rfs::unlinkat(&fd, OsStr::from_bytes(name), AtFlags::empty()).is_ok() {
+                    removed += 1;
                 }
             }
         }

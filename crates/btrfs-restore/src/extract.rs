@@ -487,7 +487,7 @@ pub fn extract(
     let root = rustix::process::geteuid().is_root();
     report.owners_skipped = opts.metadata && !root;
     let dest = Dest::open(dest).map_err(|err| ImageError::Create { path: dest.to_path_buf(), err })?;
-    report.stale_removed = dest.remove_stale();
+    report.stale_removed = dest.remove_stale(&entries);
     let policy = Policy { metadata: opts.metadata, xattrs: opts.xattrs, root, umask: umask() };
     let run = Run {
         img,

@@ -108,9 +108,17 @@ fn a_cancelled_extract_leaves_nothing_and_a_rerun_removes_stale_temporaries() {
     std::fs::create_dir_all(d.path().join("zstd")).unwrap();
     let stale = d.path().join("zstd/.text-300k.btrfs-compress-tmp-999999999");
     std::fs::write(&stale, b"half").unwrap();
+    // Not ours to remove: a name of that shape for no entry of the image, and one in a directory
+    // the image does not have.
+    let mine = d.path().join("zstd/.my-notes.btrfs-compress-tmp-999999999");
+    std::fs::write(&mine, b"user's").unwrap();
+    std::fs::create_dir_all(d.path().join("elsewhere")).unwrap();
+    let other = d.path().join("elsewhere/.text-300k.btrfs-compress-tmp-999999999");
+    std::fs::write(&other, b"user's").unwrap();
     let r = extract(&img, d.path(), &ExtractOptions::default(), &AtomicBool::new(false), &|_, _| {}).unwrap();
     assert_eq!(r.stale_removed, 1);
     assert!(!stale.exists());
+    assert!(mine.exists() && other.exists(), "a user's files are kept");
 }
 
 fn walkdir(p: &Path) -> Vec<PathBuf> {
