@@ -213,8 +213,19 @@ impl Drop for OpenImage {
         for r in self.img.repairs() {
             eprintln!("btrfs-compress: warning: {}: {r}", self.path.display());
         }
+        let skipped = self.img.skipped();
+        for s in &skipped {
+            eprintln!("btrfs-compress: {}: skipped (damaged metadata): {s}", self.path.display());
+        }
+        if !skipped.is_empty() {
+            SKIPPED.fetch_add(skipped.len(), std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
+
+/// Entries the walk skipped (damaged metadata) in this run: the command reported the rest, and
+/// exits 1 (`main`).
+pub static SKIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// How the image commands open a filesystem: its other devices, and the log tree.
 #[derive(clap::Args, Clone, Debug, Default)]

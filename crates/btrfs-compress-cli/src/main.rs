@@ -114,7 +114,12 @@ fn main() -> ExitCode {
         Cmd::Corpus(c) => corpus::run(c),
         Cmd::Estimate(e) => estimate::run(e),
     };
+    let skipped = common::SKIPPED.load(std::sync::atomic::Ordering::Relaxed);
     match r {
+        Ok(()) if skipped > 0 => {
+            eprintln!("btrfs-compress: {skipped} entries skipped: the report above lacks them");
+            ExitCode::from(1)
+        }
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("btrfs-compress: {}", f.msg);

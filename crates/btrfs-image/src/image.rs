@@ -116,6 +116,8 @@ pub struct Image {
     csums: Mutex<Option<Arc<CsumItems>>>,
     /// What was read from a second copy because the first failed its checks.
     repairs: Mutex<Vec<String>>,
+    /// What the walk skipped (damaged entries), each said once.
+    skipped: Mutex<std::collections::BTreeSet<String>>,
     /// Why a backup superblock was read, if one was (per device).
     sb_notes: Vec<String>,
     /// The log trees, when the image has some and they are replayed.
@@ -370,6 +372,7 @@ impl Image {
             trees: Mutex::new(HashMap::new()),
             csums: Mutex::new(None),
             repairs: Mutex::new(Vec::new()),
+            skipped: Mutex::new(std::collections::BTreeSet::new()),
             sb_notes,
             log: None,
         };
@@ -765,6 +768,16 @@ impl Image {
     /// line each), so far: the kernel reads mirror 2 the same way.
     pub fn repairs(&self) -> Vec<String> {
         self.repairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// What the directory walk skipped because its metadata is damaged (one line each): the
+    /// rest was walked. A command that shows the image should fail after its report.
+    pub fn skipped(&self) -> Vec<String> {
+        self.skipped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
+    }
+
+    pub(crate) fn note_skipped(&self, what: String) {
+        self.skipped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(what);
     }
 
     /// Record that `what` was read from a second copy (reported by [`Image::repairs`]).

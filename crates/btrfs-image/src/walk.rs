@@ -71,19 +71,43 @@ impl DirEntry {
 
 impl Image {
     /// Every file, directory and subvolume, walking directory indexes from the top subvolume,
-    /// sorted by path bytes.
+    /// sorted by path bytes. An entry that cannot be one (a bad name, a damaged dir item), a
+    /// directory reached twice, and a subvolume whose tree cannot be read are skipped, with the
+    /// rest of the tree walked, and said in [`Image::skipped`]; only an unreadable top
+    /// subvolume is an error.
     pub fn walk_files(&self) -> Result<Vec<DirEntry>> {
         let mut out = Vec::new();
         let mut stack = vec![(objectid::FS_TREE, objectid::FIRST_FREE, Vec::<u8>::new())];
         let mut visited = HashSet::new();
         while let Some((tid, dir, prefix)) = stack.pop() {
+            let here =
+                || if prefix.is_empty() { "the top directory".to_string() } else { prefix.escape_ascii().to_string() };
             if !visited.insert((tid, dir)) {
-                return Err(CorruptKind::DirectoryLoop { tree: tid, dir }.into());
+                self.note_skipped(format!("{}: {}", here(), CorruptKind::DirectoryLoop { tree: tid, dir }));
+                continue;
             }
-            let tree = self.fs_tree(tid)?;
+            // The top subvolume must be readable; a subvolume that is not is skipped.
+            let tree = match self.fs_tree(tid) {
+                Ok(t) => t,
+                Err(e) if !prefix.is_empty() => {
+                    self.note_skipped(format!("{}: subvolume {tid}: {e}", here()));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             for it in tree.items_of(dir, key_type::DIR_INDEX) {
-                for d in DirItem::parse_all(dir, &it.data)? {
-                    check_name(dir, &d.name)?;
+                let items = match DirItem::parse_all(dir, &it.data) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.note_skipped(format!("{}: an entry (index {}): {e}", here(), it.key.offset));
+                        continue;
+                    }
+                };
+                for d in items {
+                    if let Err(e) = check_name(dir, &d.name) {
+                        self.note_skipped(format!("{}: {e}", here()));
+                        continue;
+                    }
                     let mut path = prefix.clone();
                     if !path.is_empty() {
                         path.push(b'/');

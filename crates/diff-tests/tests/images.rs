@@ -438,3 +438,47 @@ fn a_zst_image_never_inflates_past_its_device() {
     let e = open_image(&zst("data.img.zst", &data)).expect_err("refused");
     assert!(e.to_string().contains("past the") && e.to_string().contains("device"), "{e}");
 }
+
+/// One entry whose name cannot be one (issue 24: a bad name anywhere refused the whole image):
+/// the walk skips it, says so, and everything else is read and extracted.
+#[test]
+fn a_bad_name_skips_that_entry_and_the_rest_is_read() {
+    let dir = std::fs::read_dir(repo_root().join("fixtures"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("subvol-snapshots-"))
+        .unwrap();
+    let mut raw = read_zst(&dir.join("image.img.zst"));
+    let before: Vec<String> =
+        open_bytes(&raw).unwrap().walk_files().unwrap().iter().map(|e| e.path_escaped()).collect();
+    let nodesize = open_bytes(&raw).unwrap().sb.nodesize as usize;
+    // "top-file" becomes "top/file" in its dir item, dir index and inode ref (every copy).
+    let mut blocks = std::collections::BTreeSet::new();
+    for p in positions(&raw, b"top-file") {
+        raw[p + 3] = b'/';
+        blocks.insert(p / nodesize * nodesize);
+    }
+    assert!(!blocks.is_empty());
+    for s in blocks {
+        let c = crc32c::crc32c(&raw[s + 32..s + nodesize]);
+        raw[s..s + 4].copy_from_slice(&c.to_le_bytes());
+    }
+    let img = open_bytes(&raw).unwrap();
+    let after: Vec<String> = img.walk_files().unwrap().iter().map(|e| e.path_escaped()).collect();
+    let lost: Vec<&String> = before.iter().filter(|p| !after.contains(p)).collect();
+    assert!(!lost.is_empty() && lost.iter().all(|p| p.ends_with("top-file")), "{lost:?}");
+    assert_eq!(after.len(), before.len() - lost.len());
+    let s = img.skipped();
+    assert!(!s.is_empty() && s.iter().all(|l| l.contains("bad file name") && l.contains("top/file")), "{s:?}");
+    let d = tempfile::tempdir().unwrap();
+    let r = btrfs_restore::extract(
+        &img,
+        d.path(),
+        &btrfs_restore::ExtractOptions::default(),
+        &std::sync::atomic::AtomicBool::new(false),
+        &|_, _| {},
+    )
+    .unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(d.path().join("sv1/file").is_file());
+}
