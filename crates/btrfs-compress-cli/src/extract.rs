@@ -17,6 +17,11 @@ pub struct ExtractCmd {
     /// Replace what exists under DEST (atomically).
     #[arg(short, long, conflicts_with = "skip_existing")]
     pub force: bool,
+    /// Safe mode for an untrusted image: no device nodes, no setuid or setgid bits, only user.*
+    /// and POSIX ACL xattrs (no file capabilities, security or trusted labels); what is dropped
+    /// is said in one summary. Nothing is ever written outside DEST, with or without it.
+    #[arg(long)]
+    pub safe: bool,
     /// Keep what exists under DEST and extract the rest (a rerun after an interrupted extract:
     /// every file there was renamed into place whole), as `btrfs restore` does.
     #[arg(long)]
@@ -68,6 +73,7 @@ pub fn run(c: ExtractCmd) -> Result<(), Fail> {
         snapshots: c.snapshots,
         subvol: c.subvol.clone(),
         skip_existing: c.skip_existing,
+        safe: c.safe,
     };
     let r = btrfs_restore::extract(&img, &c.dest, &opts, &cancel, &|done, total| {
         bar.set_length(total as u64);
@@ -92,6 +98,9 @@ pub fn run(c: ExtractCmd) -> Result<(), Fail> {
         report.special,
         c.dest.display()
     );
+    if !report.safe_dropped.is_empty() {
+        eprintln!("btrfs-compress: note: safe mode: {}", report.safe_dropped.join(", "));
+    }
     if report.existing_kept > 0 {
         eprintln!(
             "btrfs-compress: note: {} entries kept as they were under {}",

@@ -43,6 +43,10 @@ pub struct ExtractOptions {
     pub snapshots: bool,
     /// Only this subvolume (path in the image, or id), its contents at the top of DEST.
     pub subvol: Option<String>,
+    /// Safe mode, for an untrusted image: no device nodes, no setuid or setgid bits, only
+    /// `user.*` and POSIX ACL xattrs (no file capabilities, security or trusted labels); what
+    /// was dropped is counted in [`ExtractReport::safe_dropped`].
+    pub safe: bool,
     /// Keep what already exists under the destination and go on (a rerun after an interrupted
     /// extract: every file there was renamed into place whole), as `btrfs restore` does.
     pub skip_existing: bool,
@@ -58,6 +62,7 @@ impl Default for ExtractOptions {
             ignore_csum: false,
             snapshots: false,
             subvol: None,
+            safe: false,
             skip_existing: false,
         }
     }
@@ -86,6 +91,8 @@ pub struct ExtractReport {
     pub owners_skipped: bool,
     /// Entries not written, one message each.
     pub errors: Vec<String>,
+    /// What safe mode dropped, one line per kind (count and what).
+    pub safe_dropped: Vec<String>,
     /// Entries kept as they were under the destination (`skip_existing`).
     pub existing_kept: usize,
     /// Warnings (extents written despite a checksum mismatch, xattrs the destination refused).
@@ -344,6 +351,10 @@ fn make_other(run: &Run<'_>, e: &DirEntry, report: &mut ExtractReport) -> Result
         }
         FileKind::Fifo => dest::mknod_tmp(&dir, &name, rustix::fs::FileType::Fifo, 0),
         FileKind::Socket => dest::mknod_tmp(&dir, &name, rustix::fs::FileType::Socket, 0),
+        FileKind::CharDevice | FileKind::BlockDevice if run.policy.safe => {
+            run.refused.drop_safe("device nodes not made".into());
+            return Ok(());
+        }
         FileKind::CharDevice | FileKind::BlockDevice if !run.policy.root => {
             report.devices_skipped += 1;
             return Ok(());
@@ -488,7 +499,7 @@ pub fn extract(
     report.owners_skipped = opts.metadata && !root;
     let dest = Dest::open(dest).map_err(|err| ImageError::Create { path: dest.to_path_buf(), err })?;
     report.stale_removed = dest.remove_stale(&entries);
-    let policy = Policy { metadata: opts.metadata, xattrs: opts.xattrs, root, umask: umask() };
+    let policy = Policy { metadata: opts.metadata, xattrs: opts.xattrs, root, umask: umask(), safe: opts.safe };
     let run = Run {
         img,
         dest,
@@ -550,5 +561,6 @@ pub fn extract(
     report.existing_kept = run.kept.into_inner();
     report.warnings = run.warnings.into_inner().unwrap_or_default();
     report.warnings.extend(run.refused.lines());
+    report.safe_dropped = run.refused.safe_lines();
     Ok(report)
 }

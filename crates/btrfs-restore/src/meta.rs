@@ -28,6 +28,15 @@ pub(crate) struct Policy {
     pub root: bool,
     /// The process umask, for `metadata == false`.
     pub umask: u32,
+    /// Safe mode (an untrusted image): no setuid or setgid bits, only `user.*` and POSIX ACL
+    /// xattrs (no file capabilities, no security or trusted labels); device nodes are not made
+    /// (extract).
+    pub safe: bool,
+}
+
+/// The xattrs safe mode restores: user attributes and POSIX ACLs.
+fn safe_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"user.") || name == b"system.posix_acl_access" || name == b"system.posix_acl_default"
 }
 
 /// What the destination refused: xattrs by name, and owners, each with a count and the first
@@ -36,6 +45,8 @@ pub(crate) struct Policy {
 pub(crate) struct Refused {
     xattrs: Mutex<BTreeMap<Vec<u8>, (usize, String)>>,
     owners: Mutex<Option<(usize, String)>>,
+    /// What safe mode dropped: a description and a count.
+    dropped: Mutex<BTreeMap<String, usize>>,
 }
 
 impl Refused {
@@ -50,6 +61,19 @@ impl Refused {
         if let Ok(mut o) = self.owners.lock() {
             o.get_or_insert((0, io::Error::from(e).to_string())).0 += 1;
         }
+    }
+
+    /// Safe mode dropped `what` (counted per description).
+    pub(crate) fn drop_safe(&self, what: String) {
+        if let Ok(mut m) = self.dropped.lock() {
+            *m.entry(what).or_default() += 1;
+        }
+    }
+
+    /// One line per kind of thing safe mode dropped.
+    pub(crate) fn safe_lines(&self) -> Vec<String> {
+        let m = self.dropped.lock().map(|m| m.clone()).unwrap_or_default();
+        m.into_iter().map(|(w, k)| format!("{k} {w}")).collect()
     }
 
     /// One line per refused xattr name (count, name, error), and one for owners.
@@ -79,9 +103,14 @@ fn times(ino: &Inode) -> Timestamps {
     Timestamps { last_access: ts(ino.atime), last_modification: ts(ino.mtime) }
 }
 
-fn perms(ino: &Inode, p: &Policy, dir: bool) -> Mode {
+fn perms(ino: &Inode, p: &Policy, dir: bool, refused: &Refused) -> Mode {
     if p.metadata {
-        Mode::from_raw_mode(ino.mode & 0o7777)
+        let mut mode = ino.mode & 0o7777;
+        if p.safe && mode & 0o6000 != 0 {
+            refused.drop_safe(format!("{} bits dropped", if mode & 0o4000 != 0 { "setuid" } else { "setgid" }));
+            mode &= !0o6000;
+        }
+        Mode::from_raw_mode(mode)
     } else {
         let base = if dir || ino.mode & 0o111 != 0 { 0o777 } else { 0o666 };
         Mode::from_raw_mode(base & !p.umask)
@@ -109,9 +138,13 @@ pub(crate) fn apply_fd(
             r => r?,
         }
     }
-    rfs::fchmod(&fd, perms(ino, p, dir))?;
+    rfs::fchmod(&fd, perms(ino, p, dir, refused))?;
     if p.xattrs {
         for (name, value) in xattrs {
+            if p.safe && !safe_xattr(name) {
+                refused.drop_safe(format!("xattrs {} dropped", name.escape_ascii()));
+                continue;
+            }
             match rfs::fsetxattr(&fd, OsStr::from_bytes(name), value, XattrFlags::empty()) {
                 Err(e) if refusal(e) => refused.note(name, e),
                 r => r?,
@@ -142,13 +175,17 @@ pub(crate) fn apply_at(
         }
     }
     if !symlink {
-        rfs::chmodat(&dir, name, perms(ino, p, false), AtFlags::empty())?;
+        rfs::chmodat(&dir, name, perms(ino, p, false, refused), AtFlags::empty())?;
     }
     if p.xattrs && !xattrs.is_empty() {
         // No fd-relative lsetxattr: name the file through the directory's fd.
         let mut path = format!("/proc/self/fd/{}/", dir.as_fd().as_raw_fd()).into_bytes();
         path.extend_from_slice(name.as_bytes());
         for (xn, value) in xattrs {
+            if p.safe && !safe_xattr(xn) {
+                refused.drop_safe(format!("xattrs {} dropped", xn.escape_ascii()));
+                continue;
+            }
             match rfs::lsetxattr(OsStr::from_bytes(&path), OsStr::from_bytes(xn), value, XattrFlags::empty()) {
                 Err(e) if refusal(e) => refused.note(xn, e),
                 r => r?,

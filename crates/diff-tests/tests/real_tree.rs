@@ -6,7 +6,8 @@
 //! an interrupt leaves nothing, a crafted image and a hostile destination write nothing outside
 //! DEST.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -204,4 +205,44 @@ fn a_crafted_image_writes_nothing_outside_dest() {
         let after: Vec<_> = std::fs::read_dir(outside).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(before, after, "written outside DEST (force {force})");
     }
+}
+
+#[test]
+fn safe_mode_makes_no_devices_no_setuid_and_only_user_and_acl_xattrs() {
+    let Some((img, m)) = fixture() else { return };
+    let img = btrfs_image::open_image(&img).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let opts = ExtractOptions { safe: true, ..ExtractOptions::default() };
+    let r = extract(&img, d.path(), &opts, &AtomicBool::new(false), &|_, _| {}).unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let said = r.safe_dropped.join("; ");
+    assert!(said.contains("device nodes not made") && said.contains("setuid bits dropped"), "{said}");
+    assert!(said.contains("security.capability"), "{said}");
+    let mut checked = 0;
+    for (hex, e) in m["entries"].as_object().unwrap() {
+        let rel = diff_tests::kernel_view::unhex(hex);
+        if under(&rel, "snap") || under(&rel, "snap-ro") {
+            continue;
+        }
+        let p = d.path().join(OsStr::from_bytes(&rel));
+        match e["kind"].as_str().unwrap() {
+            "chardev" | "blockdev" => assert!(std::fs::symlink_metadata(&p).is_err(), "{}", e["path"]),
+            "symlink" => {}
+            _ => {
+                use std::os::unix::fs::MetadataExt;
+                let md = std::fs::symlink_metadata(&p).unwrap();
+                assert_eq!(md.mode() & 0o6000, 0, "{}", e["path"]);
+                for name in xattrs(&p).keys() {
+                    assert!(
+                        name.starts_with("user.") || name.starts_with("system.posix_acl_"),
+                        "{}: {name}",
+                        e["path"]
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 40, "{checked}");
+    eprintln!("safe mode: {said}");
 }
