@@ -12,7 +12,8 @@ use clap::Args;
 
 #[derive(Args, Clone)]
 pub struct MapOpts {
-    /// Mapping strategy: direct, kmap-local, range, vmap-folio, kmap-pool, bounce.
+    /// Mapping strategy: direct, kmap-local, range-split (or range), range-fallback, vm-map-ram,
+    /// vmap-folio, folio-map-local, kmap-pool, bounce, vm-map-ram-large.
     #[arg(long, default_value = "direct", value_parser = parse_strategy)]
     pub strategy: Strategy,
     /// Memory backend: heap or highmem (emulated, real mmap per mapping).
@@ -61,8 +62,18 @@ pub fn parse_alg(s: &str) -> Result<CompressType, String> {
 
 /// Say once on standard error that a level was clamped, as the kernel clamps it.
 pub fn note_clamp(spec: &CompressSpec) {
-    if let Some(w) = spec.clamped_from {
-        eprintln!("btrfs-compress: note: {} level {w} clamped to {} as the kernel does", spec.alg.name(), spec.level);
+    match spec.clamped_from {
+        Some(w) if spec.alg == CompressType::Lzo => {
+            eprintln!("btrfs-compress: note: lzo has no levels: level {w} ignored, as the kernel ignores it")
+        }
+        Some(w) => {
+            eprintln!(
+                "btrfs-compress: note: {} level {w} clamped to {} as the kernel does",
+                spec.alg.name(),
+                spec.level
+            )
+        }
+        None => {}
     }
 }
 
@@ -271,6 +282,22 @@ pub fn fail_if_extents_missing(img: &btrfs_image::Image, p: &Path) -> Result<(),
         0 => Ok(()),
         n => {
             Err(Fail { code: 1, msg: format!("{}: {n} extents lie past the end of the truncated image", p.display()) })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_strategy_help_names_every_strategy() {
+        let cmd = MapOpts::augment_args(clap::Command::new("t"));
+        let arg = cmd.get_arguments().find(|a| a.get_id() == "strategy").expect("--strategy");
+        let help = arg.get_help().expect("help").to_string();
+        for s in Strategy::ALL {
+            assert!(help.contains(s.name()), "--strategy help lacks {}: {help}", s.name());
+            assert!(parse_strategy(s.name()).is_ok());
         }
     }
 }

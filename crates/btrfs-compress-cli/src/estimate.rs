@@ -83,28 +83,38 @@ pub fn run(args: EstimateArgs) -> Result<(), Fail> {
 
 fn run_inner(args: EstimateArgs) -> Result<(), (u8, String)> {
     let list = args.algs.clone().unwrap_or_else(|| "zstd:1,zstd:3,zstd:9,lzo,zlib:3".into());
+    let kernel = kernel_version(args.kernel.as_deref()).map_err(|m| (64, m))?;
     let mut opts = Vec::new();
     for a in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         let spec = parse_compress_option(a).map_err(|e| (64, format!("-a {a}: {e}")))?;
         if spec.alg == CompressType::None {
             return Err((64, format!("-a {a}: not a compression algorithm")));
         }
-        if let Some(w) = spec.clamped_from {
-            eprintln!(
-                "btrfs-compress: note: {} level {w} clamped to {} as the kernel does",
-                spec.alg.name(),
-                spec.level
-            );
+        crate::common::note_clamp(&spec);
+        let (spec, note) = btrfs_estimate::spec_for_kernel(spec, kernel).map_err(|m| (64, format!("-a {a}: {m}")))?;
+        if let Some(n) = note {
+            eprintln!("btrfs-compress: note: {n}");
+        }
+        if opts.iter().any(|o: &MountOption| o.spec == spec) {
+            continue;
         }
         opts.push(MountOption { spec, force: args.force });
     }
     if opts.is_empty() {
         return Err((64, "empty -a list".into()));
     }
-    let kernel = kernel_version(args.kernel.as_deref()).map_err(|m| (64, m))?;
     let rules = Rules { kernel, max_inline: args.max_inline, sectorsize: args.sectorsize };
     let (files, skipped) = collect_files(&args.paths).map_err(|e| (1, e.to_string()))?;
     let total: u64 = files.iter().map(|f| f.1).sum();
+    if total == 0 {
+        return Err((
+            1,
+            format!(
+                "nothing to estimate: {} regular files with no data ({skipped} special or unreadable entries skipped)",
+                files.len()
+            ),
+        ));
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.map_or(0, usize::from))
         .build()
@@ -154,9 +164,9 @@ fn run_inner(args: EstimateArgs) -> Result<(), (u8, String)> {
         eprintln!("btrfs-compress: skipped {skipped} special or unreadable entries and {unreadable} files that could not be read");
     }
     eprintln!(
-        "{} files, {} bytes, kernel {}.{} rules, {:.2} s",
+        "{} files read of {}, kernel {}.{} rules, {:.2} s",
+        files.len() as u64 - unreadable,
         files.len(),
-        total,
         kernel.0,
         kernel.1,
         t0.elapsed().as_secs_f64()
@@ -164,7 +174,19 @@ fn run_inner(args: EstimateArgs) -> Result<(), (u8, String)> {
     if let Some(p) = &args.plot {
         std::fs::write(p, plot(&results)).map_err(|e| (1, format!("{}: {e}", p.display())))?;
     }
+    if unreadable > 0 {
+        return Err((1, format!("{unreadable} files could not be read: the estimate above lacks them")));
+    }
     Ok(())
+}
+
+/// A speed, or `-` where nothing was timed.
+fn speed(mb_s: f64) -> String {
+    if mb_s.is_finite() {
+        format!("{mb_s:.0}")
+    } else {
+        "-".into()
+    }
 }
 
 /// The tables and the closing line.
@@ -174,8 +196,15 @@ fn report(results: &[OptionResult], rules: &Rules, min_mb_s: f64) -> String {
         let ratio = r.uncompressed_bytes as f64 / r.disk_bytes.max(1) as f64;
         let _ = writeln!(
             s,
-            "{} (kernel {}.{}): {} regular extents, {} inline; ratio {:.2}; compress {:.0} MB/s, decompress {:.0} MB/s per core",
-            r.option, rules.kernel.0, rules.kernel.1, r.extents, r.inline_extents, ratio, r.compress_mb_s, r.decompress_mb_s
+            "{} (kernel {}.{}): {} regular extents, {} inline; ratio {:.2}; compress {} MB/s, decompress {} MB/s per core",
+            r.option,
+            rules.kernel.0,
+            rules.kernel.1,
+            r.extents,
+            r.inline_extents,
+            ratio,
+            speed(r.compress_mb_s),
+            speed(r.decompress_mb_s)
         );
         if let Some([lo, hi]) = r.disk_bytes_ci95 {
             let _ = writeln!(

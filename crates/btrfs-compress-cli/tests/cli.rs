@@ -250,14 +250,13 @@ fn bad_command_lines_exit_64_before_any_work() {
     std::fs::write(d.path().join("in"), text(50_000)).unwrap();
     let (i, o) = (p(d.path(), "in"), p(d.path(), "out"));
     let cases: Vec<Vec<&str>> = vec![
-        vec!["compress", "-a", "lzo:3", &i, &o],
+        vec!["compress", "-a", "lzo:x", &i, &o],
         vec!["compress", "-a", "none", &i, &o],
         vec!["compress", "-a", "zstd", "--folio-order", "40", &i, &o],
         vec!["decompress", "-a", "brotli", "--ram-bytes", "10", &i, &o],
         vec!["encoded-write", "-a", "zstd:abc", &i, &o],
         vec!["estimate", "--threads", "0", &i],
         vec!["bench", "--quick", "--no-report", "--report", &o],
-        vec!["bench", "--quick", "--report", "/proc/no-such-dir/x"],
         vec!["extract", "--bogus", &i, &o],
     ];
     for args in cases {
@@ -401,14 +400,13 @@ fn bench_refuses_bad_command_lines_before_any_work() {
     let bad_costs = p(d.path(), "costs.json");
     std::fs::write(&bad_costs, br#"{"events": {"api_calls": {"ns": 1, "source": "x"}}}"#).unwrap();
     for args in [
-        vec!["bench", "--codecs", "lzo:3"],
+        vec!["bench", "--codecs", "lzo:x"],
         vec!["bench", "--codecs", "zstd:abc"],
         vec!["bench", "--loop", "5.4"],
         vec!["bench", "--strategies", "range,nope"],
         vec!["bench", "--backends", "disk"],
         vec!["bench", "--init-on-alloc", "maybe"],
         vec!["bench", "--no-report", "--report", "x"],
-        vec!["bench", "--report", &format!("{file}/sub")],
         vec!["bench", "--costs", &bad_costs],
         vec!["bench", "--range-reserve", "15"],
         vec!["bench", "--highmem-fraction", "1.5"],
@@ -418,6 +416,11 @@ fn bench_refuses_bad_command_lines_before_any_work() {
     ] {
         let o = run(&args);
         assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));
+    }
+    // I/O failures before any work exit 1, as README says.
+    for args in [vec!["bench", "--report", &format!("{file}/sub")], vec!["bench", "--costs", "/no/such/costs.json"]] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
     }
 }
 
@@ -634,7 +637,7 @@ fn estimate_reports_every_option_and_refuses_bad_input() {
     assert!(out.contains("Saves most: compress=zstd:1"), "{out}");
     // Bad command lines exit 64 before any work; a missing path exits 1.
     for args in
-        [vec!["estimate", "-a", "lzo:3", t], vec!["estimate", "-a", "none", t], vec!["estimate", "--sample", "0", t]]
+        [vec!["estimate", "-a", "lzo:x", t], vec!["estimate", "-a", "none", t], vec!["estimate", "--sample", "0", t]]
     {
         assert_eq!(run(&args).status.code(), Some(64), "{args:?}");
     }
@@ -985,4 +988,30 @@ fn extract_names_every_path_it_cannot_find_and_reruns_with_skip_existing() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("kept as they were"), "{}", stderr(&o));
     assert!(gone.iter().all(|f| f.is_file()));
+}
+
+#[test]
+fn estimate_and_bench_say_what_they_could_not_do() {
+    let d = tempfile::tempdir().unwrap();
+    let t = p(d.path(), "t");
+    std::fs::write(&t, text(80_000)).unwrap();
+    // Nothing to estimate: exit 1, no recommendation, no NaN.
+    let o = run(&["estimate", "/dev/null"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing to estimate"), "{}", stderr(&o));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("NaN"));
+    // A kernel without zstd levels compresses zstd:9 at level 3, and says so; one without zstd
+    // refuses it.
+    let o = run(&["estimate", "-a", "zstd:9", "--kernel", "4.19", &t]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("kernel 4.19 takes no zstd level"), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("compress=zstd:3 (kernel 4.19)"));
+    assert_eq!(run(&["estimate", "-a", "zstd", "--kernel", "4.9", &t]).status.code(), Some(64));
+    // lzo:3 is what the kernel mounts as lzo.
+    let o = run(&["estimate", "-a", "lzo:3", &t]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("lzo has no levels"), "{}", stderr(&o));
+    // An unwritable report directory is an I/O failure (1), not a bad command line.
+    let o = run(&["bench", "--quick", "--report", "/proc/no-such-dir/x"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 }

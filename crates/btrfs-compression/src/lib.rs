@@ -152,8 +152,10 @@ impl fmt::Display for CompressSpec {
 
 /// Parse `ALG[:LEVEL]` as the `compress=`/`compress-force=` mount option does
 /// (models `btrfs_compress_str2level()`): `zlib` 1..9 default 3, `zstd` -15..15 default 3, `lzo`
-/// without level. Out-of-range levels are clamped (recorded in `clamped_from`); a level that is
-/// not a number, or a level given to lzo, is an error.
+/// without level: a level given to lzo is ignored (6.18's `btrfs_parse_param()` matches the first
+/// three letters and sets level 0: `compress=lzo:3` mounts as `compress=lzo`), recorded in
+/// `clamped_from`. Out-of-range levels are clamped (recorded in `clamped_from`); a level that is
+/// not a number is an error.
 pub fn parse_compress_option(s: &str) -> Result<CompressSpec> {
     let (name, lvl) = match s.split_once(':') {
         Some((n, l)) => (n, Some(l)),
@@ -172,9 +174,6 @@ pub fn parse_compress_option(s: &str) -> Result<CompressSpec> {
     let Some(l) = lvl else {
         return Ok(CompressSpec { alg, level: btrfs_compress_set_level(alg, 0), clamped_from: None });
     };
-    if alg == CompressType::Lzo {
-        return Err(Error::InvalidArgument("lzo takes no compression level".into()));
-    }
     let written: i32 = l
         .trim()
         .parse()

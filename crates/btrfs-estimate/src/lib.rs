@@ -338,6 +338,33 @@ fn process_chunk(
     })
 }
 
+/// A mount option's algorithm and level as kernel `kernel` takes it: zstd came in 4.14, zlib
+/// levels in 4.14 and zstd levels in 5.1 (`btrfs_compress_str2level()` parses levels for zlib only
+/// before 5.1: `compress=zstd:9` mounts and compresses at level 3). The second value says what
+/// was changed; an algorithm the kernel lacks is an error.
+pub fn spec_for_kernel(
+    spec: btrfs_compress::CompressSpec,
+    kernel: (u32, u32),
+) -> Result<(btrfs_compress::CompressSpec, Option<String>), String> {
+    use btrfs_compress::CompressType;
+    let (k, v) = (kernel, format!("{}.{}", kernel.0, kernel.1));
+    match spec.alg {
+        CompressType::Zstd if k < (4, 14) => Err(format!("kernel {v} has no zstd (it came in 4.14)")),
+        CompressType::Zstd | CompressType::Zlib
+            if spec.level != 3 && k < if spec.alg == CompressType::Zstd { (5, 1) } else { (4, 14) } =>
+        {
+            let note = format!(
+                "kernel {v} takes no {} level: {}:{} compresses at level 3",
+                spec.alg.name(),
+                spec.alg.name(),
+                spec.level
+            );
+            Ok((btrfs_compress::CompressSpec { level: 3, clamped_from: None, ..spec }, Some(note)))
+        }
+        _ => Ok((spec, None)),
+    }
+}
+
 /// The kernel `MAJOR.MINOR` of `--kernel`, or of the running kernel (6.18 when unknown).
 pub fn kernel_version(arg: Option<&str>) -> Result<(u32, u32), String> {
     let text = match arg {

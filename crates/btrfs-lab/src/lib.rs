@@ -425,10 +425,11 @@ pub struct Plan {
 }
 
 /// Check the command line and build the plan (errors are command-line errors: exit 64).
-pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
+pub fn plan(args: &BenchArgs) -> Result<Plan, (u8, String)> {
+    let usage = |m: String| (64u8, m);
     let lv = level(args);
     let names = args.codecs.clone().unwrap_or_else(|| lv.codecs.join(","));
-    let specs = list(&names, "codec", |n| parse_compress_option(n).ok())?;
+    let specs = list(&names, "codec", |n| parse_compress_option(n).ok()).map_err(usage)?;
     for s in specs.iter().filter(|s| s.clamped_from.is_some()) {
         eprintln!(
             "btrfs-compress: note: {} level {} clamped to {} as the kernel does",
@@ -438,19 +439,23 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
         );
     }
     let loops =
-        list(args.loops.as_deref().unwrap_or("6.1,7.2,7.2-rc3,7.2-step,v4-2022"), "loop", KernelLoop::from_name)?;
+        list(args.loops.as_deref().unwrap_or("6.1,7.2,7.2-rc3,7.2-step,v4-2022"), "loop", KernelLoop::from_name)
+            .map_err(usage)?;
     let strategies = match &args.strategies {
-        Some(s) => list(s, "strategy", Strategy::from_name)?,
+        Some(s) => list(s, "strategy", Strategy::from_name).map_err(usage)?,
         None => Strategy::ALL.to_vec(),
     };
-    let backends = list(&args.backends, "backend", Backend::from_name)?;
+    let backends = list(&args.backends, "backend", Backend::from_name).map_err(usage)?;
     let costs = match &args.costs {
-        Some(p) => CostTable::parse(&std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?)?,
-        None => CostTable::parse(DEFAULT_COSTS)?,
+        // A costs file that cannot be read is an I/O failure (1); one that does not parse, a
+        // bad argument (64).
+        Some(p) => CostTable::parse(&std::fs::read_to_string(p).map_err(|e| (1, format!("{}: {e}", p.display())))?)
+            .map_err(usage)?,
+        None => CostTable::parse(DEFAULT_COSTS).map_err(usage)?,
     };
     let report = if args.no_report { None } else { Some(args.report.clone().unwrap_or("bench-report".into())) };
     if let Some(r) = &report {
-        std::fs::create_dir_all(r).map_err(|e| format!("report directory {}: {e}", r.display()))?;
+        std::fs::create_dir_all(r).map_err(|e| (1, format!("report directory {}: {e}", r.display())))?;
     }
     let mut rows = Vec::new();
     let configs = [
@@ -843,7 +848,7 @@ fn event(events: &[(Event, f64)], e: Event) -> f64 {
 
 /// `btrfs-compress bench`. Errors: (exit code, message).
 pub fn run(args: BenchArgs) -> Result<(), (u8, String)> {
-    let plan = plan(&args).map_err(|m| (64, m))?;
+    let plan = plan(&args)?;
     let lv = level(&args);
     let pieces: Vec<Piece> = match &args.corpus {
         Some(dir) => corpus::from_dir(dir, lv.corpus_mib << 20).map_err(|e| (1, format!("{}: {e}", dir.display())))?,
