@@ -306,6 +306,9 @@ fn man_pages_and_completions_are_generated() {
     }
     let t = std::fs::read_to_string(d.path().join("btrfs-compress-extract.1")).unwrap();
     assert!(t.contains("ignore\\-csum") || t.contains("ignore-csum"), "every flag is in the page");
+    // SYNOPSIS as the command is typed, and the exit statuses.
+    assert!(t.contains("btrfs\\-compress extract") || t.contains("btrfs-compress extract"), "{t}");
+    assert!(t.contains(".SH \"EXIT STATUS\"") && t.contains("141"), "{t}");
     for shell in ["bash", "zsh", "fish"] {
         let r = run(&["completions", shell]);
         assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("estimate"), "{shell}");
