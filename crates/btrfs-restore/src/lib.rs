@@ -490,7 +490,9 @@ pub struct VerifyReport {
     pub repairable: Vec<String>,
 }
 
-/// Decode every compressed extent and check every data checksum.
+/// Decode every compressed extent and check every data checksum, with the checks `extract` makes
+/// on every file ([`plan_file`]), and every other copy and RAID5/6 parity
+/// ([`VerifyReport::repairable`]).
 pub fn verify(img: &Image, opts: &Options) -> Result<VerifyReport, ImageError> {
     let opts = &for_image(img, opts);
     let mut r = VerifyReport::default();
@@ -500,7 +502,17 @@ pub fn verify(img: &Image, opts: &Options) -> Result<VerifyReport, ImageError> {
             continue;
         }
         let tree = img.fs_tree(entry.tree)?;
-        for e in img.file_extents(&tree, entry.ino)? {
+        // The checks extract makes before it writes a byte (tree-checker rules on every extent
+        // item, no overlaps, the inode's size): a file that fails them fails here, named, and
+        // the rest is verified.
+        let plan = match plan_file(img, &tree, &entry) {
+            Ok(p) => p,
+            Err(err) => {
+                r.failures.push(format!("{}: {err}", entry.path_escaped()));
+                continue;
+            }
+        };
+        for e in plan.extents {
             let where_ = format!("{} @{}", entry.path_escaped(), e.file_offset);
             match &e.kind {
                 ExtentKind::Inline { .. } if e.compression != 0 => {
