@@ -776,7 +776,9 @@ impl Image {
         self.skipped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
     }
 
-    pub(crate) fn note_skipped(&self, what: String) {
+    /// Record that `what` was skipped because its metadata is damaged (reported by
+    /// [`Image::skipped`]): for readers that go on with the rest of the image.
+    pub fn note_skipped(&self, what: String) {
         self.skipped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(what);
     }
 

@@ -155,6 +155,18 @@ fn kind_name(k: FileKind) -> &'static str {
 pub fn inspect(img: &Image) -> Result<Vec<FileInfo>, ImageError> {
     let mut out = Vec::new();
     for e in img.walk_files()? {
+        // An entry whose metadata fails its checks is skipped and said (`Image::skipped`).
+        match file_info(img, &e) {
+            Ok(f) => out.push(f),
+            Err(err) => img.note_skipped(format!("{}: {err}", e.path_escaped())),
+        }
+    }
+    Ok(out)
+}
+
+fn file_info(img: &Image, e: &DirEntry) -> Result<FileInfo, ImageError> {
+    let e = e.clone();
+    {
         let tree = img.fs_tree(e.tree)?;
         let ino = img.inode(&tree, e.ino)?;
         let extents = if e.kind == FileKind::Regular || e.kind == FileKind::Symlink {
@@ -172,7 +184,7 @@ pub fn inspect(img: &Image) -> Result<Vec<FileInfo>, ImageError> {
             snapshot: r.is_snapshot(),
             readonly: r.flags & btrfs_image::items::root::ROOT_SUBVOL_RDONLY != 0,
         });
-        out.push(FileInfo {
+        Ok(FileInfo {
             path: e.path_escaped(),
             tree: e.tree,
             ino: e.ino,
@@ -187,9 +199,8 @@ pub fn inspect(img: &Image) -> Result<Vec<FileInfo>, ImageError> {
             xattrs,
             subvolume,
             extents,
-        });
+        })
     }
-    Ok(out)
 }
 
 fn extent_info(e: &FileExtent) -> ExtentInfo {

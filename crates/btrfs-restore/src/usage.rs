@@ -29,9 +29,17 @@ pub fn usage(img: &Image, paths: &[OsString]) -> Result<Usage, ImageError> {
                 None => continue,
             }
         }
+        // A file whose extents fail the tree-checker's rules is skipped and said
+        // (`Image::skipped`); the rest is counted.
+        let extents = match img.fs_tree(e.tree).and_then(|t| img.file_extents(&t, e.ino)) {
+            Ok(x) => x,
+            Err(err) => {
+                img.note_skipped(format!("{}: {err}", e.path_escaped()));
+                continue;
+            }
+        };
         u.files += 1;
-        let tree = img.fs_tree(e.tree)?;
-        for x in img.file_extents(&tree, e.ino)? {
+        for x in extents {
             let t = usize::from(x.compression);
             match &x.kind {
                 ExtentKind::Inline { data } => u.inline_extent_raw(t, data.len() as u64, x.ram_bytes),
