@@ -418,7 +418,10 @@ def kind(st):
     return "other"
 
 
-def describe(mnt):
+def describe(mnt, tolerant=False):
+    """What the kernel shows of every path under MNT (kind, mode, owner, times, size, link count,
+    inode, sha256 of the data, link target, rdev, xattrs). With TOLERANT, a file the kernel cannot
+    read gets `error` (its strerror) instead of `sha256`."""
     out = {}
     top = mnt.encode()
     for dirpath, dirs, files in os.walk(top):
@@ -430,8 +433,13 @@ def describe(mnt):
                  "uid": st.st_uid, "gid": st.st_gid, "atime_ns": st.st_atime_ns, "mtime_ns": st.st_mtime_ns,
                  "size": st.st_size, "nlink": st.st_nlink, "ino": st.st_ino, "dev": st.st_dev}
             if e["kind"] == "file":
-                with open(p, "rb") as f:
-                    e["sha256"] = hashlib.sha256(f.read()).hexdigest()
+                try:
+                    with open(p, "rb") as f:
+                        e["sha256"] = hashlib.sha256(f.read()).hexdigest()
+                except OSError as err:
+                    if not tolerant:
+                        raise
+                    e["error"] = err.strerror
             if e["kind"] == "symlink":
                 e["target"] = os.readlink(p).hex()
             if e["kind"] in ("chardev", "blockdev"):

@@ -46,24 +46,30 @@ const S_IFMT: u32 = 0o170_000;
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;
 
-/// Field offsets of `btrfs_inode_item`, `btrfs_file_extent_item`, `btrfs_inode_ref`,
-/// `btrfs_inode_extref`, `btrfs_dir_item` and `btrfs_dir_log_item`.
+/// Field offsets: those of `btrfs_inode_item`, `btrfs_file_extent_item` and `btrfs_dir_item`
+/// from their item modules, and of `btrfs_inode_ref`, `btrfs_inode_extref` and
+/// `btrfs_dir_log_item`, which only the replay reads.
 mod off {
-    pub const INODE_GENERATION: usize = 0;
-    pub const INODE_SIZE: usize = 16;
-    pub const INODE_NLINK: usize = 40;
-    pub const INODE_MODE: usize = 52;
-    pub const FE_RAM_BYTES: usize = 8;
-    pub const FE_COMPRESSION: usize = 16;
-    pub const FE_TYPE: usize = 20;
-    pub const FE_DISK_BYTENR: usize = 21;
-    pub const FE_DISK_NUM_BYTES: usize = 29;
-    pub const FE_OFFSET: usize = 37;
-    pub const FE_NUM_BYTES: usize = 45;
-    pub const FE_SIZE: usize = 53;
+    use crate::items::{dir, file_extent as fe, inode};
+    pub const INODE_GENERATION: usize = inode::off::GENERATION;
+    pub const INODE_SIZE: usize = inode::off::SIZE;
+    pub const INODE_NLINK: usize = inode::off::NLINK;
+    pub const INODE_MODE: usize = inode::off::MODE;
+    pub const FE_RAM_BYTES: usize = fe::off::RAM_BYTES;
+    pub const FE_COMPRESSION: usize = fe::off::COMPRESSION;
+    pub const FE_TYPE: usize = fe::off::TYPE;
+    pub const FE_DISK_BYTENR: usize = fe::off::DISK_BYTENR;
+    pub const FE_DISK_NUM_BYTES: usize = fe::off::DISK_NUM_BYTES;
+    pub const FE_OFFSET: usize = fe::off::OFFSET;
+    pub const FE_NUM_BYTES: usize = fe::off::NUM_BYTES;
+    /// The item's size: `num_bytes` is its last field.
+    pub const FE_SIZE: usize = fe::off::NUM_BYTES + 8;
+    /// `btrfs_inode_ref`: index (8), name_len (2), then the name.
     pub const REF_HEADER: usize = 10;
+    /// `btrfs_inode_extref`: parent (8), index (8), name_len (2), then the name.
     pub const EXTREF_HEADER: usize = 18;
-    pub const DIR_ITEM_HEADER: usize = 30;
+    pub const DIR_ITEM_HEADER: usize = dir::off::NAME;
+    /// `btrfs_dir_log_item`: end.
     pub const DIR_LOG_END: usize = 0;
 }
 

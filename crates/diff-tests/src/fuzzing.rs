@@ -171,14 +171,7 @@ fn multi_target() -> &'static std::sync::Mutex<MultiTarget> {
     static T: std::sync::OnceLock<std::sync::Mutex<MultiTarget>> = std::sync::OnceLock::new();
     T.get_or_init(|| {
         use std::os::unix::fs::FileExt;
-        let fixtures = crate::repo_root().join("fixtures");
-        let fx = std::fs::read_dir(&fixtures)
-            .expect("fixtures")
-            .filter_map(|e| e.ok())
-            .find(|e| e.file_name().to_string_lossy().starts_with("multi-device-"))
-            .expect("fixtures/multi-device-*")
-            .path()
-            .join("raid5");
+        let fx = crate::fixture_dir("multi-device-").join("raid5");
         let dir = tempfile::tempdir().expect("tempdir");
         let mut paths = Vec::new();
         for i in 1..=3 {

@@ -215,6 +215,19 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The fixture directory whose name starts with `prefix` (the first in name order), e.g.
+/// `fixture_dir("log-replay-")`; a missing one is a test failure naming the tool that writes it.
+pub fn fixture_dir(prefix: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(repo_root().join("fixtures"))
+        .expect("fixtures/")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+        .collect();
+    dirs.sort();
+    dirs.into_iter().next().unwrap_or_else(|| panic!("no fixtures/{prefix}*/ (see the tools/ that writes it)"))
+}
+
 /// Decompress a `.zst` file written by the zstd tool (no window limit).
 pub fn read_zst(path: &Path) -> Vec<u8> {
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

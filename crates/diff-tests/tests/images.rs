@@ -344,11 +344,7 @@ fn positions(hay: &[u8], needle: &[u8]) -> Vec<usize> {
 #[test]
 fn an_inline_extent_claiming_more_than_it_holds_is_refused() {
     // The snapshots fixture (written by the running kernel, crc32c): files of 700 bytes, inline.
-    let dir = std::fs::read_dir(repo_root().join("fixtures"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("subvol-snapshots-"))
-        .unwrap();
+    let dir = diff_tests::fixture_dir("subvol-snapshots-");
     let mut raw = read_zst(&dir.join("image.img.zst"));
     let img = open_bytes(&raw).unwrap();
     let nodesize = img.sb.nodesize as usize;
@@ -443,11 +439,7 @@ fn a_zst_image_never_inflates_past_its_device() {
 /// the walk skips it, says so, and everything else is read and extracted.
 #[test]
 fn a_bad_name_skips_that_entry_and_the_rest_is_read() {
-    let dir = std::fs::read_dir(repo_root().join("fixtures"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("subvol-snapshots-"))
-        .unwrap();
+    let dir = diff_tests::fixture_dir("subvol-snapshots-");
     let mut raw = read_zst(&dir.join("image.img.zst"));
     let before: Vec<String> =
         open_bytes(&raw).unwrap().walk_files().unwrap().iter().map(|e| e.path_escaped()).collect();

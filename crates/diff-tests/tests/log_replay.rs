@@ -12,17 +12,12 @@ use std::sync::atomic::AtomicBool;
 
 use btrfs_image::{open_image_with, Image, OpenOptions};
 use btrfs_restore::{extract, ExtractOptions};
+use diff_tests::fixture_dir;
 use diff_tests::kernel_view::{compare, unhex};
-use diff_tests::repo_root;
 use serde_json::Value;
 
 fn fixture() -> (PathBuf, Value) {
-    let dir = std::fs::read_dir(repo_root().join("fixtures"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| e.file_name().to_string_lossy().starts_with("log-replay-"))
-        .expect("fixtures/log-replay-*/ (tools/log-replay-fixture.py writes it)")
-        .path();
+    let dir = fixture_dir("log-replay-");
     let m = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     (dir.join("image.img.zst"), m)
 }

@@ -17,16 +17,11 @@ use std::sync::atomic::AtomicBool;
 use btrfs_image::{open_devices, Image, OpenOptions};
 use btrfs_restore::{extract, ExtractOptions, ExtractReport};
 use diff_tests::kernel_view::{compare, unhex};
-use diff_tests::{read_zst, repo_root};
+use diff_tests::{fixture_dir, read_zst};
 use serde_json::{Map, Value};
 
 fn manifest() -> (PathBuf, Value) {
-    let dir = std::fs::read_dir(repo_root().join("fixtures"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| e.file_name().to_string_lossy().starts_with("multi-device-"))
-        .expect("fixtures/multi-device-*/ (tools/multi-device-fixture.py writes it)")
-        .path();
+    let dir = fixture_dir("multi-device-");
     let m = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     (dir, m)
 }

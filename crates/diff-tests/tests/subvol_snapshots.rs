@@ -9,16 +9,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use btrfs_image::{open_image, FileKind};
-use diff_tests::repo_root;
+use diff_tests::fixture_dir;
 use serde_json::Value;
 
 fn fixture() -> (PathBuf, Value) {
-    let dir = std::fs::read_dir(repo_root().join("fixtures"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| e.file_name().to_string_lossy().starts_with("subvol-snapshots-"))
-        .expect("fixtures/subvol-snapshots-*/ (tools/subvol-fixture.py writes it)")
-        .path();
+    let dir = fixture_dir("subvol-snapshots-");
     let m = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     (dir.join("image.img.zst"), m)
 }

@@ -6,7 +6,7 @@ use crate::le::Le;
 use crate::tree::Key;
 
 /// Field offsets of `struct btrfs_dir_item`.
-mod off {
+pub(crate) mod off {
     pub const LOCATION: usize = 0;
     pub const DATA_LEN: usize = 25;
     pub const NAME_LEN: usize = 27;

@@ -4,7 +4,7 @@ use crate::error::{CorruptKind, Result};
 use crate::le::Le;
 
 /// Field offsets of `struct btrfs_file_extent_item`.
-mod off {
+pub(crate) mod off {
     pub const GENERATION: usize = 0;
     pub const RAM_BYTES: usize = 8;
     pub const COMPRESSION: usize = 16;

@@ -6,7 +6,7 @@ use crate::le::Le;
 use crate::tree::Tree;
 
 /// Field offsets of `struct btrfs_inode_item`.
-mod off {
+pub(crate) mod off {
     pub const GENERATION: usize = 0;
     pub const SIZE: usize = 16;
     pub const NBYTES: usize = 24;
