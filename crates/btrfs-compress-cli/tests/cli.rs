@@ -1018,3 +1018,34 @@ fn estimate_and_bench_say_what_they_could_not_do() {
     let o = run(&["bench", "--quick", "--report", "/proc/no-such-dir/x"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 }
+
+#[test]
+fn an_image_file_named_like_our_temporaries_survives_two_extracts() {
+    // mkfs.btrfs --rootdir (no mount, no root): `a` and `.a.btrfs-compress-tmp-999999999` (the
+    // shape of a stale temporary of `a`, but a file of the image); and a user's file of that
+    // shape already under DEST. A second extract (a rerun) must delete neither.
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let tmp_like = ".a.btrfs-compress-tmp-999999999";
+    std::fs::write(root.join("a"), b"a file\n").unwrap();
+    std::fs::write(root.join(tmp_like), b"a file of the image\n").unwrap();
+    let img = d.path().join("img");
+    std::fs::File::create(&img).unwrap().set_len(128 << 20).unwrap();
+    let mkfs = Command::new("mkfs.btrfs").args(["-q", "-f", "--rootdir"]).arg(&root).arg(&img).output();
+    if !mkfs.as_ref().is_ok_and(|o| o.status.success()) {
+        println!("SKIPPED: an_image_file_named_like_our_temporaries_survives_two_extracts (mkfs.btrfs --rootdir)");
+        return;
+    }
+    let dest = d.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join(".b.btrfs-compress-tmp-999999999"), b"the user's\n").unwrap();
+    let img = img.to_str().unwrap();
+    let o = run(&["extract", img, dest.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["extract", "--skip-existing", img, dest.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(dest.join(tmp_like)).unwrap(), b"a file of the image\n");
+    assert_eq!(std::fs::read(dest.join(".b.btrfs-compress-tmp-999999999")).unwrap(), b"the user's\n");
+    assert!(!stderr(&o).contains("removed"), "{}", stderr(&o));
+}
