@@ -110,14 +110,6 @@ pub enum CorruptKind {
         /// What is wrong.
         problem: &'static str,
     },
-    /// A chunk on another device than the one image.
-    #[error("chunk at {logical:#x} on device {devid} (single-device images only)")]
-    ChunkDevice {
-        /// Chunk start.
-        logical: u64,
-        /// Device id.
-        devid: u64,
-    },
     /// A tree block whose header contradicts where it was found.
     #[error("tree block {bytenr:#x}: {problem}")]
     TreeBlock {
