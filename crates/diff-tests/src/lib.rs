@@ -3,6 +3,7 @@
 //! kernel fixture loader.
 #![forbid(unsafe_code)]
 
+pub mod crafted;
 pub mod fuzzing;
 pub mod kernel_view;
 

@@ -332,50 +332,13 @@ fn a_damaged_csum_item_is_reported_not_panicked() {
     assert!(r.failures.iter().any(|f| f.contains("checksum mismatch")), "{:?}", r.failures);
 }
 
-/// Every position of `needle` in `hay`.
-fn positions(hay: &[u8], needle: &[u8]) -> Vec<usize> {
-    hay.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect()
-}
-
 /// The inline extent bomb of issue 24: an uncompressed inline extent of a few bytes whose item
 /// and inode claim 4 GiB. The kernel's tree-checker rejects the leaf ("invalid ram_bytes for
 /// uncompressed inline extent"); here every command gets a typed error for that file and nothing
 /// sizes a buffer by the claim.
 #[test]
 fn an_inline_extent_claiming_more_than_it_holds_is_refused() {
-    // The snapshots fixture (written by the running kernel, crc32c): files of 700 bytes, inline.
-    let dir = diff_tests::fixture_dir("subvol-snapshots-");
-    let mut raw = read_zst(&dir.join("image.img.zst"));
-    let img = open_bytes(&raw).unwrap();
-    let nodesize = img.sb.nodesize as usize;
-    let (entry, extent, inode) = img
-        .walk_files()
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == btrfs_image::FileKind::Regular)
-        .find_map(|e| {
-            let t = img.fs_tree(e.tree).unwrap();
-            let x = t.items_of(e.ino, 108).next()?.data.clone();
-            let inline = x[20] == 0 && x[16] == 0;
-            let ino = t.items_of(e.ino, 1).next()?.data.clone();
-            inline.then_some((e, x, ino))
-        })
-        .expect("an uncompressed inline extent in the fixture");
-    drop(img);
-    let claim = 1u64 << 32;
-    let mut blocks = std::collections::BTreeSet::new();
-    for (needle, field) in [(&extent, 8usize), (&inode, 16)] {
-        let at = positions(&raw, needle);
-        assert!(!at.is_empty(), "the item's bytes in the image");
-        for p in at {
-            raw[p + field..p + field + 8].copy_from_slice(&claim.to_le_bytes());
-            blocks.insert(p / nodesize * nodesize);
-        }
-    }
-    for s in blocks {
-        let c = crc32c::crc32c(&raw[s + 32..s + nodesize]);
-        raw[s..s + 4].copy_from_slice(&c.to_le_bytes());
-    }
+    let (raw, entry) = diff_tests::crafted::inline_bomb(1 << 32);
     let img = open_bytes(&raw).unwrap();
     let tree = img.fs_tree(entry.tree).unwrap();
     let e = img.file_extents(&tree, entry.ino).expect_err("refused");
@@ -439,22 +402,14 @@ fn a_zst_image_never_inflates_past_its_device() {
 /// the walk skips it, says so, and everything else is read and extracted.
 #[test]
 fn a_bad_name_skips_that_entry_and_the_rest_is_read() {
-    let dir = diff_tests::fixture_dir("subvol-snapshots-");
-    let mut raw = read_zst(&dir.join("image.img.zst"));
-    let before: Vec<String> =
-        open_bytes(&raw).unwrap().walk_files().unwrap().iter().map(|e| e.path_escaped()).collect();
-    let nodesize = open_bytes(&raw).unwrap().sb.nodesize as usize;
-    // "top-file" becomes "top/file" in its dir item, dir index and inode ref (every copy).
-    let mut blocks = std::collections::BTreeSet::new();
-    for p in positions(&raw, b"top-file") {
-        raw[p + 3] = b'/';
-        blocks.insert(p / nodesize * nodesize);
-    }
-    assert!(!blocks.is_empty());
-    for s in blocks {
-        let c = crc32c::crc32c(&raw[s + 32..s + nodesize]);
-        raw[s..s + 4].copy_from_slice(&c.to_le_bytes());
-    }
+    let before: Vec<String> = open_bytes(&diff_tests::crafted::base())
+        .unwrap()
+        .walk_files()
+        .unwrap()
+        .iter()
+        .map(|e| e.path_escaped())
+        .collect();
+    let raw = diff_tests::crafted::bad_name();
     let img = open_bytes(&raw).unwrap();
     let after: Vec<String> = img.walk_files().unwrap().iter().map(|e| e.path_escaped()).collect();
     let lost: Vec<&String> = before.iter().filter(|p| !after.contains(p)).collect();
