@@ -25,9 +25,8 @@ if [ -z "$img" ]; then
   sync
   umount "$work/mnt"
 fi
-ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1 || true; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); }
-stats() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {printf "median %d ms (min %d, max %d)", v[int((NR+1)/2)], v[1], v[NR]}'; }
-median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+# shellcheck source=tools/bench-lib.sh
+. "$top/tools/bench-lib.sh"
 compare() { # IMAGE RUNS LABEL
   local img=$1 runs=$2 ours=() theirs=()
   for i in $(seq "$runs"); do

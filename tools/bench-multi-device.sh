@@ -42,9 +42,8 @@ make() { # NAME DEVICES MKFS-ARGS...
 make single 1 -d single -m dup
 make raid1_ 2 -d raid1 -m raid1
 make raid5_ 3 -d raid5 -m raid5
-ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1 || true; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); }
-stats() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {printf "median %d ms (min %d, max %d)", v[int((NR+1)/2)], v[1], v[NR]}'; }
-median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+# shellcheck source=tools/bench-lib.sh
+. "$top/tools/bench-lib.sh"
 declare -A cases=(
   [single]="$work/single1.img"
   [raid1]="$work/raid1_1.img --device $work/raid1_2.img"

@@ -280,6 +280,28 @@ impl ChunkMap {
         Ok(Mapped { place, run, profile: c.profile })
     }
 
+    /// `[logical, logical + len)` cut where stripe units (and chunks) end: each piece's address,
+    /// where it lives, and its length. An address no chunk maps ends the walk with its error.
+    pub fn pieces(&self, logical: u64, len: u64) -> impl Iterator<Item = Result<(u64, Mapped, u64)>> + '_ {
+        let mut done = 0u64;
+        std::iter::from_fn(move || {
+            if done >= len {
+                return None;
+            }
+            let r = logical.checked_add(done).ok_or(Error::Unmapped(logical)).and_then(|at| {
+                let m = self.map(at)?;
+                let n = m.run.min(len - done);
+                Ok((at, m, n))
+            });
+            // After an error, nothing more.
+            done = match &r {
+                Ok((_, _, n)) => done + n,
+                Err(_) => len,
+            };
+            Some(r)
+        })
+    }
+
     /// Where copy `copy` of the byte at `logical` is: a mirror, or for RAID5/6 (copy 0 only) the
     /// data stripe.
     pub fn mirror(&self, logical: u64, copy: usize) -> Result<Stripe> {

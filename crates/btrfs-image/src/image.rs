@@ -470,10 +470,8 @@ impl Image {
         if n > crate::items::file_extent::MAX_EXTENT_SIZE {
             return Err(CorruptKind::TooBig("a read of more than 128 MiB").into());
         }
-        let mut done = 0u64;
-        while done < n {
-            let at = logical.checked_add(done).ok_or(Error::Unmapped(logical))?;
-            done += self.chunks.map(at)?.run.min(n - done);
+        for piece in self.chunks.pieces(logical, n) {
+            piece?;
         }
         let mut out = vec![0u8; len];
         self.read_logical_into(logical, &mut out)?;
@@ -495,10 +493,10 @@ impl Image {
 
     fn read_pieces(&self, logical: u64, out: &mut [u8], copy: Option<usize>) -> Result<()> {
         let mut done = 0;
-        while done < out.len() {
-            let at = logical.checked_add(to_u64(done)).ok_or(Error::Unmapped(logical))?;
-            let m = self.chunks.map(at)?;
-            let n = usize::try_from(m.run).unwrap_or(usize::MAX).min(out.len() - done);
+        for p in self.chunks.pieces(logical, to_u64(out.len())) {
+            let (at, m, n) = p?;
+            // A piece is at most the buffer's rest, which fits in usize.
+            let n = to_usize(n, "read")?;
             let piece = &mut out[done..done + n];
             match copy {
                 Some(c) => self.read_mapped(at, &m, piece, c)?,
@@ -572,11 +570,8 @@ impl Image {
         // of the row failed (P alone cannot say which unit is wrong).
         let mut pieces = Vec::new();
         let mut damaged_rows = std::collections::HashSet::new();
-        let mut done = 0u64;
-        while done < len {
-            let at = logical + done;
-            let m = self.chunks.map(at)?;
-            let n = m.run.min(len - done);
+        for p in self.chunks.pieces(logical, len) {
+            let (at, m, n) = p?;
             if let Place::Parity { data, row, .. } = &m.place {
                 let size = usize::try_from(n).map_err(|_| CorruptKind::TooBig("stripe"))?;
                 let mut v = vec![0u8; size];
@@ -592,7 +587,6 @@ impl Image {
                 }
                 pieces.push((at, size, m));
             }
-            done += n;
         }
         let mut seen = std::collections::HashSet::new();
         for (at, size, m) in pieces {
@@ -667,26 +661,18 @@ impl Image {
     /// Whether the bytes of `[logical, logical + len)` lie inside the device files (a truncated
     /// image lacks those past its end): each piece in at least one copy on a device given.
     pub fn present(&self, logical: u64, len: u64) -> bool {
-        let mut done = 0u64;
-        while done < len {
-            let Some(at) = logical.checked_add(done) else { return false };
-            let Ok(m) = self.chunks.map(at) else { return false };
-            let n = m.run.min(len - done);
+        self.chunks.pieces(logical, len).all(|p| {
+            let Ok((_, m, n)) = p else { return false };
             let inside = |s: &Stripe| {
                 self.devices
                     .get(&s.devid)
                     .is_some_and(|d| s.offset.checked_add(n).is_some_and(|e| e <= d.storage.len()))
             };
-            let ok = match &m.place {
+            match &m.place {
                 Place::Mirrors(v) => v.iter().any(inside),
                 Place::Parity { data, row, .. } => inside(&row[*data]),
-            };
-            if !ok {
-                return false;
             }
-            done += n;
-        }
-        true
+        })
     }
 
     /// The devices of the filesystem (the chunk tree's dev items) that were not given.

@@ -164,43 +164,41 @@ pub fn inspect(img: &Image) -> Result<Vec<FileInfo>, ImageError> {
     Ok(out)
 }
 
+/// What `inspect` shows of one entry.
 fn file_info(img: &Image, e: &DirEntry) -> Result<FileInfo, ImageError> {
-    let e = e.clone();
-    {
-        let tree = img.fs_tree(e.tree)?;
-        let ino = img.inode(&tree, e.ino)?;
-        let extents = if e.kind == FileKind::Regular || e.kind == FileKind::Symlink {
-            img.file_extents(&tree, e.ino)?.iter().map(extent_info).collect()
-        } else {
-            Vec::new()
-        };
-        let target = match e.kind {
-            FileKind::Symlink => Some(extract::symlink_target(img, &e)?.escape_ascii().to_string()),
-            _ => None,
-        };
-        let xattrs = img.xattrs(&tree, e.ino)?.iter().map(|(n, _)| n.escape_ascii().to_string()).collect();
-        let subvolume = (e.kind == FileKind::Subvolume).then(|| img.root_item(e.tree)).flatten().map(|r| SubvolInfo {
-            generation: r.generation,
-            snapshot: r.is_snapshot(),
-            readonly: r.flags & btrfs_image::items::root::ROOT_SUBVOL_RDONLY != 0,
-        });
-        Ok(FileInfo {
-            path: e.path_escaped(),
-            tree: e.tree,
-            ino: e.ino,
-            kind: kind_name(e.kind),
-            size: if e.kind == FileKind::Regular || e.kind == FileKind::Symlink { ino.size } else { 0 },
-            mode: ino.mode,
-            uid: ino.uid,
-            gid: ino.gid,
-            nlink: ino.nlink,
-            mtime_ns: i128::from(ino.mtime.sec) * 1_000_000_000 + i128::from(ino.mtime.nsec),
-            target,
-            xattrs,
-            subvolume,
-            extents,
-        })
-    }
+    let tree = img.fs_tree(e.tree)?;
+    let ino = img.inode(&tree, e.ino)?;
+    let extents = if e.kind == FileKind::Regular || e.kind == FileKind::Symlink {
+        img.file_extents(&tree, e.ino)?.iter().map(extent_info).collect()
+    } else {
+        Vec::new()
+    };
+    let target = match e.kind {
+        FileKind::Symlink => Some(extract::symlink_target(img, e)?.escape_ascii().to_string()),
+        _ => None,
+    };
+    let xattrs = img.xattrs(&tree, e.ino)?.iter().map(|(n, _)| n.escape_ascii().to_string()).collect();
+    let subvolume = (e.kind == FileKind::Subvolume).then(|| img.root_item(e.tree)).flatten().map(|r| SubvolInfo {
+        generation: r.generation,
+        snapshot: r.is_snapshot(),
+        readonly: r.flags & btrfs_image::items::root::ROOT_SUBVOL_RDONLY != 0,
+    });
+    Ok(FileInfo {
+        path: e.path_escaped(),
+        tree: e.tree,
+        ino: e.ino,
+        kind: kind_name(e.kind),
+        size: if e.kind == FileKind::Regular || e.kind == FileKind::Symlink { ino.size } else { 0 },
+        mode: ino.mode,
+        uid: ino.uid,
+        gid: ino.gid,
+        nlink: ino.nlink,
+        mtime_ns: i128::from(ino.mtime.sec) * 1_000_000_000 + i128::from(ino.mtime.nsec),
+        target,
+        xattrs,
+        subvolume,
+        extents,
+    })
 }
 
 fn extent_info(e: &FileExtent) -> ExtentInfo {
@@ -332,9 +330,9 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    /// Check `data`, read at `logical`, of the extent at `file_offset`: a mismatch is read again
-    /// from the second copy of a DUP chunk (as the kernel reads mirror 2; `data` then holds it);
-    /// where that fails too it is an error, or a warning under [`Csum::Warn`].
+    /// Check `data`, read at `logical`, of the extent at `file_offset`: a sector that fails is
+    /// read again from the other copies ([`other_copy_good`]; `data` then holds the good bytes);
+    /// where none passes it is an error, or a warning under [`Csum::Warn`].
     fn check(&mut self, logical: u64, data: &mut [u8], file_offset: u64) -> Result<(), ImageError> {
         if self.csum == Csum::Skip {
             return Ok(());

@@ -50,6 +50,18 @@ fn inflate(fixture: &Path, profile: &str, n: usize) -> Devices {
     Devices { _dir: dir, paths }
 }
 
+impl Devices {
+    /// The device files, as `open_devices` takes them.
+    fn refs(&self) -> Vec<&Path> {
+        self.paths.iter().map(|p| p.as_path()).collect()
+    }
+}
+
+/// A profile of the manifest, inflated.
+fn inflate_profile(fixture: &Path, name: &str, p: &Value) -> Devices {
+    inflate(fixture, name, p["devices"].as_u64().unwrap() as usize)
+}
+
 fn open(paths: &[&Path]) -> btrfs_image::Result<Image> {
     open_devices(paths, OpenOptions::default())
 }
@@ -70,8 +82,8 @@ fn every_profile_read_whole_is_what_the_kernel_showed() {
     let (dir, m) = manifest();
     let mut n = 0;
     for (name, p) in profiles(&m) {
-        let devs = inflate(&dir, &name, p["devices"].as_u64().unwrap() as usize);
-        let paths: Vec<&Path> = devs.paths.iter().map(|p| p.as_path()).collect();
+        let devs = inflate_profile(&dir, &name, p);
+        let paths = devs.refs();
         let img = open(&paths).unwrap();
         assert!(img.warnings().is_empty(), "{name}: {:?}", img.warnings());
         let (d, r) = run_extract(&img);
@@ -155,7 +167,7 @@ fn degraded_arrays_read_what_the_kernel_read_mounted_degraded() {
     let (dir, m) = manifest();
     let mut cases = 0;
     for (name, p) in profiles(&m) {
-        let devs = inflate(&dir, &name, p["devices"].as_u64().unwrap() as usize);
+        let devs = inflate_profile(&dir, &name, p);
         for case in p["degraded"].as_array().unwrap() {
             let withheld: Vec<u64> = case["withheld"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
             let what = format!("{name} without {withheld:?}");
@@ -205,8 +217,8 @@ fn a_damaged_copy_is_read_from_another_or_rebuilt() {
     let (dir, m) = manifest();
     let mut cases = 0;
     for (name, p) in profiles(&m) {
-        let devs = inflate(&dir, &name, p["devices"].as_u64().unwrap() as usize);
-        let paths: Vec<&Path> = devs.paths.iter().map(|p| p.as_path()).collect();
+        let devs = inflate_profile(&dir, &name, p);
+        let paths = devs.refs();
         for case in p["damaged"].as_array().unwrap() {
             let (devid, phys, len) =
                 (case["devid"].as_u64().unwrap(), case["physical"].as_u64().unwrap(), case["length"].as_u64().unwrap());
