@@ -23,6 +23,17 @@ pub struct InspectCmd {
     pub image: PathBuf,
 }
 
+/// A file's part of a dump's name: its path escaped, slashes as underscores; a path too long for
+/// a file name (past 200 bytes) as its last 150 bytes after its tree and inode, which are unique.
+fn dump_name(path: &[u8], e: &btrfs_image::DirEntry) -> String {
+    let flat = path.escape_ascii().to_string().replace('/', "_");
+    if flat.len() <= 200 {
+        return flat;
+    }
+    let tail = flat.as_bytes()[flat.len() - 150..].to_vec();
+    format!("{}-{}-{}", e.tree, e.ino, String::from_utf8_lossy(&tail))
+}
+
 /// Run `inspect`.
 pub fn run(c: InspectCmd) -> Result<(), Fail> {
     let img = open(&c.image, &c.image_opts)?;
@@ -32,7 +43,9 @@ pub fn run(c: InspectCmd) -> Result<(), Fail> {
         // index.tsv: per dumped extent what `decompress` needs, and the command that decodes it
         // to the file's bytes.
         let mut index = String::from("extent\tcodec\tram_bytes\toffset\tnum_bytes\tinline\tcommand\n");
-        for entry in img.walk_files().map_err(|e| img_fail(&c.image, e))? {
+        let mut paths = files.walk.paths();
+        while let Some((i, path)) = paths.next_ref() {
+            let entry = files.walk.get(i);
             if entry.kind != btrfs_image::FileKind::Regular {
                 continue;
             }
@@ -50,7 +63,7 @@ pub fn run(c: InspectCmd) -> Result<(), Fail> {
                         .read_logical(e.disk_bytenr, e.disk_num_bytes as usize)
                         .map_err(|err| img_fail(&c.image, err))?,
                 };
-                let name = format!("{}@{}.{}", entry.path_escaped().replace('/', "_"), e.file_offset, alg.name());
+                let name = format!("{}@{}.{}", dump_name(path, entry), e.file_offset, alg.name());
                 fs::write(dir.join(&name), raw).map_err(|err| io_fail("cannot write", &dir.join(&name), err))?;
                 let inline = matches!(e.kind, btrfs_image::ExtentKind::Inline { .. });
                 // The file's bytes of the extent: num_bytes, cut at the end of the file.
@@ -102,7 +115,7 @@ pub fn run(c: InspectCmd) -> Result<(), Fail> {
         img.chunks.len()
     )
     .map_err(w)?;
-    for f in &files {
+    for f in files.files() {
         let extra = match (&f.target, &f.subvolume) {
             (Some(t), _) => format!(" -> {t}"),
             (_, Some(s)) => format!(

@@ -547,7 +547,8 @@ fn a_file_that_fails_to_extract_is_never_left_under_its_name() {
     let mut b = raw.stdout;
     let img = btrfs_image::open_bytes(b.clone()).unwrap();
     let at = |path: &str| {
-        let e = img.walk_files().unwrap().into_iter().find(|e| *e.path == *path).unwrap();
+        let w = img.walk_files().unwrap();
+        let e = *w.lookup(path).unwrap();
         let fe = img.file_extents(&img.fs_tree(e.tree).unwrap(), e.ino).unwrap().remove(0);
         img.chunks.mirror(fe.disk_bytenr, 0).unwrap().offset as usize
     };

@@ -133,7 +133,7 @@ fn encoded_write_round_trips_through_the_running_kernel() {
             ..Options::default()
         };
         let want = &files.iter().find(|f| &f.0 == n).unwrap().1;
-        let e = entries.iter().find(|e| *e.path == **path).unwrap();
+        let e = entries.lookup(path.as_bytes()).unwrap();
         for fe in image.file_extents(&tree, e.ino).unwrap() {
             if fe.compression == 0 {
                 continue;

@@ -162,6 +162,9 @@ pub enum CorruptKind {
         /// Directory inode.
         dir: u64,
     },
+    /// More entries than a walk can index (2^32).
+    #[error("more than 2^32 directory entries")]
+    TooManyEntries,
     /// A file extent item of unknown type or compression.
     #[error("file extent at file offset {file_offset}: {field} {value}")]
     FileExtent {

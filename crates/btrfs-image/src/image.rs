@@ -101,6 +101,34 @@ struct LogTrees {
     csum_ranges: Vec<(u64, u64)>,
 }
 
+/// Notes kept for a report (each said once, sorted): at most [`Notes::MAX`]; past that only
+/// counted, so that an image with damage everywhere cannot fill memory with messages.
+#[derive(Debug, Default)]
+struct Notes {
+    set: std::collections::BTreeSet<String>,
+    more: usize,
+}
+
+impl Notes {
+    const MAX: usize = 10_000;
+
+    fn add(&mut self, what: String) {
+        if self.set.len() < Self::MAX {
+            self.set.insert(what);
+        } else if !self.set.contains(&what) {
+            self.more += 1;
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.set.iter().cloned().collect();
+        if self.more > 0 {
+            v.push(format!("and {} more not listed", self.more));
+        }
+        v
+    }
+}
+
 /// An opened image.
 pub struct Image {
     devices: BTreeMap<u64, Device>,
@@ -115,9 +143,9 @@ pub struct Image {
     trees: Mutex<HashMap<u64, Arc<Tree>>>,
     csums: Mutex<Option<Arc<CsumItems>>>,
     /// What was read from a second copy because the first failed its checks.
-    repairs: Mutex<Vec<String>>,
+    repairs: Mutex<Notes>,
     /// What the walk skipped (damaged entries), each said once.
-    skipped: Mutex<std::collections::BTreeSet<String>>,
+    skipped: Mutex<Notes>,
     /// Why a backup superblock was read, if one was (per device).
     sb_notes: Vec<String>,
     /// The log trees, when the image has some and they are replayed.
@@ -371,8 +399,8 @@ impl Image {
             root_refs: BTreeMap::new(),
             trees: Mutex::new(HashMap::new()),
             csums: Mutex::new(None),
-            repairs: Mutex::new(Vec::new()),
-            skipped: Mutex::new(std::collections::BTreeSet::new()),
+            repairs: Mutex::new(Notes::default()),
+            skipped: Mutex::new(Notes::default()),
             sb_notes,
             log: None,
         };
@@ -753,24 +781,24 @@ impl Image {
     /// What was read from a DUP chunk's second copy because the first failed its checksum (one
     /// line each), so far: the kernel reads mirror 2 the same way.
     pub fn repairs(&self) -> Vec<String> {
-        self.repairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.repairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).lines()
     }
 
     /// What the directory walk skipped because its metadata is damaged (one line each): the
     /// rest was walked. A command that shows the image should fail after its report.
     pub fn skipped(&self) -> Vec<String> {
-        self.skipped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
+        self.skipped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).lines()
     }
 
     /// Record that `what` was skipped because its metadata is damaged (reported by
     /// [`Image::skipped`]): for readers that go on with the rest of the image.
     pub fn note_skipped(&self, what: String) {
-        self.skipped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(what);
+        self.skipped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).add(what);
     }
 
     /// Record that `what` was read from a second copy (reported by [`Image::repairs`]).
     pub fn note_repair(&self, what: String) {
-        self.repairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(what);
+        self.repairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).add(what);
     }
 
     /// Root block address and level of tree `id` (from its ROOT_ITEM).

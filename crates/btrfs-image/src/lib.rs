@@ -45,4 +45,4 @@ pub use items::inode::{Inode, Timespec};
 pub use items::objectid::FS_TREE as BTRFS_FS_TREE_OBJECTID;
 pub use superblock::{CsumType, DevItem, Superblock, BTRFS_SUPER_INFO_OFFSET};
 pub use tree::{Item, Key, Tree};
-pub use walk::{DirEntry, FileKind};
+pub use walk::{DirEntry, FileKind, Paths, Walk};

@@ -1,47 +1,60 @@
 //! The destination directory: every name is created relative to a directory file descriptor
-//! opened beneath DEST without following a symlink (`openat2` with `RESOLVE_BENEATH |
-//! RESOLVE_NO_SYMLINKS`, or one `O_NOFOLLOW` component at a time where `openat2` is missing), so
-//! no image, however crafted, makes us write outside DEST. New files are created under a
+//! reached from DEST one checked name at a time without following a symlink (`O_NOFOLLOW`; see
+//! [`Cursor`]), so no image, however crafted, makes us write outside DEST, and no tree is too
+//! deep (no path string is ever built). New files are created under a
 //! temporary name of our own (`O_CREAT | O_EXCL | O_NOFOLLOW`) and renamed into place, with
 //! `RENAME_NOREPLACE` unless the user asked to replace files.
 //!
 //! rustix is the system-call layer: its `*at` calls, `openat2`, xattrs and `renameat2` are
 //! safe wrappers, which keeps `unsafe` out of this crate.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags, ResolveFlags};
+use btrfs_image::Walk;
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags};
 
 /// The marker in our temporary names: `.NAME.btrfs-compress-tmp-PID`.
 pub(crate) const TMP_MARK: &[u8] = b".btrfs-compress-tmp-";
 
+/// Longest name kept whole in a temporary name: with the dot, the marker and a pid, a temporary
+/// name stays within NAME_MAX (255) for every name the image can hold.
+const TMP_NAME_KEPT: usize = 200;
+
+/// `name` as its temporary name holds it: whole up to 200 bytes, else its first 183 bytes, `~`
+/// and 16 hex digits of a hash of the whole name (FNV-1a: the same in every run, so that a later
+/// run recognizes the temporaries of an earlier one).
+fn tmp_key(name: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if name.len() <= TMP_NAME_KEPT {
+        return name.into();
+    }
+    let h = name.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let mut v = name[..TMP_NAME_KEPT - 17].to_vec();
+    v.extend_from_slice(format!("~{h:016x}").as_bytes());
+    v.into()
+}
+
 /// The temporary name for `name` in this process.
 pub(crate) fn tmp_name(name: &OsStr) -> OsString {
-    let mut v = Vec::with_capacity(name.len() + 32);
+    let key = tmp_key(name.as_bytes());
+    let mut v = Vec::with_capacity(key.len() + 32);
     v.push(b'.');
-    v.extend_from_slice(name.as_bytes());
+    v.extend_from_slice(&key);
     v.extend_from_slice(TMP_MARK);
     v.extend_from_slice(std::process::id().to_string().as_bytes());
     OsString::from_vec(v)
 }
 
-/// The process id of one of our temporary names, if it is one.
-fn tmp_owner(name: &[u8]) -> Option<u32> {
+/// The key (see [`tmp_key`]) and process id of one of our temporary names, if it is one.
+fn tmp_parts(name: &[u8]) -> Option<(&[u8], u32)> {
     let at = name.windows(TMP_MARK.len()).rposition(|w| w == TMP_MARK)?;
-    std::str::from_utf8(&name[at + TMP_MARK.len()..]).ok()?.parse().ok()
-}
-
-/// The parent of a relative path and its last name.
-pub(crate) fn split(path: &OsStr) -> (&OsStr, &OsStr) {
-    let b = path.as_bytes();
-    match b.iter().rposition(|&c| c == b'/') {
-        Some(i) => (OsStr::from_bytes(&b[..i]), OsStr::from_bytes(&b[i + 1..])),
-        None => (OsStr::new(""), path),
-    }
+    let pid = std::str::from_utf8(&name[at + TMP_MARK.len()..]).ok()?.parse().ok()?;
+    let key = name[..at].strip_prefix(b".")?;
+    Some((key, pid))
 }
 
 /// DEST, opened.
@@ -53,71 +66,174 @@ fn errno(e: rustix::io::Errno) -> io::Error {
     io::Error::from(e)
 }
 
+/// Flags of every directory opened beneath DEST: one name at a time, never through a symlink.
+const DIR_FLAGS: OFlags =
+    OFlags::DIRECTORY.union(OFlags::RDONLY).union(OFlags::CLOEXEC).union(OFlags::NOFOLLOW);
+
+/// A directory's identity: device and inode number.
+fn ident(fd: impl AsFd) -> io::Result<(u64, u64)> {
+    let st = rfs::fstat(fd).map_err(errno)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
 impl Dest {
     /// Create DEST if needed (the user named it: its own path may go through symlinks) and
     /// open it.
     pub(crate) fn open(path: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(path)?;
-        let root =
-            rfs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
+        let root = rfs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
         Ok(Dest { root })
     }
 
-    /// The directory `rel` beneath DEST ("" is DEST), never through a symlink.
-    pub(crate) fn dir(&self, rel: &OsStr) -> io::Result<OwnedFd> {
-        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        let rel = if rel.is_empty() { OsStr::new(".") } else { rel };
-        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-        match rfs::openat2(&self.root, rel, flags, Mode::empty(), resolve) {
-            // No openat2 (before 5.6), or a seccomp filter that refuses it.
-            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {}
-            r => return r.map_err(errno),
-        }
-        // One component at a time (names are checked: no "..", no "/").
-        let mut fd = rfs::openat(&self.root, ".", flags, Mode::empty()).map_err(errno)?;
-        for c in rel.as_bytes().split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".") {
-            fd = rfs::openat(&fd, OsStr::from_bytes(c), flags, Mode::empty()).map_err(errno)?;
-        }
-        Ok(fd)
-    }
-
     /// Remove temporaries of our naming left by an extract that did not finish (its process
-    /// is gone): only in the directories the image's `entries` are in, on DEST's filesystem (no
-    /// walk of all of DEST, nor across mount points), and only a temporary of an entry's own
-    /// name (`.NAME` + mark + pid, NAME an entry of that directory) that is not itself the name
-    /// of an entry. The number removed.
-    pub(crate) fn remove_stale(&self, entries: &[crate::DirEntry]) -> usize {
-        let mut dirs: std::collections::BTreeMap<&OsStr, std::collections::HashSet<&[u8]>> = Default::default();
-        for e in entries {
-            let (parent, name) = split(&e.path);
-            dirs.entry(parent).or_default().insert(name.as_bytes());
-        }
-        let Ok(root_dev) = rfs::fstat(&self.root).map(|st| st.st_dev) else { return 0 };
+    /// is gone): only in the directories `dirs` (DEST's part of the image, in walk order; a
+    /// missing one is skipped with all under it), on DEST's filesystem (no walk of all of DEST,
+    /// nor across mount points), and only a temporary of a name of that directory (`.NAME` +
+    /// mark + pid, NAME one of `names(dir)`) that is not itself such a name. The number removed.
+    pub(crate) fn remove_stale<'w>(
+        &self,
+        cursor: &mut Cursor<'_>,
+        dirs: impl Iterator<Item = Option<usize>>,
+        names: impl Fn(Option<usize>) -> Vec<&'w [u8]>,
+    ) -> usize {
+        let Ok(root_dev) = ident(&self.root).map(|id| id.0) else { return 0 };
         let mut removed = 0;
-        for (rel, names) in dirs {
-            let Ok(fd) = self.dir(rel) else { continue };
-            if rfs::fstat(&fd).map(|st| st.st_dev) != Ok(root_dev) {
-                continue;
-            }
-            let Ok(dir) = rfs::Dir::read_from(&fd) else { continue };
-            for ent in dir.flatten() {
-                let name = ent.file_name().to_bytes();
-                if names.contains(name) || ent.file_type() == rfs::FileType::Directory {
+        let mut gone: Option<usize> = None;
+        for d in dirs {
+            // Under a directory that is not there (or is another filesystem): nothing to do.
+            if let (Some(g), Some(i)) = (gone, d) {
+                if cursor.walk.is_within(i, Some(g)) {
                     continue;
                 }
-                let Some(pid) = tmp_owner(name) else { continue };
-                // `.NAME<mark><pid>`: NAME must be an entry of this directory.
-                let Some(at) = name.windows(TMP_MARK.len()).rposition(|w| w == TMP_MARK) else { continue };
-                if name.first() != Some(&b'.') || !names.contains(&name[1..at]) {
+            }
+            let fd = match cursor.goto(d) {
+                Ok(fd) if ident(fd).map(|id| id.0).ok() == Some(root_dev) => fd,
+                _ => {
+                    gone = d;
+                    continue;
+                }
+            };
+            let names = names(d);
+            let own: HashSet<&[u8]> = names.iter().copied().collect();
+            let keys: HashSet<std::borrow::Cow<'_, [u8]>> = names.iter().map(|n| tmp_key(n)).collect();
+            let Ok(dir) = rfs::Dir::read_from(fd) else { continue };
+            let mut doomed = Vec::new();
+            for ent in dir.flatten() {
+                let name = ent.file_name().to_bytes();
+                if own.contains(name) || ent.file_type() == rfs::FileType::Directory {
+                    continue;
+                }
+                let Some((key, pid)) = tmp_parts(name) else { continue };
+                if !keys.contains(key) {
                     continue;
                 }
                 let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
-                if !alive && rfs::unlinkat(&fd, OsStr::from_bytes(name), AtFlags::empty()).is_ok() {
-                    removed += 1;
+                if !alive {
+                    doomed.push(OsString::from_vec(name.to_vec()));
                 }
             }
+            let Ok(fd) = cursor.goto(d) else { continue };
+            removed += doomed.iter().filter(|n| rfs::unlinkat(fd, n.as_os_str(), AtFlags::empty()).is_ok()).count();
         }
         removed
+    }
+}
+
+/// A directory descriptor that moves over the tree being restored: from the directory it is
+/// at to another, up by `..` and down one name at a time (`O_NOFOLLOW`), so that no path string
+/// is built and no depth is too deep (a path past PATH_MAX is just more steps). Every directory
+/// is recorded (device, inode) when first entered; a move up must land on the directory recorded
+/// there, else it fails (a directory under DEST was moved while we worked). Moves in walk order
+/// cost, in all, twice the number of directories.
+pub(crate) struct Cursor<'a> {
+    dest: &'a Dest,
+    walk: &'a Walk,
+    /// The walk's entry DEST stands for (`None`: the top).
+    base: Option<usize>,
+    /// Where the cursor is (`None`: DEST) and its descriptor (`None`: DEST's).
+    at: Option<usize>,
+    fd: Option<OwnedFd>,
+    ids: HashMap<usize, (u64, u64)>,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(dest: &'a Dest, walk: &'a Walk, base: Option<usize>) -> Self {
+        Cursor { dest, walk, base, at: None, fd: None, ids: HashMap::new() }
+    }
+
+    /// The directory holding `i` (`None`: DEST).
+    pub(crate) fn up(&self, i: usize) -> Option<usize> {
+        self.walk.parent(i).filter(|&p| Some(p) != self.base)
+    }
+
+    /// Levels below DEST.
+    fn level(&self, x: Option<usize>) -> usize {
+        match (x, self.base) {
+            (None, _) => 0,
+            (Some(i), None) => self.walk.depth(i) + 1,
+            (Some(i), Some(b)) => self.walk.depth(i) - self.walk.depth(b),
+        }
+    }
+
+    /// The descriptor of directory `target` (`None`: DEST). On failure the cursor is back at DEST.
+    pub(crate) fn goto(&mut self, target: Option<usize>) -> io::Result<BorrowedFd<'_>> {
+        if target != self.at {
+            if let Err(e) = self.step(target) {
+                self.at = None;
+                self.fd = None;
+                return Err(e);
+            }
+        }
+        Ok(self.fd.as_ref().map_or(self.dest.root.as_fd(), |f| f.as_fd()))
+    }
+
+    fn step(&mut self, target: Option<usize>) -> io::Result<()> {
+        let up = |x: Option<usize>| x.and_then(|i| self.up(i));
+        let (mut a, mut b) = (self.at, target);
+        let mut ups = 0;
+        let mut down = Vec::new();
+        while self.level(a) > self.level(b) {
+            a = up(a);
+            ups += 1;
+        }
+        while self.level(b) > self.level(a) {
+            down.extend(b);
+            b = up(b);
+        }
+        while a != b {
+            a = up(a);
+            ups += 1;
+            down.extend(b);
+            b = up(b);
+        }
+        let moved = || io::Error::other("a directory under the destination was moved or replaced while extracting");
+        // Up to the common ancestor: DEST itself needs no steps.
+        let mut fd = match (a, self.fd.take()) {
+            (None, _) => None,
+            (Some(_), f) if ups == 0 => f,
+            (Some(lca), Some(mut f)) => {
+                for _ in 0..ups {
+                    f = rfs::openat(&f, "..", DIR_FLAGS, Mode::empty()).map_err(errno)?;
+                }
+                if self.ids.get(&lca) != Some(&ident(&f)?) {
+                    return Err(moved());
+                }
+                Some(f)
+            }
+            (Some(_), None) => return Err(moved()),
+        };
+        for &j in down.iter().rev() {
+            let parent = fd.as_ref().map_or(self.dest.root.as_fd(), |f| f.as_fd());
+            let f = rfs::openat(parent, self.walk.name(j), DIR_FLAGS, Mode::empty()).map_err(errno)?;
+            let id = ident(&f)?;
+            if *self.ids.entry(j).or_insert(id) != id {
+                return Err(moved());
+            }
+            fd = Some(f);
+        }
+        self.at = target;
+        self.fd = fd;
+        Ok(())
     }
 }
 

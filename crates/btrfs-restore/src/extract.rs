@@ -18,13 +18,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use btrfs_image::{DirEntry, FileKind, Image, Inode};
+use btrfs_image::{DirEntry, FileKind, Image, Inode, Walk};
 use rayon::prelude::*;
 
-use crate::dest::{self, split, Dest};
+use crate::dest::{self, Cursor, Dest};
 use crate::meta::{self, Policy, Refused, Xattrs};
-use crate::paths::{at_or_under, trim_slashes, under};
-use crate::{extent_bytes, plan_file, read_options, write_extents, Csum, FilePlan, ImageError};
+use crate::{extent_bytes, plan_file, read_options, write_extents, Csum, FilePlan, ImageError, Label};
 
 /// What to extract, and how. The default restores everything the inodes say.
 #[derive(Clone, Debug)]
@@ -99,67 +98,88 @@ pub struct ExtractReport {
     pub warnings: Vec<String>,
 }
 
-/// True when `path` is one of `filters`, under one, or a directory leading to one.
-fn wanted(path: &OsStr, filters: &[OsString]) -> bool {
-    let path = path.as_bytes();
-    filters.is_empty()
-        || filters.iter().any(|f| at_or_under(path, f.as_bytes()) || under(trim_slashes(f.as_bytes()), path))
+/// The entries to restore: the walk, the entry DEST stands for (`--subvol`), and which entries
+/// are kept (snapshots dropped unless asked for, the path filter applied with the directories
+/// leading to what it names).
+struct Selection {
+    walk: Walk,
+    base: Option<usize>,
+    kept: Vec<bool>,
 }
 
-/// The entries to restore: snapshots dropped unless asked for, the subvolume selected and its
-/// prefix removed, the path filter applied (with the directories leading to what it names).
-fn select(img: &Image, opts: &ExtractOptions, report: &mut ExtractReport) -> Result<Vec<DirEntry>, ImageError> {
-    let mut entries = img.walk_files()?;
+impl Selection {
+    /// The kept entries under the base, in walk order.
+    fn entries(&self) -> impl DoubleEndedIterator<Item = usize> + '_ {
+        let range = match self.base {
+            Some(b) => b + 1..self.walk.subtree(b).end,
+            None => 0..self.walk.len(),
+        };
+        range.filter(|&i| self.kept[i])
+    }
+}
+
+fn select(img: &Image, opts: &ExtractOptions, report: &mut ExtractReport) -> Result<Selection, ImageError> {
+    let walk = img.walk_files()?;
+    let mut kept = vec![true; walk.len()];
     if !opts.snapshots {
-        let snaps: Vec<Vec<u8>> = entries
-            .iter()
-            .filter(|e| e.kind == FileKind::Subvolume && img.root_item(e.tree).is_some_and(|r| r.is_snapshot()))
-            .map(|e| e.path.as_bytes().to_vec())
-            .collect();
-        report.snapshots_skipped = snaps.len();
-        entries.retain(|e| !snaps.iter().any(|s| e.path.as_bytes() == &s[..] || under(e.path.as_bytes(), s)));
+        for (i, e) in walk.entries().iter().enumerate() {
+            if e.kind == FileKind::Subvolume && img.root_item(e.tree).is_some_and(|r| r.is_snapshot()) {
+                report.snapshots_skipped += 1;
+                kept[walk.subtree(i)].fill(false);
+            }
+        }
     }
-    if let Some(sel) = &opts.subvol {
-        let sub = entries
-            .iter()
-            .find(|e| {
-                e.kind == FileKind::Subvolume
-                    && (e.path.as_bytes() == trim_slashes(sel.as_bytes()) || sel.parse::<u64>() == Ok(e.tree))
-            })
-            .ok_or_else(|| ImageError::NoSuchPath(format!("subvolume {sel}")))?;
-        let prefix = sub.path.as_bytes().to_vec();
-        entries = entries
-            .into_iter()
-            .filter(|e| under(e.path.as_bytes(), &prefix))
-            .map(|mut e| {
-                e.path = OsStr::from_bytes(&e.path.as_bytes()[prefix.len() + 1..]).to_os_string();
-                e
-            })
-            .collect();
+    let base = match &opts.subvol {
+        Some(sel) => {
+            let by_path = walk.find_from(None, sel.as_bytes()).ok().flatten();
+            let by_id = sel.parse::<u64>().ok();
+            let sub = walk.entries().iter().enumerate().position(|(i, e)| {
+                e.kind == FileKind::Subvolume && kept[i] && (by_path == Some(i) || by_id == Some(e.tree))
+            });
+            Some(sub.ok_or_else(|| ImageError::NoSuchPath(format!("subvolume {sel}")))?)
+        }
+        None => None,
+    };
+    if !opts.paths.is_empty() {
+        // Every PATH given must name something: a typo beside a good path is not ignored.
+        let mut wanted = vec![false; walk.len()];
+        let mut missing = Vec::new();
+        let mut all = false;
+        for f in &opts.paths {
+            match walk.find_from(base, f.as_bytes()) {
+                Ok(None) => all = true,
+                Ok(Some(i)) if kept[i] => {
+                    wanted[walk.subtree(i)].fill(true);
+                    let mut up = walk.parent(i);
+                    while let Some(a) = up.filter(|&a| Some(a) != base) {
+                        wanted[a] = true;
+                        up = walk.parent(a);
+                    }
+                }
+                _ => missing.push(f.as_bytes().escape_ascii().to_string()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(ImageError::NoSuchPath(missing.join(", ")));
+        }
+        if !all {
+            kept.iter_mut().zip(&wanted).for_each(|(k, w)| *k &= *w);
+        }
     }
-    // Every PATH given must name something: a typo beside a good path is not ignored.
-    let missing: Vec<String> = opts
-        .paths
-        .iter()
-        .filter(|f| !entries.iter().any(|e| at_or_under(e.path.as_bytes(), f.as_bytes())))
-        .map(|p| p.as_bytes().escape_ascii().to_string())
-        .collect();
-    if !missing.is_empty() {
-        return Err(ImageError::NoSuchPath(missing.join(", ")));
-    }
-    entries.retain(|e| wanted(&e.path, &opts.paths));
-    Ok(entries)
+    Ok(Selection { walk, base, kept })
 }
 
 /// Shared state of one extract.
 struct Run<'a> {
     img: &'a Image,
+    sel: &'a Selection,
     dest: Dest,
     opts: &'a ExtractOptions,
     policy: Policy,
     refused: Refused,
     cancel: &'a AtomicBool,
-    errors: Mutex<Vec<String>>,
+    /// Entries not written: (entry, why); their paths are made at the end, in one pass.
+    errors: Mutex<Vec<(usize, String)>>,
     warnings: Mutex<Vec<String>>,
     /// Entries kept as they were (`skip_existing`).
     kept: std::sync::atomic::AtomicUsize,
@@ -169,15 +189,24 @@ struct Run<'a> {
 const KEPT: &str = "kept: it exists under the destination";
 
 impl Run<'_> {
-    fn error(&self, e: &DirEntry, msg: impl std::fmt::Display) {
+    fn error(&self, i: usize, msg: impl std::fmt::Display) {
         let msg = msg.to_string();
         if msg == KEPT {
             self.kept.fetch_add(1, Ordering::Relaxed);
             return;
         }
         if let Ok(mut v) = self.errors.lock() {
-            v.push(format!("{}: {msg}", e.path_escaped()));
+            v.push((i, msg));
         }
+    }
+
+    /// Entry `i` for a message (below DEST).
+    fn label(&self, i: usize) -> String {
+        self.sel.walk.display_from(self.sel.base, i)
+    }
+
+    fn name(&self, i: usize) -> &OsStr {
+        self.sel.walk.name(i)
     }
 
     /// What an existing name under the destination means: kept ([`KEPT`]) with
@@ -197,18 +226,24 @@ impl Run<'_> {
         Ok((ino, xattrs))
     }
 
-    fn parent(&self, e: &DirEntry) -> std::io::Result<(OwnedFd, OsString)> {
-        let (parent, name) = split(&e.path);
-        Ok((self.dest.dir(parent)?, name.to_os_string()))
-    }
-
     fn stopped(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
     }
 }
 
+/// The descriptor of the directory holding entry `i`, of its own.
+fn parent_fd(cursor: &mut Cursor<'_>, i: usize) -> Result<OwnedFd, String> {
+    let up = cursor.up(i);
+    cursor
+        .goto(up)
+        .and_then(|fd| fd.try_clone_to_owned())
+        .map_err(|err| format!("parent directory: {err}"))
+}
+
 /// A regular file being written: its plan, where, and the pieces still to write.
 struct Job {
+    /// Its entry in the walk.
+    index: usize,
     plan: FilePlan,
     dir: OwnedFd,
     name: OsString,
@@ -244,7 +279,8 @@ impl Job {
         }
         if !self.failed() {
             let csum = if run.opts.ignore_csum { Csum::Warn } else { Csum::Check };
-            match write_extents(run.img, &self.plan, range, &self.file, &read_options(), csum) {
+            let label = || run.label(self.index);
+            match write_extents(run.img, &self.plan, range, &self.file, &read_options(), csum, &label) {
                 Ok(w) if !w.is_empty() => run.warnings.lock().map(|mut v| v.extend(w)).unwrap_or(()),
                 Ok(_) => {}
                 Err(err) => self.fail(err.to_string()),
@@ -267,8 +303,9 @@ impl Job {
     }
 }
 
-fn start_job(run: &Run<'_>, e: &DirEntry) -> Result<Job, String> {
-    let (dir, name) = run.parent(e).map_err(|err| format!("parent directory: {err}"))?;
+fn start_job(run: &Run<'_>, i: usize, dir: OwnedFd) -> Result<Job, String> {
+    let e = run.sel.walk.get(i);
+    let name = run.name(i).to_os_string();
     if !run.opts.force && dest::exists(&dir, &name) {
         return Err(run.existing());
     }
@@ -282,14 +319,15 @@ fn start_job(run: &Run<'_>, e: &DirEntry) -> Result<Job, String> {
         return Err(err.to_string());
     }
     let pieces = plan.extents.len().div_ceil(EXTENTS_PER_TASK).max(1);
-    Ok(Job { plan, dir, name, file, inode, xattrs, left: AtomicUsize::new(pieces), error: Mutex::new(None) })
+    Ok(Job { index: i, plan, dir, name, file, inode, xattrs, left: AtomicUsize::new(pieces), error: Mutex::new(None) })
 }
 
 /// Write regular files in batches (the first name of each inode); the inodes written or kept
 /// (`skip_existing`), and how many were kept.
 fn write_files(
     run: &Run<'_>,
-    files: &[&DirEntry],
+    cursor: &mut Cursor<'_>,
+    files: &[usize],
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> (HashSet<(u64, u64)>, usize) {
     let done = AtomicUsize::new(0);
@@ -299,15 +337,18 @@ fn write_files(
         if run.stopped() {
             break;
         }
-        let jobs: Vec<(&DirEntry, Option<Job>, bool)> = batch
+        // Parent directories in walk order (the cursor moves little), then the files in parallel.
+        let dirs: Vec<Result<OwnedFd, String>> = batch.iter().map(|&i| parent_fd(cursor, i)).collect();
+        let jobs: Vec<(usize, Option<Job>, bool)> = batch
             .par_iter()
-            .map(|e| match start_job(run, e) {
-                Ok(j) => (*e, Some(j), false),
+            .zip(dirs)
+            .map(|(&i, dir)| match dir.and_then(|d| start_job(run, i, d)) {
+                Ok(j) => (i, Some(j), false),
                 Err(err) => {
                     // A file kept as it was is there for its hard links too.
                     let kept = err == KEPT;
-                    run.error(e, err);
-                    (*e, None, kept)
+                    run.error(i, err);
+                    (i, None, kept)
                 }
             })
             .collect();
@@ -321,9 +362,10 @@ fn write_files(
             })
             .collect();
         tasks.par_iter().for_each(|(j, range)| j.run(run, range.clone()));
-        for (e, j, kept) in &jobs {
+        for (i, j, kept) in &jobs {
+            let e = run.sel.walk.get(*i);
             match j.as_ref().and_then(|j| j.error.lock().ok().and_then(|g| g.clone())) {
-                Some(err) => run.error(e, err),
+                Some(err) => run.error(*i, err),
                 None if j.is_some() || *kept => {
                     written.insert((e.tree, e.ino));
                     kept_files += usize::from(*kept);
@@ -338,19 +380,20 @@ fn write_files(
 
 /// A symlink, fifo, socket or device node: created under the temporary name, its metadata
 /// restored, renamed into place.
-fn make_other(run: &Run<'_>, e: &DirEntry, report: &mut ExtractReport) -> Result<(), String> {
-    let (dir, name) = run.parent(e).map_err(|err| format!("parent directory: {err}"))?;
-    if !run.opts.force && dest::exists(&dir, &name) {
+fn make_other(run: &Run<'_>, i: usize, dir: OwnedFd, report: &mut ExtractReport) -> Result<(), String> {
+    let e = run.sel.walk.get(i);
+    let name = run.name(i);
+    if !run.opts.force && dest::exists(&dir, name) {
         return Err(run.existing());
     }
     let (ino, xattrs) = run.inode(e).map_err(|err| err.to_string())?;
     let created = match e.kind {
         FileKind::Symlink => {
-            let target = symlink_target(run.img, e).map_err(|err| err.to_string())?;
-            dest::symlink_tmp(&dir, &name, &target)
+            let target = symlink_target(run.img, e, &|| run.label(i)).map_err(|err| err.to_string())?;
+            dest::symlink_tmp(&dir, name, &target)
         }
-        FileKind::Fifo => dest::mknod_tmp(&dir, &name, rustix::fs::FileType::Fifo, 0),
-        FileKind::Socket => dest::mknod_tmp(&dir, &name, rustix::fs::FileType::Socket, 0),
+        FileKind::Fifo => dest::mknod_tmp(&dir, name, rustix::fs::FileType::Fifo, 0),
+        FileKind::Socket => dest::mknod_tmp(&dir, name, rustix::fs::FileType::Socket, 0),
         FileKind::CharDevice | FileKind::BlockDevice if run.policy.safe => {
             run.refused.drop_safe("device nodes not made".into());
             return Ok(());
@@ -365,7 +408,7 @@ fn make_other(run: &Run<'_>, e: &DirEntry, report: &mut ExtractReport) -> Result
             } else {
                 rustix::fs::FileType::BlockDevice
             };
-            match dest::mknod_tmp(&dir, &name, ty, meta::decode_dev(ino.rdev)) {
+            match dest::mknod_tmp(&dir, name, ty, meta::decode_dev(ino.rdev)) {
                 // Root without CAP_MKNOD (a container): skipped, as for a user.
                 Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
                     report.devices_skipped += 1;
@@ -378,10 +421,10 @@ fn make_other(run: &Run<'_>, e: &DirEntry, report: &mut ExtractReport) -> Result
     };
     created.map_err(|err| err.to_string())?;
     let symlink = e.kind == FileKind::Symlink;
-    let r = meta::apply_at(&dir, &dest::tmp_name(&name), &ino, &xattrs, &run.policy, symlink, &run.refused)
-        .and_then(|()| dest::publish(&dir, &name, run.opts.force));
+    let r = meta::apply_at(&dir, &dest::tmp_name(name), &ino, &xattrs, &run.policy, symlink, &run.refused)
+        .and_then(|()| dest::publish(&dir, name, run.opts.force));
     if let Err(err) = r {
-        dest::drop_tmp(&dir, &name);
+        dest::drop_tmp(&dir, name);
         return Err(err.to_string());
     }
     if symlink {
@@ -393,7 +436,7 @@ fn make_other(run: &Run<'_>, e: &DirEntry, report: &mut ExtractReport) -> Result
 }
 
 /// A symlink's target: the data of its inline extent, bytes exactly.
-pub(crate) fn symlink_target(img: &Image, e: &DirEntry) -> Result<Vec<u8>, ImageError> {
+pub(crate) fn symlink_target(img: &Image, e: &DirEntry, label: Label<'_>) -> Result<Vec<u8>, ImageError> {
     let tree = img.fs_tree(e.tree)?;
     let size = img.inode(&tree, e.ino)?.size;
     let ext = img.file_extents(&tree, e.ino)?;
@@ -404,7 +447,7 @@ pub(crate) fn symlink_target(img: &Image, e: &DirEntry) -> Result<Vec<u8>, Image
     })?;
     // A target is at most PATH_MAX - 1 bytes (the kernel refuses longer ones).
     const PATH_MAX: u64 = 4096;
-    let target = extent_bytes(img, first, size.min(PATH_MAX), &e.path_escaped(), &read_options())?;
+    let target = extent_bytes(img, first, size.min(PATH_MAX), label, &read_options())?;
     if target.is_empty() || target.contains(&0) {
         return Err(ImageError::Image(
             btrfs_image::CorruptKind::FileExtent { file_offset: 0, field: "symlink target", value: size }.into(),
@@ -413,16 +456,15 @@ pub(crate) fn symlink_target(img: &Image, e: &DirEntry) -> Result<Vec<u8>, Image
     Ok(target)
 }
 
-/// A further name of an inode already written: a hard link to its first name.
-fn make_link(run: &Run<'_>, e: &DirEntry, first: &DirEntry) -> Result<(), String> {
-    let (dir, name) = run.parent(e).map_err(|err| format!("parent directory: {err}"))?;
-    let (src_dir, src) = run.parent(first).map_err(|err| format!("first name: {err}"))?;
-    if !run.opts.force && dest::exists(&dir, &name) {
+/// A further name `i` of an inode already written under its first name `first`: a hard link.
+fn make_link(run: &Run<'_>, i: usize, first: usize, dir: OwnedFd, src_dir: OwnedFd) -> Result<(), String> {
+    let name = run.name(i);
+    if !run.opts.force && dest::exists(&dir, name) {
         return Err(run.existing());
     }
-    dest::link_tmp(&src_dir, &src, &dir, &name).map_err(|err| err.to_string())?;
-    dest::publish(&dir, &name, run.opts.force).map_err(|err| {
-        dest::drop_tmp(&dir, &name);
+    dest::link_tmp(&src_dir, run.name(first), &dir, name).map_err(|err| err.to_string())?;
+    dest::publish(&dir, name, run.opts.force).map_err(|err| {
+        dest::drop_tmp(&dir, name);
         err.to_string()
     })
 }
@@ -438,43 +480,45 @@ fn umask() -> u32 {
         .unwrap_or(0o022)
 }
 
-fn is_dir(e: &&DirEntry) -> bool {
+fn is_dir(e: &DirEntry) -> bool {
     matches!(e.kind, FileKind::Directory | FileKind::Subvolume)
 }
 
-/// Create the directories, parents first (the entries are sorted by path); those made, and
-/// the paths of those that failed (nothing is made under them).
-fn make_dirs<'e>(run: &Run<'_>, entries: &'e [DirEntry]) -> (Vec<&'e DirEntry>, Vec<&'e [u8]>) {
+/// Create the directories, parents first (walk order); those made, and which entries lie under
+/// one that failed (nothing is made there).
+fn make_dirs(run: &Run<'_>, cursor: &mut Cursor<'_>) -> (Vec<usize>, Vec<bool>) {
+    let walk = &run.sel.walk;
     let mut made = Vec::new();
-    let mut failed: Vec<&[u8]> = Vec::new();
-    for e in entries.iter().filter(is_dir) {
-        if failed.iter().any(|d| under(e.path.as_bytes(), d)) {
+    let mut blocked = vec![false; walk.len()];
+    for i in run.sel.entries() {
+        if !is_dir(walk.get(i)) || blocked[i] {
             continue;
         }
-        match run.parent(e).and_then(|(dir, name)| dest::mkdir(&dir, &name)) {
-            Ok(()) => made.push(e),
+        let up = cursor.up(i);
+        match cursor.goto(up).and_then(|dir| dest::mkdir(dir, walk.name(i))) {
+            Ok(()) => made.push(i),
             Err(err) => {
-                run.error(e, err);
-                failed.push(e.path.as_bytes());
+                run.error(i, err);
+                blocked[walk.subtree(i)].fill(true);
             }
         }
     }
-    (made, failed)
+    (made, blocked)
 }
 
 /// Directory metadata last, deepest first, so that creating their contents does not move
 /// their times.
-fn dir_metadata(run: &Run<'_>, dirs: &[&DirEntry]) {
-    for e in dirs.iter().rev() {
+fn dir_metadata(run: &Run<'_>, cursor: &mut Cursor<'_>, dirs: &[usize]) {
+    for &i in dirs.iter().rev() {
         if run.stopped() {
             break;
         }
-        let r = run.inode(e).map_err(|err| err.to_string()).and_then(|(ino, xattrs)| {
-            let fd = run.dest.dir(&e.path).map_err(|err| err.to_string())?;
-            meta::apply_fd(&fd, &ino, &xattrs, &run.policy, true, &run.refused).map_err(|err| err.to_string())
+        let r = run.inode(run.sel.walk.get(i)).map_err(|err| err.to_string()).and_then(|(ino, xattrs)| {
+            let fd = cursor.goto(Some(i)).map_err(|err| err.to_string())?;
+            meta::apply_fd(fd, &ino, &xattrs, &run.policy, true, &run.refused).map_err(|err| err.to_string())
         });
         if let Err(err) = r {
-            run.error(e, err);
+            run.error(i, err);
         }
     }
 }
@@ -486,6 +530,9 @@ fn dir_metadata(run: &Run<'_>, dirs: &[&DirEntry]) {
 /// [`ExtractReport::errors`] and never left under its name; when `cancel` becomes true (a
 /// signal), work stops, every temporary file is removed and [`ImageError::Interrupted`] is
 /// returned.
+///
+/// No path string is built to reach a directory (a [`Cursor`] moves over the tree by
+/// descriptors), so a tree of any depth is restored, in memory linear in its entries.
 pub fn extract(
     img: &Image,
     dest: &Path,
@@ -494,14 +541,14 @@ pub fn extract(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<ExtractReport, ImageError> {
     let mut report = ExtractReport::default();
-    let entries = select(img, opts, &mut report)?;
+    let sel = select(img, opts, &mut report)?;
     let root = rustix::process::geteuid().is_root();
     report.owners_skipped = opts.metadata && !root;
     let dest = Dest::open(dest).map_err(|err| ImageError::Create { path: dest.to_path_buf(), err })?;
-    report.stale_removed = dest.remove_stale(&entries);
     let policy = Policy { metadata: opts.metadata, xattrs: opts.xattrs, root, umask: umask(), safe: opts.safe };
     let run = Run {
         img,
+        sel: &sel,
         dest,
         opts,
         policy,
@@ -511,56 +558,88 @@ pub fn extract(
         kept: std::sync::atomic::AtomicUsize::new(0),
         warnings: Mutex::new(Vec::new()),
     };
-    let (made_dirs, failed_dirs) = make_dirs(&run, &entries);
+    let walk = &sel.walk;
+    let mut cursor = Cursor::new(&run.dest, walk, sel.base);
+    {
+        let dirs = std::iter::once(None).chain(sel.entries().filter(|&i| is_dir(walk.get(i))).map(Some));
+        let names = |d: Option<usize>| {
+            walk.children(d.or(sel.base)).filter(|&j| sel.kept[j]).map(|j| walk.name(j).as_bytes()).collect()
+        };
+        report.stale_removed = run.dest.remove_stale(&mut cursor, dirs, names);
+    }
+    let (made_dirs, blocked) = make_dirs(&run, &mut cursor);
     report.dirs = made_dirs.len();
-    let outside = |e: &DirEntry| failed_dirs.iter().any(|d| under(e.path.as_bytes(), d));
     // Regular files: the first name of each inode carries the data, the others become links.
-    let mut first: HashMap<(u64, u64), &DirEntry> = HashMap::new();
+    let mut first: HashMap<(u64, u64), usize> = HashMap::new();
     let mut files = Vec::new();
     let mut links = Vec::new();
-    for e in entries.iter().filter(|e| e.kind == FileKind::Regular && !outside(e)) {
+    for i in sel.entries().filter(|&i| walk.get(i).kind == FileKind::Regular && !blocked[i]) {
+        let e = walk.get(i);
         match first.get(&(e.tree, e.ino)) {
-            Some(f) => links.push((e, *f)),
+            Some(&f) => links.push((i, f)),
             None => {
-                first.insert((e.tree, e.ino), e);
-                files.push(e);
+                first.insert((e.tree, e.ino), i);
+                files.push(i);
             }
         }
     }
-    let (written, kept_files) = write_files(&run, &files, progress);
+    let (written, kept_files) = write_files(&run, &mut cursor, &files, progress);
     report.files = written.len() - kept_files;
-    for (e, f) in links {
+    // A second cursor for the first names: the links' own directories come in walk order.
+    let mut src_cursor = Cursor::new(&run.dest, walk, sel.base);
+    for (i, f) in links {
         if run.stopped() {
             break;
         }
-        if !written.contains(&(f.tree, f.ino)) {
-            run.error(e, "not linked: its first name failed");
+        let fe = walk.get(f);
+        if !written.contains(&(fe.tree, fe.ino)) {
+            run.error(i, "not linked: its first name failed");
             continue;
         }
-        match make_link(&run, e, f) {
+        let r = parent_fd(&mut cursor, i).and_then(|dir| {
+            let src = parent_fd(&mut src_cursor, f).map_err(|err| format!("first name: {err}"))?;
+            make_link(&run, i, f, dir, src)
+        });
+        match r {
             Ok(()) => report.hardlinks += 1,
-            Err(err) => run.error(e, err),
+            Err(err) => run.error(i, err),
         }
     }
-    let others = entries
-        .iter()
-        .filter(|e| !is_dir(e) && e.kind != FileKind::Regular && e.kind != FileKind::Other && !outside(e));
-    for e in others {
+    drop(src_cursor);
+    let others = sel.entries().filter(|&i| {
+        let e = walk.get(i);
+        !is_dir(e) && e.kind != FileKind::Regular && e.kind != FileKind::Other && !blocked[i]
+    });
+    for i in others {
         if run.stopped() {
             break;
         }
-        if let Err(err) = make_other(&run, e, &mut report) {
-            run.error(e, err);
+        if let Err(err) = parent_fd(&mut cursor, i).and_then(|dir| make_other(&run, i, dir, &mut report)) {
+            run.error(i, err);
         }
     }
-    dir_metadata(&run, &made_dirs);
+    dir_metadata(&run, &mut cursor, &made_dirs);
+    drop(cursor);
     if run.stopped() {
         return Err(ImageError::Interrupted);
     }
-    report.errors = run.errors.into_inner().unwrap_or_default();
+    report.errors = messages(&sel, run.errors.into_inner().unwrap_or_default());
     report.existing_kept = run.kept.into_inner();
     report.warnings = run.warnings.into_inner().unwrap_or_default();
     report.warnings.extend(run.refused.lines());
     report.safe_dropped = run.refused.safe_lines();
     Ok(report)
+}
+
+/// `PATH: why` for every entry that failed, in walk order; the paths made in one pass over the
+/// walk ([`Walk::display_each`]), so that many failures deep down cost no more than the walk.
+fn messages(sel: &Selection, mut errors: Vec<(usize, String)>) -> Vec<String> {
+    errors.sort_by_key(|(i, _)| *i);
+    let mut wanted = vec![false; sel.walk.len()];
+    errors.iter().for_each(|(i, _)| wanted[*i] = true);
+    let mut shown = HashMap::new();
+    sel.walk.display_each(sel.base, |i| wanted[i], |i, p| {
+        shown.insert(i, p);
+    });
+    errors.into_iter().map(|(i, m)| format!("{}: {m}", shown.get(&i).map_or("?", String::as_str))).collect()
 }

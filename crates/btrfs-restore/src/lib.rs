@@ -5,7 +5,6 @@
 mod dest;
 mod extract;
 mod meta;
-mod paths;
 mod usage;
 
 pub use extract::{extract, ExtractOptions, ExtractReport};
@@ -13,7 +12,7 @@ pub use usage::{extents_past_end, usage};
 
 use std::collections::{BTreeMap, HashSet};
 
-use btrfs_image::{CorruptKind, DirEntry, ExtentKind, FileExtent, FileKind, Image, Tree};
+use btrfs_image::{CorruptKind, DirEntry, ExtentKind, FileExtent, FileKind, Image, Tree, Walk};
 use serde::Serialize;
 
 use btrfs_compress::{decompress_extent, decompress_inline, CompressType, Error, Options, BTRFS_MAX_COMPRESSED};
@@ -151,21 +150,44 @@ fn kind_name(k: FileKind) -> &'static str {
     }
 }
 
-/// Files and their extents (`btrfs inspect-internal dump-tree` restricted to data).
-pub fn inspect(img: &Image) -> Result<Vec<FileInfo>, ImageError> {
-    let mut out = Vec::new();
-    for e in img.walk_files()? {
-        // An entry whose metadata fails its checks is skipped and said (`Image::skipped`).
-        match file_info(img, &e) {
-            Ok(f) => out.push(f),
-            Err(err) => img.note_skipped(format!("{}: {err}", e.path_escaped())),
-        }
-    }
-    Ok(out)
+/// Files and their extents (`btrfs inspect-internal dump-tree` restricted to data), read as
+/// they are shown: [`Inspect::files`] builds each entry's [`FileInfo`] on demand, so memory stays
+/// linear in the number of entries whatever their depth (only the output holds whole paths).
+pub fn inspect(img: &Image) -> Result<Inspect<'_>, ImageError> {
+    Ok(Inspect { img, walk: img.walk_files()? })
 }
 
-/// What `inspect` shows of one entry.
-fn file_info(img: &Image, e: &DirEntry) -> Result<FileInfo, ImageError> {
+/// The walk behind [`inspect`]; serializes as the JSON array of its [`FileInfo`]s.
+pub struct Inspect<'i> {
+    img: &'i Image,
+    /// The image's entries.
+    pub walk: Walk,
+}
+
+impl Inspect<'_> {
+    /// Every entry's [`FileInfo`], in walk order. An entry whose metadata fails its checks is
+    /// skipped and said ([`Image::skipped`]).
+    pub fn files(&self) -> impl Iterator<Item = FileInfo> + '_ {
+        self.walk.paths().filter_map(|(i, path)| match file_info(self.img, &self.walk, i, &path) {
+            Ok(f) => Some(f),
+            Err(err) => {
+                self.img.note_skipped(format!("{}: {err}", self.walk.display(i)));
+                None
+            }
+        })
+    }
+}
+
+impl Serialize for Inspect<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.files())
+    }
+}
+
+/// What `inspect` shows of entry `i` (at `path`).
+fn file_info(img: &Image, walk: &Walk, i: usize, path: &std::ffi::OsStr) -> Result<FileInfo, ImageError> {
+    use std::os::unix::ffi::OsStrExt;
+    let e = walk.get(i);
     let tree = img.fs_tree(e.tree)?;
     let ino = img.inode(&tree, e.ino)?;
     let extents = if e.kind == FileKind::Regular || e.kind == FileKind::Symlink {
@@ -174,7 +196,7 @@ fn file_info(img: &Image, e: &DirEntry) -> Result<FileInfo, ImageError> {
         Vec::new()
     };
     let target = match e.kind {
-        FileKind::Symlink => Some(extract::symlink_target(img, e)?.escape_ascii().to_string()),
+        FileKind::Symlink => Some(extract::symlink_target(img, e, &|| walk.display(i))?.escape_ascii().to_string()),
         _ => None,
     };
     let xattrs = img.xattrs(&tree, e.ino)?.iter().map(|(n, _)| n.escape_ascii().to_string()).collect();
@@ -184,7 +206,7 @@ fn file_info(img: &Image, e: &DirEntry) -> Result<FileInfo, ImageError> {
         readonly: r.flags & btrfs_image::items::root::ROOT_SUBVOL_RDONLY != 0,
     });
     Ok(FileInfo {
-        path: e.path_escaped(),
+        path: path.as_bytes().escape_ascii().to_string(),
         tree: e.tree,
         ino: e.ino,
         kind: kind_name(e.kind),
@@ -226,9 +248,12 @@ fn for_image(img: &Image, opts: &Options) -> Options {
     Options { sectorsize: img.sb.sectorsize as usize, ..*opts }
 }
 
+/// A file's path for messages, made only when one is written (a path costs its depth).
+pub type Label<'a> = &'a (dyn Fn() -> String + Sync);
+
 /// Bytes `[0, len)` of extent `e` as the file sees them (from `e.file_offset`).
-fn extent_bytes(img: &Image, e: &FileExtent, len: u64, path: &str, opts: &Options) -> Result<Vec<u8>, ImageError> {
-    let fail = |err: Error| ImageError::Extent { path: path.to_string(), file_offset: e.file_offset, err };
+fn extent_bytes(img: &Image, e: &FileExtent, len: u64, path: Label<'_>, opts: &Options) -> Result<Vec<u8>, ImageError> {
+    let fail = |err: Error| ImageError::Extent { path: path(), file_offset: e.file_offset, err };
     let len = len as usize;
     let opts = &for_image(img, opts);
     match &e.kind {
@@ -305,7 +330,7 @@ pub fn plan_file(img: &Image, tree: &Tree, entry: &DirEntry) -> Result<FilePlan,
         pos = e.file_offset + e.num_bytes.min(size - e.file_offset);
         extents.push(e);
     }
-    Ok(FilePlan { entry: entry.clone(), size, extents })
+    Ok(FilePlan { entry: *entry, size, extents })
 }
 
 /// What to do with a data sector whose checksum does not match, as the kernel's read path
@@ -324,7 +349,7 @@ pub enum Csum {
 /// policy, collecting the warnings of [`Csum::Warn`].
 struct Checker<'a> {
     img: &'a Image,
-    path: &'a str,
+    path: Label<'a>,
     csum: Csum,
     warnings: Vec<String>,
 }
@@ -340,7 +365,7 @@ impl Checker<'_> {
         let checked = match self.img.verify_data(logical, data) {
             Err(btrfs_image::Error::BadChecksum { at, .. }) => match other_copy_good(self.img, logical, data) {
                 Some(c) => {
-                    self.img.note_repair(format!("{} @{file_offset}: data at {logical:#x} {c}", self.path));
+                    self.img.note_repair(format!("{} @{file_offset}: data at {logical:#x} {c}", (self.path)()));
                     Ok(0)
                 }
                 None => Err(btrfs_image::Error::BadChecksum { what: "data", at }),
@@ -350,7 +375,7 @@ impl Checker<'_> {
         match checked {
             Ok(_) => Ok(()),
             Err(btrfs_image::Error::BadChecksum { at, .. }) => {
-                let e = ImageError::Csum { path: self.path.to_string(), file_offset, at };
+                let e = ImageError::Csum { path: (self.path)(), file_offset, at };
                 if self.csum == Csum::Warn {
                     self.warnings.push(format!("{e} (written anyway: --ignore-csum)"));
                     Ok(())
@@ -389,7 +414,7 @@ fn other_copy_good(img: &Image, logical: u64, data: &mut [u8]) -> Option<String>
 /// Write extents `range` of `plan` into `f` at their file offsets (`pwrite`); holes, prealloc
 /// and gaps are left to the file's zeros (the caller sizes the file first). The on-disk bytes
 /// of every regular extent are checked against the csum tree first (`csum`); the warnings of
-/// [`Csum::Warn`] are returned.
+/// [`Csum::Warn`] are returned. `path` names the file in messages.
 pub fn write_extents(
     img: &Image,
     plan: &FilePlan,
@@ -397,12 +422,12 @@ pub fn write_extents(
     f: &std::fs::File,
     opts: &Options,
     csum: Csum,
+    path: Label<'_>,
 ) -> Result<Vec<String>, ImageError> {
     use std::os::unix::fs::FileExt;
     let opts = &for_image(img, opts);
-    let path = plan.entry.path_escaped();
     let ss = u64::from(img.sb.sectorsize);
-    let mut checker = Checker { img, path: &path, csum, warnings: Vec::new() };
+    let mut checker = Checker { img, path, csum, warnings: Vec::new() };
     for e in &plan.extents[range] {
         if e.is_hole() || e.kind == ExtentKind::Prealloc {
             continue;
@@ -424,7 +449,7 @@ pub fn write_extents(
         } else if e.kind == ExtentKind::Regular {
             write_compressed(e, len as usize, f, opts, &mut checker)?;
         } else {
-            f.write_all_at(&extent_bytes(img, e, len, &path, opts)?, e.file_offset)?;
+            f.write_all_at(&extent_bytes(img, e, len, path, opts)?, e.file_offset)?;
         }
     }
     Ok(checker.warnings)
@@ -442,7 +467,7 @@ fn write_compressed(
 ) -> Result<(), ImageError> {
     use std::os::unix::fs::FileExt;
     let (img, path) = (checker.img, checker.path);
-    let fail = |err: Error| ImageError::Extent { path: path.to_string(), file_offset: e.file_offset, err };
+    let fail = |err: Error| ImageError::Extent { path: path(), file_offset: e.file_offset, err };
     let alg = CompressType::from_code(e.compression).ok_or_else(|| fail(Error::InvalidArgument("codec".into())))?;
     let ram = e.ram_bytes as usize;
     let disk = e.disk_num_bytes as usize;
@@ -506,30 +531,32 @@ pub fn verify(img: &Image, opts: &Options) -> Result<VerifyReport, ImageError> {
     let opts = &for_image(img, opts);
     let mut r = VerifyReport::default();
     let mut seen = HashSet::new();
-    for entry in img.walk_files()? {
+    let walk = img.walk_files()?;
+    for (i, entry) in walk.entries().iter().enumerate() {
         if entry.kind != FileKind::Regular {
             continue;
         }
+        let label = || walk.display(i);
         let tree = img.fs_tree(entry.tree)?;
         // The checks extract makes before it writes a byte (tree-checker rules on every extent
         // item, no overlaps, the inode's size): a file that fails them fails here, named, and
         // the rest is verified.
-        let plan = match plan_file(img, &tree, &entry) {
+        let plan = match plan_file(img, &tree, entry) {
             Ok(p) => p,
             Err(err) => {
-                r.failures.push(format!("{}: {err}", entry.path_escaped()));
+                r.failures.push(format!("{}: {err}", label()));
                 continue;
             }
         };
         for e in plan.extents {
-            let where_ = format!("{} @{}", entry.path_escaped(), e.file_offset);
+            let where_ = || format!("{} @{}", label(), e.file_offset);
             match &e.kind {
                 ExtentKind::Inline { .. } if e.compression != 0 => {
                     r.extents += 1;
                     let sector = u64::from(img.sb.sectorsize);
-                    match extent_bytes(img, &e, e.ram_bytes.min(sector), &entry.path_escaped(), opts) {
+                    match extent_bytes(img, &e, e.ram_bytes.min(sector), &label, opts) {
                         Ok(_) => *r.decoded.entry(comp_name(e.compression).into()).or_default() += 1,
-                        Err(err) => r.failures.push(format!("{where_}: {err}")),
+                        Err(err) => r.failures.push(format!("{}: {err}", where_())),
                     }
                 }
                 ExtentKind::Regular if !e.is_hole() => {
@@ -540,7 +567,7 @@ pub fn verify(img: &Image, opts: &Options) -> Result<VerifyReport, ImageError> {
                     let mut disk = match img.read_logical(e.disk_bytenr, e.disk_num_bytes as usize) {
                         Ok(d) => d,
                         Err(err) => {
-                            r.failures.push(format!("{where_}: {err}"));
+                            r.failures.push(format!("{}: {err}", where_()));
                             continue;
                         }
                     };
@@ -550,22 +577,22 @@ pub fn verify(img: &Image, opts: &Options) -> Result<VerifyReport, ImageError> {
                             match other_copy_good(img, e.disk_bytenr, &mut disk) {
                                 Some(c) => {
                                     r.csum_sectors += img.verify_data(e.disk_bytenr, &disk).unwrap_or(0);
-                                    img.note_repair(format!("{where_}: data {c}"));
+                                    img.note_repair(format!("{}: data {c}", where_()));
                                 }
-                                None => r.failures.push(format!("{where_}: {err}")),
+                                None => r.failures.push(format!("{}: {err}", where_())),
                             }
                         }
-                        Err(err) => r.failures.push(format!("{where_}: {err}")),
+                        Err(err) => r.failures.push(format!("{}: {err}", where_())),
                     }
                     match img.check_redundancy(e.disk_bytenr, e.disk_num_bytes) {
-                        Ok(faults) => r.repairable.extend(faults.into_iter().map(|f| format!("{where_}: {f}"))),
-                        Err(err) => r.failures.push(format!("{where_}: {err}")),
+                        Ok(faults) => r.repairable.extend(faults.into_iter().map(|f| format!("{}: {f}", where_()))),
+                        Err(err) => r.failures.push(format!("{}: {err}", where_())),
                     }
                     if let Some(alg) = CompressType::from_code(e.compression).filter(|&a| a != CompressType::None) {
                         let ram = e.ram_bytes as usize;
                         match decompress_extent(alg, &disk, ram, 0, ram, opts) {
                             Ok(_) => *r.decoded.entry(alg.name().into()).or_default() += 1,
-                            Err(err) => r.failures.push(format!("{where_} ({}): {err}", alg.name())),
+                            Err(err) => r.failures.push(format!("{} ({}): {err}", where_(), alg.name())),
                         }
                     }
                 }

@@ -9,32 +9,26 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 
 use btrfs_compress::usage::{Usage, PREALLOC};
-use btrfs_image::{ExtentKind, FileKind, Image};
+use btrfs_image::{ExtentKind, FileKind, Image, Walk};
 
-use crate::paths::{at_or_under, trim_slashes};
 use crate::ImageError;
 
 /// compsize's counters over the regular files at or under `paths` (all when empty).
 pub fn usage(img: &Image, paths: &[OsString]) -> Result<Usage, ImageError> {
-    let entries = img.walk_files()?;
+    let walk = img.walk_files()?;
+    let chosen = chosen(&walk, paths)?;
     let mut u = Usage::default();
     let mut seen = HashSet::new();
-    let mut matched = vec![false; paths.len()];
-    for e in entries.iter().filter(|e| e.kind == FileKind::Regular) {
-        if !paths.is_empty() {
-            let p = e.path.as_bytes();
-            let hit = paths.iter().position(|f| at_or_under(p, f.as_bytes()));
-            match hit {
-                Some(i) => matched[i] = true,
-                None => continue,
-            }
+    for (i, e) in walk.entries().iter().enumerate() {
+        if e.kind != FileKind::Regular || !chosen.as_ref().is_none_or(|c| c[i]) {
+            continue;
         }
         // A file whose extents fail the tree-checker's rules is skipped and said
         // (`Image::skipped`); the rest is counted.
         let extents = match img.fs_tree(e.tree).and_then(|t| img.file_extents(&t, e.ino)) {
             Ok(x) => x,
             Err(err) => {
-                img.note_skipped(format!("{}: {err}", e.path_escaped()));
+                img.note_skipped(format!("{}: {err}", walk.display(i)));
                 continue;
             }
         };
@@ -52,14 +46,21 @@ pub fn usage(img: &Image, paths: &[OsString]) -> Result<Usage, ImageError> {
             }
         }
     }
-    if let Some(i) = matched.iter().position(|m| !m) {
-        // A path with no regular file under it may still be a directory or a symlink.
-        let f = trim_slashes(paths[i].as_bytes());
-        if !f.is_empty() && !entries.iter().any(|e| e.path.as_bytes() == f) {
-            return Err(ImageError::NoSuchPath(paths[i].as_bytes().escape_ascii().to_string()));
+    Ok(u)
+}
+
+/// The entries at or under `paths` (`None`: all, for no paths or one that names the top);
+/// every path must name an entry.
+fn chosen(walk: &Walk, paths: &[OsString]) -> Result<Option<Vec<bool>>, ImageError> {
+    let mut chosen = vec![false; walk.len()];
+    for p in paths {
+        match walk.find_from(None, p.as_bytes()) {
+            Ok(None) => return Ok(None),
+            Ok(Some(i)) => chosen[walk.subtree(i)].fill(true),
+            Err(()) => return Err(ImageError::NoSuchPath(p.as_bytes().escape_ascii().to_string())),
         }
     }
-    Ok(u)
+    Ok((!paths.is_empty()).then_some(chosen))
 }
 
 /// Regular and prealloc extents of the image's files whose bytes lie past the end of the image
@@ -67,7 +68,7 @@ pub fn usage(img: &Image, paths: &[OsString]) -> Result<Usage, ImageError> {
 pub fn extents_past_end(img: &Image) -> Result<u64, ImageError> {
     let mut seen = HashSet::new();
     let mut missing = 0;
-    for e in img.walk_files()?.iter().filter(|e| e.kind == FileKind::Regular) {
+    for e in img.walk_files()?.entries().iter().filter(|e| e.kind == FileKind::Regular) {
         let tree = img.fs_tree(e.tree)?;
         for x in img.file_extents(&tree, e.ino)? {
             if matches!(x.kind, ExtentKind::Inline { .. }) || x.is_hole() || !seen.insert(x.disk_bytenr) {

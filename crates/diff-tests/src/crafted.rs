@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use btrfs_image::{open_bytes, DirEntry, FileKind};
+use btrfs_image::{open_bytes, FileKind};
 
 /// The raw image of fixtures/subvol-snapshots-*/ (files of 700 bytes: uncompressed inline).
 pub fn base() -> Vec<u8> {
@@ -25,22 +25,23 @@ pub fn fix(raw: &mut [u8], blocks: &BTreeSet<usize>, nodesize: usize) {
 }
 
 /// The inline extent bomb: the first uncompressed inline extent's item and its inode claim
-/// `claim` bytes (ram_bytes and i_size; every copy of the items). Returns the image and the file.
-pub fn inline_bomb(claim: u64) -> (Vec<u8>, DirEntry) {
+/// `claim` bytes (ram_bytes and i_size; every copy of the items). Returns the image and the
+/// file's path.
+pub fn inline_bomb(claim: u64) -> (Vec<u8>, std::ffi::OsString) {
     let mut raw = base();
     let img = open_bytes(raw.clone()).expect("fixture");
     let nodesize = img.sb.nodesize as usize;
-    let (entry, extent, inode) = img
-        .walk_files()
-        .expect("walk")
-        .into_iter()
-        .filter(|e| e.kind == FileKind::Regular)
-        .find_map(|e| {
+    let walk = img.walk_files().expect("walk");
+    let (path, extent, inode) = walk
+        .paths()
+        .filter(|(i, _)| walk.get(*i).kind == FileKind::Regular)
+        .find_map(|(i, path)| {
+            let e = walk.get(i);
             let t = img.fs_tree(e.tree).ok()?;
             let x = t.items_of(e.ino, 108).next()?.data.clone();
             let inline = x[20] == 0 && x[16] == 0;
             let ino = t.items_of(e.ino, 1).next()?.data.clone();
-            inline.then_some((e, x, ino))
+            inline.then_some((path, x, ino))
         })
         .expect("an uncompressed inline extent in the fixture");
     let mut blocks = BTreeSet::new();
@@ -52,7 +53,7 @@ pub fn inline_bomb(claim: u64) -> (Vec<u8>, DirEntry) {
     }
     assert!(!blocks.is_empty(), "the items' bytes in the image");
     fix(&mut raw, &blocks, nodesize);
-    (raw, entry)
+    (raw, path)
 }
 
 /// A name with '/': `top-file` becomes `top/file` in its dir item, dir index and inode ref.

@@ -320,7 +320,7 @@ pub fn fixtures() -> Vec<Fixture> {
             let n = |k: &str| x[k].as_u64().expect(k) as usize;
             let (d, file) = (s("dir"), s("file"));
             let path = format!("{d}/{file}");
-            let entry = entries.iter().find(|e| *e.path == *path).unwrap_or_else(|| panic!("{path} not in image"));
+            let entry = entries.lookup(&path).unwrap_or_else(|| panic!("{path} not in image"));
             let tree = trees.entry(entry.tree).or_insert_with(|| img.fs_tree(entry.tree).expect("fs tree"));
             let fe = img
                 .file_extents(tree, entry.ino)

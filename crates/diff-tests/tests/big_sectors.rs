@@ -68,7 +68,7 @@ fn every_file_is_what_the_kernel_read_back() {
             assert_eq!(img.sb.sectorsize, sector, "{what}");
             assert_eq!(v["sectorsize_mounted"].as_u64(), Some(u64::from(sector)), "{what}");
             let ours: BTreeSet<String> =
-                img.walk_files().unwrap().iter().map(|e| String::from_utf8_lossy(e.path.as_bytes()).into()).collect();
+                img.walk_files().unwrap().paths().map(|(_, p)| String::from_utf8_lossy(p.as_bytes()).into()).collect();
             let kernel: BTreeSet<String> =
                 v["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
             assert_eq!(ours, kernel, "{what}: paths");
@@ -148,8 +148,10 @@ fn identity() -> BTreeMap<(String, u32, String), (usize, usize)> {
                 zlib_backend: ZlibBackend::kernel_of(6, 12),
                 ..Options::default()
             };
-            for e in img.walk_files().unwrap().iter().filter(|e| e.kind == FileKind::Regular) {
-                let p = String::from_utf8_lossy(e.path.as_bytes()).into_owned();
+            let w = img.walk_files().unwrap();
+            for (i, p) in w.paths().filter(|(i, _)| w.get(*i).kind == FileKind::Regular) {
+                let e = w.get(i);
+                let p = String::from_utf8_lossy(p.as_bytes()).into_owned();
                 let (dir, name) = p.split_once('/').unwrap();
                 let Some(opt) = f.m["dirs"][dir].as_str().and_then(|o| o.strip_prefix("compress-force=")) else {
                     continue;

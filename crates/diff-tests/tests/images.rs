@@ -66,7 +66,7 @@ fn read_back(img: &btrfs_image::Image, tree: &btrfs_image::Tree, e: &btrfs_image
     let path = tempfile_path();
     let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
     f.set_len(plan.size).unwrap();
-    write_extents(img, &plan, 0..plan.extents.len(), &f, opts, btrfs_restore::Csum::Check).unwrap();
+    write_extents(img, &plan, 0..plan.extents.len(), &f, opts, btrfs_restore::Csum::Check, &|| "test".into()).unwrap();
     let got = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     got
@@ -80,7 +80,7 @@ fn every_file_reads_back_as_the_kernels_plaintext() {
         let mut checked = 0;
         for (path, name) in files_of(&m) {
             {
-                let e = entries.iter().find(|e| *e.path == *path).unwrap_or_else(|| panic!("{path} not in image"));
+                let e = entries.lookup(&path).unwrap_or_else(|| panic!("{path} not in image"));
                 assert_eq!(e.kind, FileKind::Regular);
                 let want = read_zst(&dir.join("plain").join(format!("{name}.zst")));
                 for opts in [Options::default(), read_options()] {
@@ -99,7 +99,7 @@ fn every_file_reads_back_as_the_kernels_plaintext() {
 fn extents_agree_with_the_kernels_encoded_read() {
     for (dir, m) in fixtures() {
         let img = open_image(&image_path(&dir, &m)).unwrap();
-        let files = inspect(&img).unwrap();
+        let files: Vec<_> = inspect(&img).unwrap().files().collect();
         let mut matched = 0;
         for x in m["extents"].as_array().unwrap() {
             let d = x["dir"].as_str().map_or_else(|| x["option"].as_str().unwrap().replace(':', "_"), str::to_string);
@@ -278,12 +278,15 @@ fn all_four_checksum_types_are_verified() {
         assert_eq!(img.sb.csum_type.name(), csum.as_str().unwrap(), "{file}");
         let r = verify(&img, &read_options()).unwrap();
         assert!(r.failures.is_empty() && r.csum_sectors > 0 && r.decoded["zstd"] > 0, "{file}: {r:?}");
-        for e in img.walk_files().unwrap() {
-            let got = read_back(&img, &img.fs_tree(e.tree).unwrap(), &e, &Options::default());
-            let want = &m["files"][&e.path_escaped()];
-            assert_eq!(got.len() as u64, want["size"].as_u64().unwrap(), "{file} {}", e.path_escaped());
+        let w = img.walk_files().unwrap();
+        for (i, path) in w.paths() {
+            let e = w.get(i);
+            let path = path.as_bytes().escape_ascii().to_string();
+            let got = read_back(&img, &img.fs_tree(e.tree).unwrap(), e, &Options::default());
+            let want = &m["files"][&path];
+            assert_eq!(got.len() as u64, want["size"].as_u64().unwrap(), "{file} {path}");
             let sha: String = sha2::Sha256::digest(&got).iter().map(|b| format!("{b:02x}")).collect();
-            assert_eq!(sha, want["sha256"].as_str().unwrap(), "{file} {}", e.path_escaped());
+            assert_eq!(sha, want["sha256"].as_str().unwrap(), "{file} {path}");
         }
     }
 }
@@ -294,7 +297,7 @@ fn a_damaged_data_sector_fails_verify_and_names_the_file() {
     let raw = read_zst(&image_path(&dir, &m));
     let img = btrfs_image::open_bytes(raw.clone()).unwrap();
     // The first regular compressed extent of zstd_3/text-128k.
-    let e = img.walk_files().unwrap().into_iter().find(|e| e.path == "zstd_3/text-128k").unwrap();
+    let e = *img.walk_files().unwrap().lookup("zstd_3/text-128k").unwrap();
     let fe = img.file_extents(&img.fs_tree(e.tree).unwrap(), e.ino).unwrap().remove(0);
     let phys = img.chunks.mirror(fe.disk_bytenr, 0).unwrap().offset as usize;
     drop(img);
@@ -338,8 +341,9 @@ fn a_damaged_csum_item_is_reported_not_panicked() {
 /// sizes a buffer by the claim.
 #[test]
 fn an_inline_extent_claiming_more_than_it_holds_is_refused() {
-    let (raw, entry) = diff_tests::crafted::inline_bomb(1 << 32);
+    let (raw, path) = diff_tests::crafted::inline_bomb(1 << 32);
     let img = open_bytes(&raw).unwrap();
+    let entry = *img.walk_files().unwrap().lookup(path.as_bytes()).unwrap();
     let tree = img.fs_tree(entry.tree).unwrap();
     let e = img.file_extents(&tree, entry.ino).expect_err("refused");
     assert!(e.to_string().contains("ram_bytes of an uncompressed inline extent"), "{e}");
@@ -355,7 +359,7 @@ fn an_inline_extent_claiming_more_than_it_holds_is_refused() {
         Ok(r) => assert!(r.errors.iter().any(|m| m.contains("ram_bytes")), "{:?}", r.errors),
         Err(e) => assert!(e.to_string().contains("ram_bytes"), "{e}"),
     }
-    let big = std::fs::metadata(d.path().join("out").join(std::ffi::OsStr::from_bytes(entry.path.as_bytes())));
+    let big = std::fs::metadata(d.path().join("out").join(&path));
     assert!(big.is_err(), "no 4 GiB file written");
     match btrfs_restore::verify(&img, &btrfs_restore::read_options()) {
         Err(e) => assert!(e.to_string().contains("ram_bytes"), "{e}"),
@@ -406,12 +410,13 @@ fn a_bad_name_skips_that_entry_and_the_rest_is_read() {
         .unwrap()
         .walk_files()
         .unwrap()
-        .iter()
-        .map(|e| e.path_escaped())
+        .paths()
+        .map(|(_, p)| p.as_bytes().escape_ascii().to_string())
         .collect();
     let raw = diff_tests::crafted::bad_name();
     let img = open_bytes(&raw).unwrap();
-    let after: Vec<String> = img.walk_files().unwrap().iter().map(|e| e.path_escaped()).collect();
+    let after: Vec<String> =
+        img.walk_files().unwrap().paths().map(|(_, p)| p.as_bytes().escape_ascii().to_string()).collect();
     let lost: Vec<&String> = before.iter().filter(|p| !after.contains(p)).collect();
     assert!(!lost.is_empty() && lost.iter().all(|p| p.ends_with("top-file")), "{lost:?}");
     assert_eq!(after.len(), before.len() - lost.len());

@@ -35,7 +35,7 @@ fn kernel_paths(view: &Value) -> BTreeSet<Vec<u8>> {
 fn check_view(replay_log: bool, view: &str) -> usize {
     let (img, m) = open(replay_log);
     let entries = m[view].as_object().unwrap();
-    let ours: BTreeSet<Vec<u8>> = img.walk_files().unwrap().iter().map(|e| e.path.as_bytes().to_vec()).collect();
+    let ours: BTreeSet<Vec<u8>> = img.walk_files().unwrap().paths().map(|(_, p)| p.as_bytes().to_vec()).collect();
     assert_eq!(ours, kernel_paths(&m[view]), "the paths of {view}");
     let d = tempfile::tempdir().unwrap();
     let dest = d.path().join("out");
@@ -45,10 +45,12 @@ fn check_view(replay_log: bool, view: &str) -> usize {
     assert!(bad.is_empty(), "{view}: {bad:#?}");
     assert_eq!(checked, entries.len());
     // Directory sizes (twice the names' lengths), which extract cannot show.
-    for e in img.walk_files().unwrap().iter().filter(|e| e.kind == btrfs_image::FileKind::Directory) {
-        let hex: String = e.path.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let w = img.walk_files().unwrap();
+    for (i, path) in w.paths().filter(|(i, _)| w.get(*i).kind == btrfs_image::FileKind::Directory) {
+        let e = w.get(i);
+        let hex: String = path.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
         let size = img.inode(&img.fs_tree(e.tree).unwrap(), e.ino).unwrap().size;
-        assert_eq!(size, entries[&hex]["size"].as_u64().unwrap(), "size of directory {}", e.path_escaped());
+        assert_eq!(size, entries[&hex]["size"].as_u64().unwrap(), "size of directory {}", w.display(i));
     }
     checked
 }

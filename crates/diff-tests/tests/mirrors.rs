@@ -13,7 +13,7 @@ fn image() -> Vec<u8> {
 }
 
 fn paths(img: &btrfs_image::Image) -> BTreeSet<Vec<u8>> {
-    img.walk_files().unwrap().into_iter().map(|e| e.path.as_bytes().to_vec()).collect()
+    img.walk_files().unwrap().paths().map(|(_, p)| p.as_bytes().to_vec()).collect()
 }
 
 /// Flip bytes inside the block at physical `at` (past its checksum, so that it fails it).
@@ -71,7 +71,7 @@ fn a_data_sector_is_read_from_its_second_copy() {
     }
     let mut bytes = std::fs::read(&img_path).unwrap();
     let img = open_bytes(bytes.clone()).unwrap();
-    let e = img.walk_files().unwrap().into_iter().find(|e| e.path.as_bytes() == b"big").unwrap();
+    let e = *img.walk_files().unwrap().lookup("big").unwrap();
     let tree = img.fs_tree(e.tree).unwrap();
     let x = img.file_extents(&tree, e.ino).unwrap()[0].clone();
     assert_eq!(img.chunks.copies(x.disk_bytenr), 2, "DUP data");

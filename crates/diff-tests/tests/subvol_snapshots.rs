@@ -37,17 +37,17 @@ fn kernel_view(m: &Value) -> BTreeMap<String, (String, u64)> {
 fn the_walk_shows_what_the_kernel_showed() {
     let (img, m) = fixture();
     let img = open_image(&img).unwrap();
-    let ours: BTreeMap<String, (String, u64)> = img
-        .walk_files()
-        .unwrap()
-        .into_iter()
-        .map(|e| {
+    let w = img.walk_files().unwrap();
+    let ours: BTreeMap<String, (String, u64)> = w
+        .paths()
+        .map(|(i, path)| {
+            let e = w.get(i);
             let kind = match e.kind {
                 FileKind::Directory | FileKind::Subvolume => "dir",
                 FileKind::Symlink => "symlink",
                 _ => "file",
             };
-            (String::from_utf8_lossy(e.path.as_bytes()).into_owned(), (kind.to_string(), e.ino))
+            (String::from_utf8_lossy(path.as_bytes()).into_owned(), (kind.to_string(), e.ino))
         })
         .collect();
     let kernel = kernel_view(&m);

@@ -95,7 +95,8 @@ impl DirItem {
 /// A directory entry's name as the reader accepts it: not empty, no '/', no NUL, not '.' or
 /// '..' (so a path built from names never leaves the directory it starts in).
 pub fn check_name(dir: u64, name: &[u8]) -> Result<()> {
-    if name.is_empty() || name.contains(&b'/') || name.contains(&0) || name == b"." || name == b".." {
+    // BTRFS_NAME_LEN: the tree-checker refuses longer names (`check_dir_item()`).
+    if name.is_empty() || name.len() > 255 || name.contains(&b'/') || name.contains(&0) || name == b"." || name == b".." {
         return Err(CorruptKind::BadName { dir, name: name.escape_ascii().to_string() }.into());
     }
     Ok(())
