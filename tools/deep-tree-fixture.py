@@ -18,6 +18,10 @@ manifest.json: `depth`; `levels`, the directory names that are not `d` (level ->
 `entries`, everything else the kernel shows, found by walking down the chain with directory
 descriptors (level, name hex, kind, mode, size, nlink, sha256, link target hex), in walk order.
 
+With DEPTH (other than 100,000) it writes chain-DEPTH.img.zst and chain-DEPTH.json instead: the
+same layout, shallower, for the image_metadata fuzz target (`fuzzing::image_metadata_deep`), which
+damages its tree blocks thousands of times.
+
 Needs root, loop devices, mkfs.btrfs, zstd. Usage: sudo tools/deep-tree-fixture.py [DEPTH]
 """
 import hashlib
@@ -139,11 +143,12 @@ def main():
         subprocess.run(["umount", mnt], check=True)
         assert depth == DEPTH, depth
         os.makedirs(dest, exist_ok=True)
-        subprocess.run(["zstd", "-q", "-19", "-f", img, "-o", os.path.join(dest, "image.img.zst")],
+        base = ("image", "manifest") if DEPTH == 100_000 else (f"chain-{DEPTH}", f"chain-{DEPTH}")
+        subprocess.run(["zstd", "-q", "-19", "-f", img, "-o", os.path.join(dest, base[0] + ".img.zst")],
                        check=True)
         manifest = {"tool": "tools/deep-tree-fixture.py", "kernel": os.uname().release, "depth": depth,
                     "levels": levels, "entries": entries}
-        with open(os.path.join(dest, "manifest.json"), "w") as f:
+        with open(os.path.join(dest, base[1] + ".json"), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
             f.write("\n")
     print(f"wrote {dest}: depth {depth}, {len(levels)} long directory names, {len(entries)} other entries")

@@ -79,6 +79,16 @@ pub struct Walk {
     names: Vec<u8>,
 }
 
+/// An index kept in 32 bits (a walk indexes fewer than 2^32 entries).
+fn ix(v: u32) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+/// An index as kept: past 2^32 entries the walk refuses the image.
+fn idx(i: usize) -> Result<u32> {
+    u32::try_from(i).map_err(|_| CorruptKind::TooManyEntries.into())
+}
+
 /// Longest path [`Walk::display`] shows whole; longer ones keep their head and tail.
 const DISPLAY_MAX: usize = 1024;
 
@@ -116,29 +126,29 @@ impl Walk {
 
     /// The directory holding entry `i`; `None` for a name in the top directory.
     pub fn parent(&self, i: usize) -> Option<usize> {
-        self.entries[i].parent.map(|p| p as usize)
+        self.entries[i].parent.map(ix)
     }
 
     /// Levels of entry `i` below the top directory (0 for a name in it).
     pub fn depth(&self, i: usize) -> usize {
-        self.entries[i].depth as usize
+        ix(self.entries[i].depth)
     }
 
     /// Entry `i` and everything under it: a contiguous range of indices.
     pub fn subtree(&self, i: usize) -> std::ops::Range<usize> {
-        i..self.entries[i].end as usize
+        i..ix(self.entries[i].end)
     }
 
     /// The entries directly in `dir` (`None`: the top directory), in name order.
     pub fn children(&self, dir: Option<usize>) -> impl Iterator<Item = usize> + '_ {
         let (mut j, end) = match dir {
-            Some(d) => (d + 1, self.entries[d].end as usize),
+            Some(d) => (d + 1, ix(self.entries[d].end)),
             None => (0, self.entries.len()),
         };
         std::iter::from_fn(move || {
             (j < end).then(|| {
                 let here = j;
-                j = self.entries[j].end as usize;
+                j = ix(self.entries[j].end);
                 here
             })
         })
@@ -319,8 +329,8 @@ impl Image {
                 self.read_dir(&mut w, p, &mut visited, &mut stack)?;
             }
             let Some((mut e, pending)) = stack.pop() else { break };
-            let idx = u32::try_from(w.entries.len()).map_err(|_| CorruptKind::TooManyEntries)?;
-            e.depth = e.parent.map_or(0, |p| w.entries[p as usize].depth + 1);
+            let idx = idx(w.entries.len())?;
+            e.depth = e.parent.map_or(0, |p| w.entries[ix(p)].depth + 1);
             w.entries.push(e);
             todo = pending.map(|p| Pending { entry: Some(idx), ..p });
         }
@@ -329,11 +339,11 @@ impl Image {
         let mut size = vec![1u32; n];
         for i in (0..n).rev() {
             if let Some(p) = w.entries[i].parent {
-                size[p as usize] += size[i];
+                size[ix(p)] += size[i];
             }
         }
         for (i, e) in w.entries.iter_mut().enumerate() {
-            e.end = i as u32 + size[i];
+            e.end = idx(i)? + size[i];
         }
         Ok(w)
     }
@@ -349,7 +359,7 @@ impl Image {
         let (tid, dir) = (p.tree, p.dir);
         let here = |w: &Walk| match p.entry {
             None => "the top directory".to_string(),
-            Some(i) => w.display(i as usize),
+            Some(i) => w.display(ix(i)),
         };
         if !visited.insert((tid, dir)) {
             self.note_skipped(format!("{}: {}", here(w), CorruptKind::DirectoryLoop { tree: tid, dir }));
@@ -388,7 +398,7 @@ impl Image {
                     depth: 0,
                     end: 0,
                     at,
-                    len: d.name.len() as u16,
+                    len: u16::try_from(d.name.len()).unwrap_or(u16::MAX),
                 };
                 if d.location.ty == key_type::ROOT_ITEM {
                     let sub = d.location.objectid;
@@ -413,8 +423,11 @@ impl Image {
                 }
                 let kind = FileKind::of(d.ty);
                 let ino = d.location.objectid;
-                let next = (kind == FileKind::Directory && ino != objectid::EMPTY_SUBVOL_DIR)
-                    .then_some(Pending { tree: tid, dir: ino, entry: None });
+                let next = (kind == FileKind::Directory && ino != objectid::EMPTY_SUBVOL_DIR).then_some(Pending {
+                    tree: tid,
+                    dir: ino,
+                    entry: None,
+                });
                 stack.push((node(tid, ino, kind), next));
             }
         }

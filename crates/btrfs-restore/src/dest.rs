@@ -67,8 +67,7 @@ fn errno(e: rustix::io::Errno) -> io::Error {
 }
 
 /// Flags of every directory opened beneath DEST: one name at a time, never through a symlink.
-const DIR_FLAGS: OFlags =
-    OFlags::DIRECTORY.union(OFlags::RDONLY).union(OFlags::CLOEXEC).union(OFlags::NOFOLLOW);
+const DIR_FLAGS: OFlags = OFlags::DIRECTORY.union(OFlags::RDONLY).union(OFlags::CLOEXEC).union(OFlags::NOFOLLOW);
 
 /// A directory's identity: device and inode number.
 fn ident(fd: impl AsFd) -> io::Result<(u64, u64)> {
@@ -81,7 +80,8 @@ impl Dest {
     /// open it.
     pub(crate) fn open(path: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(path)?;
-        let root = rfs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
+        let root =
+            rfs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
         Ok(Dest { root })
     }
 
@@ -303,4 +303,28 @@ pub(crate) fn link_tmp(src_dir: impl AsFd, src: &OsStr, dir: impl AsFd, name: &O
 /// A fifo, socket or device node as the temporary for `name` (mode bits set later).
 pub(crate) fn mknod_tmp(dir: impl AsFd, name: &OsStr, ty: rfs::FileType, rdev: u64) -> io::Result<()> {
     rfs::mknodat(dir, tmp_name(name), ty, Mode::RUSR | Mode::WUSR, rdev).map_err(errno)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name the image can hold (up to 255 bytes) has a temporary name within NAME_MAX;
+    /// names that share their first 200 bytes still get different ones; a later run recognizes
+    /// them.
+    #[test]
+    fn temporary_names_fit_name_max_and_stay_distinct() {
+        let pid = std::process::id().to_string();
+        assert_eq!(tmp_name(OsStr::new("a")).as_bytes(), format!(".a.btrfs-compress-tmp-{pid}").as_bytes());
+        let (a, b) = (vec![b'x'; 255], [vec![b'x'; 254], vec![b'y']].concat());
+        let (ta, tb) = (tmp_name(OsStr::from_bytes(&a)), tmp_name(OsStr::from_bytes(&b)));
+        assert!(ta.len() <= 255 && tb.len() <= 255, "{} {}", ta.len(), tb.len());
+        assert_ne!(ta, tb);
+        for n in [&a[..], &b[..], b"short", &[b'z'; 200][..], &[b'z'; 201][..]] {
+            let t = tmp_name(OsStr::from_bytes(n));
+            assert!(t.len() <= 255);
+            assert_eq!(tmp_parts(t.as_bytes()), Some((&*tmp_key(n), std::process::id())));
+        }
+        assert_eq!(tmp_parts(b"plain-name"), None);
+    }
 }

@@ -234,10 +234,7 @@ impl Run<'_> {
 /// The descriptor of the directory holding entry `i`, of its own.
 fn parent_fd(cursor: &mut Cursor<'_>, i: usize) -> Result<OwnedFd, String> {
     let up = cursor.up(i);
-    cursor
-        .goto(up)
-        .and_then(|fd| fd.try_clone_to_owned())
-        .map_err(|err| format!("parent directory: {err}"))
+    cursor.goto(up).and_then(|fd| fd.try_clone_to_owned()).map_err(|err| format!("parent directory: {err}"))
 }
 
 /// A regular file being written: its plan, where, and the pieces still to write.
@@ -638,8 +635,12 @@ fn messages(sel: &Selection, mut errors: Vec<(usize, String)>) -> Vec<String> {
     let mut wanted = vec![false; sel.walk.len()];
     errors.iter().for_each(|(i, _)| wanted[*i] = true);
     let mut shown = HashMap::new();
-    sel.walk.display_each(sel.base, |i| wanted[i], |i, p| {
-        shown.insert(i, p);
-    });
+    sel.walk.display_each(
+        sel.base,
+        |i| wanted[i],
+        |i, p| {
+            shown.insert(i, p);
+        },
+    );
     errors.into_iter().map(|(i, m)| format!("{}: {m}", shown.get(&i).map_or("?", String::as_str))).collect()
 }

@@ -115,6 +115,9 @@ pub fn image_metadata(data: &[u8]) {
     if data[1] & 4 != 0 {
         return image_metadata_multi(data);
     }
+    if data[1] & 8 != 0 {
+        return image_metadata_deep(data);
+    }
     let mut t = target().lock().unwrap_or_else(|e| e.into_inner());
     let (start, len) = t.regions[data[0] as usize % t.regions.len()];
     let patches: Vec<(usize, u8)> = data[2..]
@@ -143,8 +146,8 @@ pub fn image_metadata(data: &[u8]) {
         }
     }
     if let Ok(img) = btrfs_image::open_shared(t.image.clone()) {
-        {
-            let _ = btrfs_restore::inspect(&img);
+        if let Ok(files) = btrfs_restore::inspect(&img) {
+            files.files().for_each(drop);
         }
     }
     let b = std::sync::Arc::get_mut(&mut t.image).expect("image not shared");
@@ -225,7 +228,90 @@ pub fn image_metadata_multi(data: &[u8]) {
     f.write_all_at(&block, start).expect("write");
     let refs: Vec<&std::path::Path> = t.paths.iter().map(|p| p.as_path()).collect();
     if let Ok(img) = btrfs_image::open_devices(&refs, btrfs_image::OpenOptions::default()) {
-        let _ = btrfs_restore::inspect(&img);
+        if let Ok(files) = btrfs_restore::inspect(&img) {
+            files.files().for_each(drop);
+        }
+        let _ = btrfs_restore::verify(&img, &btrfs_restore::read_options());
+    }
+    f.write_all_at(&saved, start).expect("restore");
+}
+
+/// A directory chain 3,000 levels deep written by the kernel (fixtures/deep-tree-*/chain-3000,
+/// `tools/deep-tree-fixture.py 3000`), inflated once into a sparse file, and its fs tree's blocks
+/// (found by their headers: this filesystem's fsid, owner 5, mapped where they lie).
+struct DeepTarget {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    blocks: Vec<u64>,
+    nodesize: usize,
+}
+
+fn deep_target() -> &'static std::sync::Mutex<DeepTarget> {
+    static T: std::sync::OnceLock<std::sync::Mutex<DeepTarget>> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        use std::os::unix::fs::FileExt;
+        let raw = crate::read_zst(&crate::fixture_dir("deep-tree-").join("chain-3000.img.zst"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chain.img");
+        let f = std::fs::File::create(&path).expect("image file");
+        for (k, b) in raw.chunks(65536).enumerate() {
+            if b.iter().any(|&x| x != 0) {
+                f.write_all_at(b, (k * 65536) as u64).expect("write");
+            }
+        }
+        f.set_len(raw.len() as u64).expect("size");
+        let img = btrfs_image::open_bytes(raw.clone()).expect("deep fixture");
+        let nodesize = img.sb.nodesize as usize;
+        let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let blocks = raw
+            .chunks_exact(nodesize)
+            .enumerate()
+            .filter(|(k, b)| {
+                let at = (k * nodesize) as u64;
+                (b[32..48] == img.sb.fsid || b[32..48] == img.sb.metadata_uuid)
+                    && u64_at(b, 88) == btrfs_image::BTRFS_FS_TREE_OBJECTID
+                    && img.chunks.mirror(u64_at(b, 48), 0).is_ok_and(|m| m.offset == at)
+            })
+            .map(|(k, _)| (k * nodesize) as u64)
+            .collect();
+        std::sync::Mutex::new(DeepTarget { _dir: dir, path, blocks, nodesize })
+    })
+}
+
+/// How many fs tree blocks [`image_metadata_deep`] damages (the test checks it found them).
+pub fn deep_tree_blocks() -> usize {
+    deep_target().lock().unwrap_or_else(|e| e.into_inner()).blocks.len()
+}
+
+/// [`image_metadata`] on a directory chain 3,000 levels deep: damage one of its fs tree blocks
+/// (with a valid checksum when asked, so that damaged dir items, inode refs and keys deep in the
+/// chain are parsed), then walk, inspect, count and verify; put the bytes back. Must never
+/// panic, and the walk of what is left stays within the chain's size.
+pub fn image_metadata_deep(data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    if data.len() < 4 {
+        return;
+    }
+    let t = deep_target().lock().unwrap_or_else(|e| e.into_inner());
+    let Some(&start) = t.blocks.get(data[0] as usize % t.blocks.len().max(1)) else { return };
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&t.path).expect("image file");
+    let mut block = vec![0u8; t.nodesize];
+    f.read_exact_at(&mut block, start).expect("read");
+    let saved = block.clone();
+    for c in data[2..].chunks_exact(3).take(32) {
+        block[32 + u16::from_le_bytes([c[0], c[1]]) as usize % (t.nodesize - 32)] ^= c[2];
+    }
+    if data[1] & 1 != 0 {
+        let c = crc32c::crc32c(&block[32..]);
+        block[..4].copy_from_slice(&c.to_le_bytes());
+    }
+    f.write_all_at(&block, start).expect("write");
+    if let Ok(img) = btrfs_image::open_image(&t.path) {
+        if let Ok(files) = btrfs_restore::inspect(&img) {
+            assert!(files.walk.len() < 4000, "the walk found more than the chain holds");
+            files.files().for_each(drop);
+        }
+        let _ = btrfs_restore::usage(&img, &[]);
         let _ = btrfs_restore::verify(&img, &btrfs_restore::read_options());
     }
     f.write_all_at(&saved, start).expect("restore");

@@ -90,7 +90,9 @@ fn compare_chain(dest: &Path, m: &Value) -> usize {
     let mut want: BTreeMap<u64, BTreeMap<Vec<u8>, Seen>> = BTreeMap::new();
     for e in m["entries"].as_array().unwrap() {
         if e["dir"].is_null() && e["level"].as_u64().unwrap() > 0 {
-            want.entry(e["level"].as_u64().unwrap()).or_default().insert(unhex(e["name"].as_str().unwrap()), seen_of(e));
+            want.entry(e["level"].as_u64().unwrap())
+                .or_default()
+                .insert(unhex(e["name"].as_str().unwrap()), seen_of(e));
         }
     }
     let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW;

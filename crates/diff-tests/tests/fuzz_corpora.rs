@@ -90,6 +90,17 @@ fn image_metadata_multi_device_corpus_and_mutations() {
     run("image_metadata", |d: &[u8]| diff_tests::fuzzing::image_metadata_multi(d), 300);
 }
 
+/// The deep-tree half of `image_metadata` on every corpus entry and 300 mutations: the fs tree
+/// blocks of a 3,000-level directory chain damaged (checksums made valid on request), then
+/// walked, inspected, counted and verified.
+#[test]
+fn image_metadata_deep_tree_corpus_and_mutations() {
+    let n = diff_tests::fuzzing::deep_tree_blocks();
+    eprintln!("{n} fs tree blocks of the 3,000-level chain");
+    assert!(n > 10, "{n} fs tree blocks found");
+    run("image_metadata", |d: &[u8]| diff_tests::fuzzing::image_metadata_deep(d), 300);
+}
+
 #[test]
 fn kernel_deflate_corpus_and_mutations() {
     run("kernel_deflate", kernel_deflate, 300);

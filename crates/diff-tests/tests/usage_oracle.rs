@@ -12,6 +12,11 @@ fn images() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
     let mut v = Vec::new();
     for d in std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()) {
+        // compsize opens every file by its path and fails past PATH_MAX ("File name too long"):
+        // the deep chains are counted against the kernel's own view in `--test deep_tree`.
+        if d.file_name().is_some_and(|n| n.to_string_lossy().starts_with("deep-tree-")) {
+            continue;
+        }
         for f in std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()) {
             if f.to_string_lossy().ends_with(".img.zst") {
                 v.push(f);

@@ -96,7 +96,8 @@ impl DirItem {
 /// '..' (so a path built from names never leaves the directory it starts in).
 pub fn check_name(dir: u64, name: &[u8]) -> Result<()> {
     // BTRFS_NAME_LEN: the tree-checker refuses longer names (`check_dir_item()`).
-    if name.is_empty() || name.len() > 255 || name.contains(&b'/') || name.contains(&0) || name == b"." || name == b".." {
+    if name.is_empty() || name.len() > 255 || name.contains(&b'/') || name.contains(&0) || name == b"." || name == b".."
+    {
         return Err(CorruptKind::BadName { dir, name: name.escape_ascii().to_string() }.into());
     }
     Ok(())
