@@ -6,7 +6,9 @@
 # image (fixtures/6.1.0-50-amd64, raw) with ${SMALL_RUNS:-11} runs. Checks the trees agree on
 # file contents. Needs root and btrfs-progs.
 # The large image: a loop-mounted btrfs (compress-force=${OPT:-zstd:3}) holding a copy of $SRC
-# (default /usr/bin and /usr/lib/x86_64-linux-gnu). Usage: tools/bench-extract.sh [IMAGE]
+# (default /usr/bin and /usr/lib/x86_64-linux-gnu). With OLD=BINARY (an earlier build of
+# btrfs-compress), that build's extract runs alternating too, and the ratio of the two is printed.
+# Usage: tools/bench-extract.sh [IMAGE]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin="$top/target/release/btrfs-compress"
@@ -28,13 +30,18 @@ fi
 # shellcheck source=tools/bench-lib.sh
 . "$top/tools/bench-lib.sh"
 compare() { # IMAGE RUNS LABEL
-  local img=$1 runs=$2 ours=() theirs=()
+  local img=$1 runs=$2 ours=() theirs=() old=()
   for i in $(seq "$runs"); do
-    rm -rf "$work/t/a" "$work/t/b"; mkdir "$work/t/b"
+    rm -rf "$work/t/a" "$work/t/b" "$work/t/c"; mkdir "$work/t/b"
     ours+=("$(ms "$bin" extract "$img" "$work/t/a")")
     theirs+=("$(ms btrfs restore -S -m -x "$img" "$work/t/b")")
+    if [ -n "${OLD:-}" ]; then old+=("$(ms "$OLD" extract "$img" "$work/t/c")"); fi
   done
   echo "$3: btrfs-compress extract: $(stats "${ours[@]}")"
+  if [ -n "${OLD:-}" ]; then
+    echo "$3: $OLD extract: $(stats "${old[@]}")"
+    echo "$3: ratio (old / this build, medians): $(awk -v a="$(median "${old[@]}")" -v b="$(median "${ours[@]}")" 'BEGIN { printf "%.2fx", a / b }')"
+  fi
   echo "$3: btrfs restore -S -m -x: $(stats "${theirs[@]}")"
   echo "$3: ratio (restore / extract, medians): $(awk -v a="$(median "${theirs[@]}")" -v b="$(median "${ours[@]}")" 'BEGIN { printf "%.2fx", a / b }')"
   diff -r --no-dereference "$work/t/a" "$work/t/b" >/dev/null && echo "$3: trees identical" || echo "$3: trees DIFFER (diff -r)"

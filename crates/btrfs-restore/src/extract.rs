@@ -528,7 +528,7 @@ fn dir_metadata(run: &Run<'_>, cursor: &mut Cursor<'_>, dirs: &[usize]) {
 /// signal), work stops, every temporary file is removed and [`ImageError::Interrupted`] is
 /// returned.
 ///
-/// No path string is built to reach a directory (a [`Cursor`] moves over the tree by
+/// No path string is built to reach a directory (a cursor moves over the tree by
 /// descriptors), so a tree of any depth is restored, in memory linear in its entries.
 pub fn extract(
     img: &Image,
