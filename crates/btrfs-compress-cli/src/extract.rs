@@ -22,8 +22,10 @@ pub struct ExtractCmd {
     /// is said in one summary. Nothing is ever written outside DEST, with or without it.
     #[arg(long)]
     pub safe: bool,
-    /// Keep what exists under DEST and extract the rest (a rerun after an interrupted extract:
-    /// every file there was renamed into place whole), as `btrfs restore` does.
+    /// Keep what exists under DEST where it is what extract writes there (a regular file of the
+    /// image's size and mtime, a symlink to its target, a hard link to the same file, the same
+    /// kind of special file) and extract the rest: a rerun after an interrupted extract, whose
+    /// files were all renamed into place whole. Anything else there is an error, left as it is.
     #[arg(long)]
     pub skip_existing: bool,
     /// Data only: no owners, modes or times (modes from the umask).

@@ -992,6 +992,25 @@ fn extract_names_every_path_it_cannot_find_and_reruns_with_skip_existing() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("kept as they were"), "{}", stderr(&o));
     assert!(gone.iter().all(|f| f.is_file()));
+    // What is there but is not the image's file (another size; the same size and another
+    // mtime; a file where the image has a symlink) is not kept silently: named, untouched, exit 1.
+    let grown = &gone[0];
+    std::io::Write::write_all(&mut std::fs::OpenOptions::new().append(true).open(grown).unwrap(), b"user's line\n")
+        .unwrap();
+    let bytes = std::fs::read(grown).unwrap();
+    let touched = &gone[1];
+    let f = std::fs::File::options().write(true).open(touched).unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1)).unwrap();
+    let o = run(&["extract", "--skip-existing", img, &p(d.path(), "b")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    let name = |f: &std::path::Path| f.file_name().unwrap().to_string_lossy().into_owned();
+    for f in [grown, touched] {
+        assert!(err.lines().any(|l| l.contains(&name(f)) && l.contains("differs from the image")), "{err}");
+    }
+    let refused = err.lines().filter(|l| l.contains("differs") && !l.contains("entries not extracted")).count();
+    assert_eq!(refused, 2, "{err}");
+    assert_eq!(std::fs::read(grown).unwrap(), bytes, "left as it was");
 }
 
 #[test]

@@ -237,6 +237,11 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// What `name` in `dir` is (symlinks not followed).
+pub(crate) fn stat(dir: impl AsFd, name: &OsStr) -> io::Result<rfs::Stat> {
+    rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)
+}
+
 /// True when `name` exists in `dir` (as anything; symlinks not followed).
 pub(crate) fn exists(dir: impl AsFd, name: &OsStr) -> bool {
     rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()

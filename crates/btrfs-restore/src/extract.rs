@@ -20,6 +20,7 @@ use std::sync::Mutex;
 
 use btrfs_image::{DirEntry, FileKind, Image, Inode, Walk};
 use rayon::prelude::*;
+use rustix::fs as rfs;
 
 use crate::dest::{self, Cursor, Dest};
 use crate::meta::{self, Policy, Refused, Xattrs};
@@ -209,13 +210,19 @@ impl Run<'_> {
         self.sel.walk.name(i)
     }
 
-    /// What an existing name under the destination means: kept ([`KEPT`]) with
-    /// `skip_existing`, an error without `force`.
-    fn existing(&self) -> String {
-        if self.opts.skip_existing {
+    /// What an existing name under the destination means without `force`: an error; with
+    /// `skip_existing`, kept ([`KEPT`]) when it is what this extract writes there (`whole`: a
+    /// regular file of the image's size and, with metadata, mtime; a symlink to the image's
+    /// target; a link to the same inode; the same kind of special file), else an error too: a
+    /// rerun after an interrupt finds only whole files (they are renamed into place whole), so
+    /// anything else is not ours to keep silently.
+    fn existing(&self, whole: impl FnOnce() -> bool) -> String {
+        if !self.opts.skip_existing {
+            "exists (use --force to replace it)".into()
+        } else if whole() {
             KEPT.into()
         } else {
-            "exists (use --force to replace it)".into()
+            "exists and differs from the image (size, time, target or kind): not kept, not replaced (use --force to replace it)".into()
         }
     }
 
@@ -304,7 +311,16 @@ fn start_job(run: &Run<'_>, i: usize, dir: OwnedFd) -> Result<Job, String> {
     let e = run.sel.walk.get(i);
     let name = run.name(i).to_os_string();
     if !run.opts.force && dest::exists(&dir, &name) {
-        return Err(run.existing());
+        return Err(run.existing(|| {
+            let Ok((inode, _)) = run.inode(e) else { return false };
+            dest::stat(&dir, &name).is_ok_and(|st| {
+                let mtime = (i128::from(st.st_mtime), i128::from(st.st_mtime_nsec));
+                let times = mtime == (i128::from(inode.mtime.sec), i128::from(inode.mtime.nsec));
+                rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile
+                    && st.st_size as u64 == inode.size
+                    && (!run.policy.metadata || times)
+            })
+        }));
     }
     let tree = run.img.fs_tree(e.tree).map_err(|err| err.to_string())?;
     let plan = plan_file(run.img, &tree, e).map_err(|err| err.to_string())?;
@@ -380,10 +396,20 @@ fn write_files(
 fn make_other(run: &Run<'_>, i: usize, dir: OwnedFd, report: &mut ExtractReport) -> Result<(), String> {
     let e = run.sel.walk.get(i);
     let name = run.name(i);
-    if !run.opts.force && dest::exists(&dir, name) {
-        return Err(run.existing());
-    }
     let (ino, xattrs) = run.inode(e).map_err(|err| err.to_string())?;
+    if !run.opts.force && dest::exists(&dir, name) {
+        return Err(run.existing(|| {
+            let Ok(st) = dest::stat(&dir, name) else { return false };
+            match (e.kind, rfs::FileType::from_raw_mode(st.st_mode)) {
+                (FileKind::Symlink, rfs::FileType::Symlink) => symlink_target(run.img, e, &|| run.label(i))
+                    .is_ok_and(|t| rfs::readlinkat(&dir, name, Vec::new()).is_ok_and(|l| l.as_bytes() == &t[..])),
+                (FileKind::Fifo, rfs::FileType::Fifo) | (FileKind::Socket, rfs::FileType::Socket) => true,
+                (FileKind::CharDevice, rfs::FileType::CharacterDevice)
+                | (FileKind::BlockDevice, rfs::FileType::BlockDevice) => st.st_rdev == meta::decode_dev(ino.rdev),
+                _ => false,
+            }
+        }));
+    }
     let created = match e.kind {
         FileKind::Symlink => {
             let target = symlink_target(run.img, e, &|| run.label(i)).map_err(|err| err.to_string())?;
@@ -457,7 +483,10 @@ pub(crate) fn symlink_target(img: &Image, e: &DirEntry, label: Label<'_>) -> Res
 fn make_link(run: &Run<'_>, i: usize, first: usize, dir: OwnedFd, src_dir: OwnedFd) -> Result<(), String> {
     let name = run.name(i);
     if !run.opts.force && dest::exists(&dir, name) {
-        return Err(run.existing());
+        return Err(run.existing(|| {
+            let id = |d: &OwnedFd, n: &OsStr| dest::stat(d, n).map(|st| (st.st_dev, st.st_ino));
+            id(&dir, name).is_ok_and(|a| id(&src_dir, run.name(first)).is_ok_and(|b| a == b))
+        }));
     }
     dest::link_tmp(&src_dir, run.name(first), &dir, name).map_err(|err| err.to_string())?;
     dest::publish(&dir, name, run.opts.force).map_err(|err| {
