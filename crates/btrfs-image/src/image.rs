@@ -157,6 +157,9 @@ const MAX_ZST_IMAGE: u64 = 1 << 40;
 /// Zeros a `.zst` image may hold past the device size its superblock gives (a copy of a block
 /// device larger than the filesystem on it): skipped, not written.
 const ZST_ZERO_SLACK: u64 = 1 << 30;
+/// The first superblock copy (`btrfs_sb_offset(1)`): a `.zst` image with no valid superblock
+/// by its end is not inflated further.
+const SB_MIRROR: u64 = 64 << 20;
 /// `ZSTD_WINDOWLOG_LIMIT_DEFAULT`: frames needing a larger window (128 MiB) are refused, which
 /// bounds the memory an image takes to inflate.
 const ZST_WINDOW_LOG_MAX: u32 = 27;
@@ -263,11 +266,22 @@ fn unzstd_to_sparse(mut src: File) -> Result<(File, u64)> {
             }
         }
         *pos += to_u64(got);
-        if device.is_none() && *pos >= sb_end {
-            let mut sbb = vec![0u8; SUPER_INFO_SIZE];
-            if out.read_exact_at(&mut sbb, BTRFS_SUPER_INFO_OFFSET).is_ok() {
-                device = Superblock::parse(&sbb).ok().map(|sb| sb.dev.total_bytes.max(sb_end));
+        // The device's size from the primary superblock, or from the copy at 64 MiB where the
+        // primary does not parse (as `read_superblock` reads it); with neither, inflating stops
+        // there: a damaged superblock must not lift the bound.
+        for at in [BTRFS_SUPER_INFO_OFFSET, SB_MIRROR] {
+            if device.is_none() && *pos >= at + to_u64(SUPER_INFO_SIZE) {
+                let mut sbb = vec![0u8; SUPER_INFO_SIZE];
+                if out.read_exact_at(&mut sbb, at).is_ok() {
+                    device = Superblock::parse(&sbb).ok().map(|sb| sb.dev.total_bytes.max(sb_end));
+                }
             }
+        }
+        if device.is_none() && *pos >= SB_MIRROR + to_u64(SUPER_INFO_SIZE) {
+            return Err(CorruptKind::CompressedImage(
+                "no valid superblock at 64 KiB or 64 MiB: not inflated further (use the raw image)".into(),
+            )
+            .into());
         }
         let limit = device.map_or(MAX_ZST_IMAGE, |d| d.saturating_add(ZST_ZERO_SLACK)).min(MAX_ZST_IMAGE);
         if *pos > limit {

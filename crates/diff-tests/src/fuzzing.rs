@@ -115,9 +115,6 @@ pub fn image_metadata(data: &[u8]) {
     if data[1] & 4 != 0 {
         return image_metadata_multi(data);
     }
-    if data[1] & 8 != 0 {
-        return image_metadata_deep(data);
-    }
     let mut t = target().lock().unwrap_or_else(|e| e.into_inner());
     let (start, len) = t.regions[data[0] as usize % t.regions.len()];
     let patches: Vec<(usize, u8)> = data[2..]
@@ -315,6 +312,73 @@ pub fn image_metadata_deep(data: &[u8]) {
         let _ = btrfs_restore::verify(&img, &btrfs_restore::read_options());
     }
     f.write_all_at(&saved, start).expect("restore");
+}
+
+/// A real image (fixtures/csum/crc32c.img.zst, 128 MiB) compressed as a zstd frame; the same
+/// with both superblocks (64 KiB, 64 MiB) damaged; and a frame of 16 MiB of non-zero bytes to
+/// append past the device.
+struct ZstTarget {
+    frame: Vec<u8>,
+    bad_superblocks: Vec<u8>,
+    bomb: Vec<u8>,
+}
+
+fn zst_target() -> &'static ZstTarget {
+    static T: std::sync::OnceLock<ZstTarget> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let z = |data: &[u8]| {
+            let mut out = vec![0u8; zstd_safe::compress_bound(data.len())];
+            let n = zstd_safe::compress(&mut out[..], data, 1).expect("compress");
+            out.truncate(n);
+            out
+        };
+        let mut raw = crate::read_zst(&crate::repo_root().join("fixtures/csum/crc32c.img.zst"));
+        let frame = z(&raw);
+        for at in [65536usize, 64 << 20] {
+            raw[at + 256] ^= 0xff;
+        }
+        ZstTarget { frame, bad_superblocks: z(&raw), bomb: z(&vec![0x5a; 16 << 20]) }
+    })
+}
+
+/// A `.zst` image damaged as the input says: its frame header or any byte patched, the frame cut,
+/// or frames of non-zero data appended past the device (the image's superblocks intact, or both
+/// damaged); then opened and walked. Must never panic; data past the device the superblock
+/// declares, or past 64 MiB without a valid superblock, must be refused (never inflated).
+pub fn image_zst(data: &[u8]) {
+    use std::io::Write;
+    if data.len() < 6 {
+        return;
+    }
+    let t = zst_target();
+    let mut z = if data[1] & 1 != 0 { t.bad_superblocks.clone() } else { t.frame.clone() };
+    let mode = data[0] % 4;
+    match mode {
+        0 | 1 => {
+            let span = if mode == 0 { 24.min(z.len()) } else { z.len() };
+            for c in data[2..].chunks_exact(3).take(16) {
+                let at = usize::from(u16::from_le_bytes([c[0], c[1]])) * 97 % span;
+                z[at] ^= c[2];
+            }
+        }
+        2 => z.truncate(u32::from_le_bytes([data[2], data[3], data[4], data[5]]) as usize % z.len()),
+        _ => (0..=data[2] % 8).for_each(|_| z.extend_from_slice(&t.bomb)),
+    }
+    let mut f = tempfile::NamedTempFile::new().expect("temp file");
+    f.write_all(&z).expect("write");
+    match btrfs_image::open_image(f.path()) {
+        Ok(img) => {
+            assert!(mode != 3, "data past the device was inflated");
+            if let Ok(files) = btrfs_restore::inspect(&img) {
+                files.files().for_each(drop);
+            }
+        }
+        Err(e) if mode == 3 => {
+            let m = e.to_string();
+            assert!(m.contains("past the") || m.contains("no valid superblock"), "{m}");
+        }
+        Err(_) => {}
+    }
 }
 
 /// The kernel deflate on arbitrary data, level, era, input chunking and output room: the

@@ -98,7 +98,14 @@ fn image_metadata_deep_tree_corpus_and_mutations() {
     let n = diff_tests::fuzzing::deep_tree_blocks();
     eprintln!("{n} fs tree blocks of the 3,000-level chain");
     assert!(n > 10, "{n} fs tree blocks found");
-    run("image_metadata", |d: &[u8]| diff_tests::fuzzing::image_metadata_deep(d), 300);
+    run("image_deep", |d: &[u8]| diff_tests::fuzzing::image_metadata_deep(d), 300);
+}
+
+/// `.zst` images: frame headers and bytes damaged, frames cut, data appended past the device
+/// (with the superblocks intact or both damaged). Fewer mutations: each inflates up to 256 MiB.
+#[test]
+fn image_zst_corpus_and_mutations() {
+    run("image_zst", diff_tests::fuzzing::image_zst, 40);
 }
 
 #[test]

@@ -402,6 +402,15 @@ fn a_zst_image_never_inflates_past_its_device() {
     data.extend(std::iter::repeat_n(0x5a_u8, 8 << 20));
     let e = open_image(&zst("data.img.zst", &data)).expect_err("refused");
     assert!(e.to_string().contains("past the") && e.to_string().contains("device"), "{e}");
+    // A damaged superblock does not lift the bound: with the primary damaged the copy at 64 MiB
+    // gives the device's size; with both damaged, inflating stops at 64 MiB (before, the bound
+    // was 1 TiB: 8 MiB of data past the device inflated whole, and so would 1 TiB).
+    for (copies, what) in [(&[65536usize][..], "past the"), (&[65536, 64 << 20][..], "no valid superblock")] {
+        let mut bad = data.clone();
+        copies.iter().for_each(|&at| bad[at + 256] ^= 0xff);
+        let e = open_image(&zst("bad-sb.img.zst", &bad)).expect_err("refused");
+        assert!(e.to_string().contains(what), "{e}");
+    }
 }
 
 /// One entry whose name cannot be one (issue 24: a bad name anywhere refused the whole image):
