@@ -25,7 +25,6 @@ damages its tree blocks thousands of times.
 Needs root, loop devices, mkfs.btrfs, zstd. Usage: sudo tools/deep-tree-fixture.py [DEPTH]
 """
 import hashlib
-import json
 import os
 import shutil
 import stat
@@ -148,9 +147,7 @@ def main():
                        check=True)
         manifest = {"tool": "tools/deep-tree-fixture.py", "kernel": os.uname().release, "depth": depth,
                     "levels": levels, "entries": entries}
-        with open(os.path.join(dest, base[1] + ".json"), "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.write("\n")
+        fl.write_json(os.path.join(dest, base[1] + ".json"), manifest)
     print(f"wrote {dest}: depth {depth}, {len(levels)} long directory names, {len(entries)} other entries")
 
 

@@ -106,6 +106,22 @@ def run(*cmd):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def write_json(path, obj):
+    """OBJ as a fixture's JSON: keys sorted, one space of indent, a final newline."""
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+def guest_output(tar_path, odir):
+    """Unpack the tar a guest wrote on its output disk into ODIR (emptied first)."""
+    import tarfile
+    shutil.rmtree(odir, ignore_errors=True)
+    os.makedirs(odir)
+    with tarfile.open(tar_path) as t:
+        t.extractall(odir)
+
+
 def skip(why, what="live-kernel extents"):
     print(f"SKIPPED: {what}: {why}")
     sys.exit(0)

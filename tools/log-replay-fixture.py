@@ -22,7 +22,6 @@ fixture_lib.describe() records them (kind, mode, size, sha256, link target, xatt
 
 Needs root, loop devices, mkfs.btrfs, zstd, compsize, btrfs-progs. Usage: sudo tools/log-replay-fixture.py
 """
-import json
 import os
 import shutil
 import subprocess
@@ -167,9 +166,7 @@ def main():
         manifest = {"tool": "tools/log-replay-fixture.py", "kernel": os.uname().release, "superblock": sb,
                     "replayed": replayed, "replayed_compsize": replayed_cs,
                     "committed": last, "committed_compsize": last_cs}
-        with open(os.path.join(dest, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.write("\n")
+        fl.write_json(os.path.join(dest, "manifest.json"), manifest)
     print(f"wrote {dest}: {len(replayed)} paths after replay, {len(last)} at the last commit, log_root {sb['log_root']}")
 
 

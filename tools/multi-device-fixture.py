@@ -205,9 +205,7 @@ def main():
             for i, p in enumerate(paths):
                 sh("zstd", "-q", "-19", "-f", p, "-o", f"{dest}/{name}/dev{i + 1}.img.zst")
             manifest["profiles"][name] = entry
-        with open(f"{dest}/manifest.json", "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.write("\n")
+        fl.write_json(f"{dest}/manifest.json", manifest)
         print(f"wrote {dest}")
     finally:
         forget()

@@ -32,7 +32,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
@@ -178,10 +177,7 @@ def main():
         if "BIGSEC-DONE" not in text:
             sys.exit(f"the VM did not finish; console in {work}/console.log")
         odir = f"{work}/out"
-        shutil.rmtree(odir, ignore_errors=True)
-        os.makedirs(odir)
-        with tarfile.open(out) as t:
-            t.extractall(odir)
+        fl.guest_output(out, odir)
         supported = [int(x) for x in open(f"{odir}/supported").read().split()]
         dest = os.path.join(ROOT, "fixtures", f"big-sectors-{kver}")
         shutil.rmtree(dest, ignore_errors=True)
@@ -218,9 +214,7 @@ def main():
             "plain": {n: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in corpus.items()},
             "uname": open(f"{odir}/uname").read().strip(), "images": images,
         }
-        with open(f"{dest}/manifest.json", "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.write("\n")
+        fl.write_json(f"{dest}/manifest.json", manifest)
         print(f"wrote {dest} ({secs:.0f} s in the VM)")
     finally:
         if not keep:

@@ -46,7 +46,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -506,10 +505,7 @@ def run_traced(work, bz, tar, files, variant, kt):
     if "GUEST-DONE" not in text:
         sys.exit(f"{variant}: the guest did not finish; console in {work}/console-{variant}.log")
     odir = f"{work}/out-{variant}"
-    shutil.rmtree(odir, ignore_errors=True)
-    os.makedirs(odir)
-    with tarfile.open(out) as t:
-        t.extractall(odir)
+    fl.guest_output(out, odir)
     trace = open(f"{odir}/trace.txt").read()
     overrun = int(re.search(r"overrun: (\d+)", open(f"{odir}/stats").read()).group(1))
     if overrun:
@@ -630,9 +626,7 @@ def main():
             n = sum(len(x) for x in run["extents"].values())
             print(f"{v}: {run['vm_seconds']} s in the VM, {n} codec calls traced, missing {run['missing_functions']}")
         manifest["variants"][v] = entry
-        with open(mpath, "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.write("\n")
+        fl.write_json(mpath, manifest)
     print(f"wrote {mpath}")
 
 

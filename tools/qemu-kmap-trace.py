@@ -31,13 +31,11 @@ Usage: tools/qemu-kmap-trace.py [--arch i386|armhf] [--suite bookworm|trixie] [-
 """
 import glob
 import hashlib
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
@@ -254,9 +252,7 @@ def main():
             text, secs = boot(vmlinuz, initrd, img, tar, out, ioa, f"{work}/console-{ioa}.log", arch)
             nofunc = re.findall(r"NOFUNC (\S+)", text)
             odir = f"{work}/out-{ioa}"
-            os.makedirs(odir, exist_ok=True)
-            with tarfile.open(out) as t:
-                t.extractall(odir)
+            fl.guest_output(out, odir)
             trace = open(f"{odir}/trace.txt").read()
             meminfo = open(f"{odir}/meminfo").read()
             stats = open(f"{odir}/stats").read()
@@ -288,9 +284,7 @@ def main():
                         "page_allocs": "__alloc_pages calls", "buf2page": "btrfs_decompress_buf2page calls"},
             "runs": runs,
         }
-        with open(f"{dest}/manifest.json", "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.write("\n")
+        fl.write_json(f"{dest}/manifest.json", manifest)
         print(f"wrote {dest}/manifest.json")
     finally:
         if not keep:

@@ -20,7 +20,6 @@ each codec's directory.
 Needs root, loop devices, mkfs.btrfs, zstd, compsize. Usage: sudo tools/real-tree-fixture.py
 """
 import hashlib
-import json
 import os
 import shutil
 import socket
@@ -191,8 +190,7 @@ def main():
         subprocess.run(["umount", mnt], check=True)
         os.makedirs(dest, exist_ok=True)
         subprocess.run(["zstd", "-q", "-19", "-f", img, "-o", os.path.join(dest, "image.img.zst")], check=True)
-        with open(os.path.join(dest, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
+        fl.write_json(os.path.join(dest, "manifest.json"), manifest)
     print(f"{dest}: {len(manifest['entries'])} entries")
 
 

@@ -15,7 +15,6 @@ it does not descend into, 256 a subvolume's root), as os.lstat sees them.
 
 Needs root, loop devices, mkfs.btrfs, zstd. Usage: sudo tools/subvol-fixture.py
 """
-import json
 import os
 import stat
 import subprocess
@@ -63,9 +62,7 @@ def main():
         os.makedirs(dest, exist_ok=True)
         subprocess.run(["zstd", "-q", "-f", "-19", img, "-o", f"{dest}/image.img.zst"], check=True)
         manifest = {"tool": "tools/subvol-fixture.py", "kernel": os.uname().release, "paths": paths}
-        with open(f"{dest}/manifest.json", "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.write("\n")
+        fl.write_json(f"{dest}/manifest.json", manifest)
     print(f"wrote {dest}: {len(paths)} paths")
 
 
