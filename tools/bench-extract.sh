@@ -32,10 +32,18 @@ fi
 compare() { # IMAGE RUNS LABEL
   local img=$1 runs=$2 ours=() theirs=() old=()
   for i in $(seq "$runs"); do
+    # One tree in tmpfs at a time (three would crowd the image out of the page cache), the last
+    # run's two kept for the diff; with OLD, the two builds take turns going first.
     rm -rf "$work/t/a" "$work/t/b" "$work/t/c"; mkdir "$work/t/b"
+    if [ -n "${OLD:-}" ] && [ $((i % 2)) = 0 ]; then
+      old+=("$(ms "$OLD" extract "$img" "$work/t/c")"); rm -rf "$work/t/c"
+    fi
     ours+=("$(ms "$bin" extract "$img" "$work/t/a")")
+    if [ -n "${OLD:-}" ] && [ $((i % 2)) = 1 ]; then
+      old+=("$(ms "$OLD" extract "$img" "$work/t/c")"); rm -rf "$work/t/c"
+    fi
+    [ "$i" = "$runs" ] || rm -rf "$work/t/a"
     theirs+=("$(ms btrfs restore -S -m -x "$img" "$work/t/b")")
-    if [ -n "${OLD:-}" ]; then old+=("$(ms "$OLD" extract "$img" "$work/t/c")"); fi
   done
   echo "$3: btrfs-compress extract: $(stats "${ours[@]}")"
   if [ -n "${OLD:-}" ]; then
