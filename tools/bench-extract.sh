@@ -10,12 +10,9 @@
 # btrfs-compress), that build's extract runs alternating too, and the ratio of the two is printed.
 # Usage: tools/bench-extract.sh [IMAGE]
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-bin="$top/target/release/btrfs-compress"
-cargo build -q --release --bin btrfs-compress --manifest-path "$top/Cargo.toml"
-work=$(mktemp -d)
-mkdir "$work/mnt" "$work/t"
-mount -t tmpfs -o size=12G tmpfs "$work/t"
+# shellcheck source=tools/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
+bench_start 12G
 trap 'umount "$work/mnt" 2>/dev/null || true; umount "$work/t" 2>/dev/null || true; rm -rf "$work"' EXIT
 img=${1:-}
 if [ -z "$img" ]; then
@@ -27,8 +24,6 @@ if [ -z "$img" ]; then
   sync
   umount "$work/mnt"
 fi
-# shellcheck source=tools/bench-lib.sh
-. "$top/tools/bench-lib.sh"
 compare() { # IMAGE RUNS LABEL
   local img=$1 runs=$2 ours=() theirs=() old=()
   for i in $(seq "$runs"); do

@@ -9,12 +9,9 @@
 # kernel under compress-force=${OPT:-zstd:3}. Needs root, loop devices, btrfs-progs, GNU time.
 # Usage: sudo tools/bench-multi-device.sh
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-bin="$top/target/release/btrfs-compress"
-cargo build -q --release --bin btrfs-compress --manifest-path "$top/Cargo.toml"
-work=$(mktemp -d)
-mkdir "$work/mnt" "$work/t"
-mount -t tmpfs -o size=8G tmpfs "$work/t"
+# shellcheck source=tools/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
+bench_start 8G
 loops=()
 cleanup() {
   umount "$work/mnt" 2>/dev/null || true
@@ -42,8 +39,6 @@ make() { # NAME DEVICES MKFS-ARGS...
 make single 1 -d single -m dup
 make raid1_ 2 -d raid1 -m raid1
 make raid5_ 3 -d raid5 -m raid5
-# shellcheck source=tools/bench-lib.sh
-. "$top/tools/bench-lib.sh"
 declare -A cases=(
   [single]="$work/single1.img"
   [raid1]="$work/raid1_1.img --device $work/raid1_2.img"
