@@ -104,13 +104,22 @@ fn run_inner(args: EstimateArgs) -> Result<(), (u8, String)> {
         return Err((64, "empty -a list".into()));
     }
     let rules = Rules { kernel, max_inline: args.max_inline, sectorsize: args.sectorsize };
-    let (files, skipped) = collect_files(&args.paths).map_err(|e| (1, e.to_string()))?;
+    let collected = collect_files(&args.paths).map_err(|e| (1, e.to_string()))?;
+    // What could not be read is named first: the estimate below lacks it (exit 1 at the end).
+    for u in &collected.unreadable {
+        eprintln!("btrfs-compress: cannot read {u}");
+    }
+    let not_listed = collected.unreadable_count - collected.unreadable.len() as u64;
+    if not_listed > 0 {
+        eprintln!("btrfs-compress: and {not_listed} more entries that cannot be read");
+    }
+    let (files, special, lost) = (collected.files, collected.special, collected.unreadable_count);
     let total: u64 = files.iter().map(|f| f.1).sum();
     if total == 0 {
         return Err((
             1,
             format!(
-                "nothing to estimate: {} regular files with no data ({skipped} special or unreadable entries skipped)",
+                "nothing to estimate: {} regular files with no data ({special} special files, {lost} entries that cannot be read)",
                 files.len()
             ),
         ));
@@ -160,8 +169,10 @@ fn run_inner(args: EstimateArgs) -> Result<(), (u8, String)> {
     } else {
         print!("{}", report(&results, &rules, args.min_mb_s));
     }
-    if skipped + unreadable > 0 {
-        eprintln!("btrfs-compress: skipped {skipped} special or unreadable entries and {unreadable} files that could not be read");
+    if special + lost + unreadable > 0 {
+        eprintln!(
+            "btrfs-compress: skipped {special} special files, {lost} entries that cannot be read and {unreadable} files that could not be read"
+        );
     }
     eprintln!(
         "{} files read of {}, kernel {}.{} rules, {:.2} s",
@@ -174,8 +185,11 @@ fn run_inner(args: EstimateArgs) -> Result<(), (u8, String)> {
     if let Some(p) = &args.plot {
         std::fs::write(p, plot(&results)).map_err(|e| (1, format!("{}: {e}", p.display())))?;
     }
-    if unreadable > 0 {
-        return Err((1, format!("{unreadable} files could not be read: the estimate above lacks them")));
+    if unreadable + lost > 0 {
+        return Err((
+            1,
+            format!("{} files or directories could not be read: the estimate above lacks them", unreadable + lost),
+        ));
     }
     Ok(())
 }

@@ -29,7 +29,8 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -246,43 +247,70 @@ impl<'a> FilePass<'a> {
     }
 }
 
-/// The regular files under `paths`, each once (by device and inode), with their sizes; the
-/// number of other entries skipped (special files, unreadable ones).
-pub fn collect_files(paths: &[PathBuf]) -> io::Result<(Vec<(PathBuf, u64)>, u64)> {
-    for p in paths {
-        std::fs::symlink_metadata(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
-    }
-    let mut seen = HashSet::new();
-    let (mut files, mut skipped) = (Vec::new(), 0u64);
-    let mut stack: Vec<PathBuf> = paths.iter().rev().cloned().collect();
-    while let Some(p) = stack.pop() {
-        let Ok(md) = std::fs::symlink_metadata(&p) else {
-            skipped += 1;
-            continue;
-        };
-        if md.is_dir() {
-            match std::fs::read_dir(&p) {
-                Ok(rd) => {
-                    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-                    entries.sort();
-                    stack.extend(entries.into_iter().rev());
-                }
-                Err(_) => skipped += 1,
-            }
-        } else if md.is_file() {
-            if seen.insert((md.dev(), md.ino())) {
-                files.push((p, md.len()));
-            }
-        } else if !md.file_type().is_symlink() {
-            skipped += 1;
+/// What [`collect_files`] found.
+#[derive(Clone, Debug, Default)]
+pub struct Collected {
+    /// The regular files, each once (by device and inode), with their sizes.
+    pub files: Vec<(PathBuf, u64)>,
+    /// Special files (devices, fifos, sockets) passed over.
+    pub special: u64,
+    /// Entries that could not be read (a directory that cannot be listed, an entry that cannot
+    /// be looked at): `path: error`, at most [`Collected::SHOWN`]; `unreadable_count` has them all.
+    pub unreadable: Vec<String>,
+    /// How many entries could not be read.
+    pub unreadable_count: u64,
+}
+
+impl Collected {
+    /// Unreadable entries named (the rest are counted).
+    pub const SHOWN: usize = 100;
+
+    fn unreadable(&mut self, p: &Path, e: &io::Error) {
+        self.unreadable_count += 1;
+        if self.unreadable.len() < Self::SHOWN {
+            let s = p.as_os_str().as_bytes();
+            // A path deeper than a line is shown by its end.
+            let tail = &s[s.len().saturating_sub(300)..];
+            let dots = if tail.len() < s.len() { "…" } else { "" };
+            self.unreadable.push(format!("{dots}{}: {e}", tail.escape_ascii()));
         }
     }
-    Ok((files, skipped))
+}
+
+/// The regular files under `paths`, each once (by device and inode), with their sizes; special
+/// files counted, and what could not be read named. Paths of any length are followed (see
+/// `hostfs`): a tree deeper than PATH_MAX is read whole. Symlinks are not followed.
+pub fn collect_files(paths: &[PathBuf]) -> io::Result<Collected> {
+    for p in paths {
+        hostfs::lstat(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+    }
+    let mut seen = HashSet::new();
+    let mut c = Collected::default();
+    for top in paths {
+        let mut found = |x: hostfs::Found<'_>| match x {
+            hostfs::Found::Unreadable(p, e) => c.unreadable(p, &e),
+            hostfs::Found::Entry(p, md) => match md.kind {
+                hostfs::Kind::File => {
+                    if seen.insert((md.dev, md.ino)) {
+                        c.files.push((p.to_path_buf(), md.len));
+                    }
+                }
+                hostfs::Kind::Other => c.special += 1,
+                hostfs::Kind::Dir | hostfs::Kind::Symlink => {}
+            },
+        };
+        match hostfs::lstat(top) {
+            Ok(md) if md.kind == hostfs::Kind::Dir => hostfs::walk(top, found),
+            Ok(md) => found(hostfs::Found::Entry(top, md)),
+            Err(e) => found(hostfs::Found::Unreadable(top, e)),
+        }
+    }
+    Ok(c)
 }
 
 /// Estimate one file under every option.
 fn estimate_file(path: &Path, size: u64, opts: &[MountOption], rules: &Rules) -> io::Result<Vec<Tally>> {
-    let f = File::open(path)?;
+    let f = hostfs::open(path)?;
     let size = usize::try_from(size).map_err(|_| io::Error::other("file too large"))?;
     let mut passes: Vec<FilePass<'_>> = opts.iter().map(|&opt| FilePass::new(opt, rules, true)).collect();
     for p in &mut passes {
@@ -460,6 +488,7 @@ pub fn estimate(
         })
 }
 
+mod hostfs;
 mod sample;
 pub use sample::{
     estimate_sampled, Sampled, DECOMPRESS_EVERY, MAY_FAIL, MIN_PER_STRATUM, PROBE_SLICES, PROBE_SPACING, PROBE_WINDOW,

@@ -237,7 +237,7 @@ fn evaluate_unit(
 ) -> io::Result<Vec<Tally>> {
     let (path, size) = &files[u.file];
     let size = *size as usize;
-    let f = File::open(path)?;
+    let f = crate::hostfs::open(path)?;
     let to_io = |e: Error| io::Error::other(e.to_string());
     let mut passes: Vec<FilePass<'_>> = opts.iter().map(|&opt| FilePass::new(opt, rules, measure_decompress)).collect();
     for (p, &n) in passes.iter_mut().zip(nocompress) {
@@ -285,7 +285,7 @@ fn nocompress_scan(
     opts: &[MountOption],
     rules: &Rules,
 ) -> io::Result<Vec<Option<usize>>> {
-    let f = File::open(path)?;
+    let f = crate::hostfs::open(path)?;
     let mut passes: Vec<FilePass<'_>> = opts.iter().map(|&opt| FilePass::new(opt, rules, false)).collect();
     let mut flag: Vec<Option<usize>> = vec![None; opts.len()];
     let mut plain_range = vec![false; opts.len()];
@@ -418,7 +418,7 @@ fn strata(files: &[(PathBuf, u64)], ss: usize, heuristic: bool) -> (Vec<Vec<Unit
                 };
                 return Some(Unit { z, ..*u });
             }
-            let f = File::open(&files[u.file].0).ok()?;
+            let f = crate::hostfs::open(&files[u.file].0).ok()?;
             probe.predict(&f, u.start, u.len, heuristic).ok().map(|z| Unit { z, ..*u })
         })
         .collect();

@@ -42,7 +42,7 @@ fn estimate_equals_compsize_on_the_running_kernel() {
     let osrelease = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     let mut v = osrelease.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse::<u32>().ok());
     let rules = Rules { kernel: (v.next().unwrap(), v.next().unwrap()), max_inline: 2048, sectorsize: 4096 };
-    let (files, _) = collect_files(std::slice::from_ref(&src)).unwrap();
+    let files = collect_files(std::slice::from_ref(&src)).unwrap().files;
     let options = [
         "compress-force=zstd:3",
         "compress-force=lzo",

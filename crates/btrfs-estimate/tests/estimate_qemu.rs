@@ -26,7 +26,7 @@ fn estimate_matches_the_kernels_qemu_ran() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("tree");
     btrfs_lab::corpus::estimate_tree(&src).unwrap();
-    let (files, _) = collect_files(std::slice::from_ref(&src)).unwrap();
+    let files = collect_files(std::slice::from_ref(&src)).unwrap().files;
     let mut bad = Vec::new();
     for f in fixtures {
         let k: Value = serde_json::from_slice(&std::fs::read(f.join("kernel.json")).unwrap()).unwrap();

@@ -21,7 +21,7 @@ fn options(list: &[&str]) -> Vec<MountOption> {
 }
 
 fn files_of(dir: &Path) -> Vec<(PathBuf, u64)> {
-    collect_files(&[dir.to_path_buf()]).unwrap().0
+    collect_files(&[dir.to_path_buf()]).unwrap().files
 }
 
 #[test]
