@@ -31,6 +31,18 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// An image of `size` bytes holding `root`, made by `mkfs.btrfs --rootdir` (no mount, no root);
+/// false, with a SKIPPED line naming `test`, where mkfs.btrfs cannot make it.
+fn mkfs_rootdir(root: &std::path::Path, img: &std::path::Path, size: u64, test: &str) -> bool {
+    std::fs::File::create(img).unwrap().set_len(size).unwrap();
+    let mkfs = Command::new("mkfs.btrfs").args(["-q", "-f", "--rootdir"]).arg(root).arg(img).output();
+    let made = mkfs.as_ref().is_ok_and(|o| o.status.success());
+    if !made {
+        println!("SKIPPED: {test} (mkfs.btrfs --rootdir not available)");
+    }
+    made
+}
+
 #[test]
 fn compress_then_decompress_round_trips_for_every_algorithm() {
     let d = tempfile::tempdir().unwrap();
@@ -800,10 +812,7 @@ fn a_truncated_image_missing_data_fails() {
         .collect();
     std::fs::write(root.join("big"), &data).unwrap();
     let img = d.path().join("full.img");
-    std::fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
-    let mkfs = Command::new("mkfs.btrfs").args(["-q", "-f", "--rootdir"]).arg(&root).arg(&img).output();
-    if !mkfs.as_ref().is_ok_and(|o| o.status.success()) {
-        println!("SKIPPED: a_truncated_image_missing_data_fails (mkfs.btrfs --rootdir not available)");
+    if !mkfs_rootdir(&root, &img, 256 << 20, "a_truncated_image_missing_data_fails") {
         return;
     }
     let bytes = std::fs::read(&img).unwrap();
@@ -1051,10 +1060,7 @@ fn an_image_file_named_like_our_temporaries_survives_two_extracts() {
     std::fs::write(root.join("a"), b"a file\n").unwrap();
     std::fs::write(root.join(tmp_like), b"a file of the image\n").unwrap();
     let img = d.path().join("img");
-    std::fs::File::create(&img).unwrap().set_len(128 << 20).unwrap();
-    let mkfs = Command::new("mkfs.btrfs").args(["-q", "-f", "--rootdir"]).arg(&root).arg(&img).output();
-    if !mkfs.as_ref().is_ok_and(|o| o.status.success()) {
-        println!("SKIPPED: an_image_file_named_like_our_temporaries_survives_two_extracts (mkfs.btrfs --rootdir)");
+    if !mkfs_rootdir(&root, &img, 128 << 20, "an_image_file_named_like_our_temporaries_survives_two_extracts") {
         return;
     }
     let dest = d.path().join("dest");

@@ -158,6 +158,7 @@ pub fn inspect(img: &Image) -> Result<Inspect<'_>, ImageError> {
 }
 
 /// The walk behind [`inspect`]; serializes as the JSON array of its [`FileInfo`]s.
+#[must_use = "inspect checks each entry only as its files are iterated"]
 pub struct Inspect<'i> {
     img: &'i Image,
     /// The image's entries.

@@ -170,20 +170,12 @@ struct MultiTarget {
 fn multi_target() -> &'static std::sync::Mutex<MultiTarget> {
     static T: std::sync::OnceLock<std::sync::Mutex<MultiTarget>> = std::sync::OnceLock::new();
     T.get_or_init(|| {
-        use std::os::unix::fs::FileExt;
         let fx = crate::fixture_dir("multi-device-").join("raid5");
         let dir = tempfile::tempdir().expect("tempdir");
         let mut paths = Vec::new();
         for i in 1..=3 {
-            let raw = crate::read_zst(&fx.join(format!("dev{i}.img.zst")));
             let p = dir.path().join(format!("dev{i}.img"));
-            let f = std::fs::File::create(&p).expect("device file");
-            for (k, b) in raw.chunks(65536).enumerate() {
-                if b.iter().any(|&x| x != 0) {
-                    f.write_all_at(b, (k * 65536) as u64).expect("write");
-                }
-            }
-            f.set_len(raw.len() as u64).expect("size");
+            crate::write_sparse(&crate::read_zst(&fx.join(format!("dev{i}.img.zst"))), &p);
             paths.push(p);
         }
         let refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
@@ -246,17 +238,10 @@ struct DeepTarget {
 fn deep_target() -> &'static std::sync::Mutex<DeepTarget> {
     static T: std::sync::OnceLock<std::sync::Mutex<DeepTarget>> = std::sync::OnceLock::new();
     T.get_or_init(|| {
-        use std::os::unix::fs::FileExt;
         let raw = crate::read_zst(&crate::fixture_dir("deep-tree-").join("chain-3000.img.zst"));
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("chain.img");
-        let f = std::fs::File::create(&path).expect("image file");
-        for (k, b) in raw.chunks(65536).enumerate() {
-            if b.iter().any(|&x| x != 0) {
-                f.write_all_at(b, (k * 65536) as u64).expect("write");
-            }
-        }
-        f.set_len(raw.len() as u64).expect("size");
+        crate::write_sparse(&raw, &path);
         let img = btrfs_image::open_bytes(raw.clone()).expect("deep fixture");
         let nodesize = img.sb.nodesize as usize;
         let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));

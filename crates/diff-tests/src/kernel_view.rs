@@ -110,9 +110,7 @@ pub fn compare(
                 check("size", &e["size"], md.len().into());
                 let want_links = links[&(e["dev"].as_u64().unwrap(), e["ino"].as_u64().unwrap())];
                 check("nlink", &want_links.into(), md.nlink().into());
-                use sha2::Digest;
-                let sha: String =
-                    sha2::Sha256::digest(std::fs::read(&p).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
+                let sha = crate::sha256_hex(&std::fs::read(&p).unwrap());
                 check("sha256", &e["sha256"], sha.into());
             }
             "symlink" => {

@@ -240,6 +240,25 @@ pub fn read_zst(path: &Path) -> Vec<u8> {
     out
 }
 
+/// The sha256 of `data` in lowercase hex, as the fixture manifests record it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Write `raw` to a new sparse file at `path`: 64 KiB blocks of zeros are left as holes, so an
+/// image of hundreds of MiB costs only its data on disk.
+pub fn write_sparse(raw: &[u8], path: &Path) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (k, b) in raw.chunks(65536).enumerate() {
+        if b.iter().any(|&x| x != 0) {
+            f.write_all_at(b, (k * 65536) as u64).expect("write");
+        }
+    }
+    f.set_len(raw.len() as u64).expect("size");
+}
+
 /// Assert two byte strings are equal, reporting the first difference instead of both strings.
 #[track_caller]
 pub fn assert_same(a: &[u8], b: &[u8], what: &str) {
@@ -289,7 +308,6 @@ pub struct Fixture {
 
 /// Load every fixture under fixtures/ that has an image.
 pub fn fixtures() -> Vec<Fixture> {
-    use sha2::Digest;
     let root = repo_root().join("fixtures");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
@@ -332,7 +350,7 @@ pub fn fixtures() -> Vec<Fixture> {
                 btrfs_image::ExtentKind::Inline { data } => (data.clone(), true),
                 _ => (img.read_logical(fe.disk_bytenr, fe.disk_num_bytes as usize).expect("extent bytes"), false),
             };
-            let sha: String = sha2::Sha256::digest(&raw).iter().map(|b| format!("{b:02x}")).collect();
+            let sha: String = sha256_hex(&raw);
             assert_eq!(
                 sha,
                 s("sha256"),

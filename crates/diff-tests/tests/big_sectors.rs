@@ -16,7 +16,6 @@ use btrfs_image::{open_image, ExtentKind, FileKind, Image};
 use btrfs_restore::{extract, ExtractOptions};
 use diff_tests::{read_zst, repo_root};
 use serde_json::Value;
-use sha2::Digest;
 
 struct Fixture {
     dir: PathBuf,
@@ -55,7 +54,7 @@ impl Fixture {
 }
 
 fn sha(b: &[u8]) -> String {
-    sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    diff_tests::sha256_hex(b)
 }
 
 #[test]

@@ -14,10 +14,10 @@ use std::sync::atomic::AtomicBool;
 
 use btrfs_image::{FileKind, Walk};
 use btrfs_restore::{ExtractOptions, ExtractReport};
+use diff_tests::kernel_view::unhex;
 use peak_alloc::PeakAlloc;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use serde_json::Value;
-use sha2::Digest;
 
 #[global_allocator]
 static PEAK: PeakAlloc = PeakAlloc;
@@ -30,10 +30,6 @@ fn peak<T>(f: impl FnOnce() -> T) -> (usize, T) {
     PEAK.reset_peak_usage();
     let r = f();
     (PEAK.peak_usage().saturating_sub(before), r)
-}
-
-fn unhex(h: &str) -> Vec<u8> {
-    (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()
 }
 
 /// What one entry is, as the manifest records it: (kind, mode, size, nlink, sha256, target).
@@ -73,7 +69,7 @@ fn level(dir: &OwnedFd) -> (BTreeMap<Vec<u8>, Seen>, Option<Vec<u8>>) {
             let fd = rfs::openat(dir, os, OFlags::RDONLY | OFlags::NOFOLLOW, Mode::empty()).unwrap();
             let mut data = Vec::new();
             std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut data).unwrap();
-            sha2::Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect()
+            diff_tests::sha256_hex(&data)
         });
         let target = (ty == rfs::FileType::Symlink).then(|| {
             rfs::readlinkat(dir, os, Vec::new()).unwrap().as_bytes().iter().map(|b| format!("{b:02x}")).collect()
@@ -176,7 +172,7 @@ fn a_chain_100000_levels_deep_is_walked_counted_verified_and_extracted_within_th
     assert_eq!(compare_chain(&dest, &m), depth);
     let side = std::fs::read(dest.join("side/file")).unwrap();
     let want = m["entries"].as_array().unwrap().iter().find(|e| e["dir"] == "side").unwrap();
-    let sha: String = sha2::Sha256::digest(&side).iter().map(|b| format!("{b:02x}")).collect();
+    let sha: String = diff_tests::sha256_hex(&side);
     assert_eq!(Some(sha.as_str()), want["sha256"].as_str());
 
     // A rerun without --force: every entry refused, each message a line, the memory bounded.

@@ -26,7 +26,6 @@ use btrfs_compress::replay::{self, KernelLoop, Mount, PageCacheLayout, Setup};
 use btrfs_compress::{parse_compress_option, CompressSpec, Strategy};
 use highmem::{Backend, KernelConfig, PhysMem};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 fn manifest() -> Value {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
@@ -42,7 +41,7 @@ fn files(m: &Value) -> BTreeMap<String, Vec<u8>> {
     let files: BTreeMap<String, Vec<u8>> = btrfs_lab::corpus::trace_files().into_iter().collect();
     for (name, meta) in m["files"].as_object().unwrap() {
         let data = files.get(name).unwrap_or_else(|| panic!("{name} is not a trace file"));
-        let sha: String = Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();
+        let sha: String = diff_tests::sha256_hex(data);
         assert_eq!(sha, meta["sha256"].as_str().unwrap(), "{name}: corpus differs from the traced one");
     }
     files

@@ -23,7 +23,6 @@ use btrfs_compress::replay::{self, KernelLoop, Mount, Setup};
 use btrfs_compress::{parse_compress_option, Strategy};
 use highmem::{Backend, KernelConfig, KernelEvents, PhysMem};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// Every kmap-trace fixture (x86-32 686-pae, ARM32 armmp-lpae), sorted by name.
 fn manifests() -> Vec<(PathBuf, Value)> {
@@ -102,7 +101,7 @@ fn check(path: &std::path::Path, m: &Value) {
     let files: BTreeMap<String, Vec<u8>> = btrfs_lab::corpus::trace_files().into_iter().collect();
     for (name, meta) in m["files"].as_object().unwrap() {
         let data = files.get(name).unwrap_or_else(|| panic!("{name} is not a trace file"));
-        let sha: String = Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();
+        let sha: String = diff_tests::sha256_hex(data);
         assert_eq!(sha, meta["sha256"].as_str().unwrap(), "{name}: corpus differs from the traced one");
     }
     assert!(m["runs"]["init_on_alloc=1"]["high_total_kb"].as_u64().unwrap() > 1 << 20, "the page cache was in HighMem");

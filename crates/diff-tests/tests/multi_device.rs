@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 use btrfs_image::{open_devices, Image, OpenOptions};
 use btrfs_restore::{extract, ExtractOptions, ExtractReport};
 use diff_tests::kernel_view::{compare, unhex};
-use diff_tests::{fixture_dir, read_zst};
+use diff_tests::{fixture_dir, read_zst, write_sparse};
 use serde_json::{Map, Value};
 
 fn manifest() -> (PathBuf, Value) {
@@ -36,15 +36,8 @@ fn inflate(fixture: &Path, profile: &str, n: usize) -> Devices {
     let dir = tempfile::tempdir().unwrap();
     let mut paths = Vec::new();
     for i in 1..=n {
-        let raw = read_zst(&fixture.join(profile).join(format!("dev{i}.img.zst")));
         let p = dir.path().join(format!("dev{i}.img"));
-        let f = std::fs::File::create(&p).unwrap();
-        for (k, block) in raw.chunks(65536).enumerate() {
-            if block.iter().any(|&b| b != 0) {
-                f.write_all_at(block, (k * 65536) as u64).unwrap();
-            }
-        }
-        f.set_len(raw.len() as u64).unwrap();
+        write_sparse(&read_zst(&fixture.join(profile).join(format!("dev{i}.img.zst"))), &p);
         paths.push(p);
     }
     Devices { _dir: dir, paths }
@@ -77,12 +70,19 @@ fn profiles(m: &Value) -> Vec<(String, &Value)> {
     m["profiles"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v)).collect()
 }
 
+/// Each profile of the fixture: its name, its part of the manifest and its devices, inflated
+/// for this call.
+fn each_profile(mut f: impl FnMut(&str, &Value, &Devices)) {
+    let (dir, m) = manifest();
+    for (name, p) in profiles(&m) {
+        f(&name, p, &inflate_profile(&dir, &name, p));
+    }
+}
+
 #[test]
 fn every_profile_read_whole_is_what_the_kernel_showed() {
-    let (dir, m) = manifest();
     let mut n = 0;
-    for (name, p) in profiles(&m) {
-        let devs = inflate_profile(&dir, &name, p);
+    each_profile(|name, p, devs| {
         let paths = devs.refs();
         let img = open(&paths).unwrap();
         assert!(img.warnings().is_empty(), "{name}: {:?}", img.warnings());
@@ -99,7 +99,7 @@ fn every_profile_read_whole_is_what_the_kernel_showed() {
         assert!(img.repairs().is_empty(), "{name}: {:?}", img.repairs());
         n += checked;
         eprintln!("{name}: {checked} paths equal the kernel's, usage equals compsize");
-    }
+    });
     assert!(n >= 8 * 15, "{n}");
 }
 
@@ -135,9 +135,7 @@ fn check_view(what: &str, dest: &Path, r: &ExtractReport, view: &Map<String, Val
         let p = dest.join(std::ffi::OsStr::from_bytes(&rel));
         let md = std::fs::symlink_metadata(&p).unwrap_or_else(|_| panic!("{what}: {} missing", e["path"]));
         if e["kind"] == "file" {
-            use sha2::Digest;
-            let sha: String =
-                sha2::Sha256::digest(std::fs::read(&p).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
+            let sha: String = diff_tests::sha256_hex(&std::fs::read(&p).unwrap());
             assert_eq!(sha, e["sha256"].as_str().unwrap(), "{what}: {}", e["path"]);
             assert_eq!(md.len(), e["size"].as_u64().unwrap(), "{what}: {}", e["path"]);
         }
@@ -164,10 +162,8 @@ fn walk(dest: &Path) -> BTreeSet<Vec<u8>> {
 
 #[test]
 fn degraded_arrays_read_what_the_kernel_read_mounted_degraded() {
-    let (dir, m) = manifest();
     let mut cases = 0;
-    for (name, p) in profiles(&m) {
-        let devs = inflate_profile(&dir, &name, p);
+    each_profile(|name, p, devs| {
         for case in p["degraded"].as_array().unwrap() {
             let withheld: Vec<u64> = case["withheld"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
             let what = format!("{name} without {withheld:?}");
@@ -208,16 +204,14 @@ fn degraded_arrays_read_what_the_kernel_read_mounted_degraded() {
             eprintln!("{what}: {checked} paths equal the kernel's, {failed} unreadable there and here");
             cases += 1;
         }
-    }
+    });
     assert!(cases >= 30, "{cases}");
 }
 
 #[test]
 fn a_damaged_copy_is_read_from_another_or_rebuilt() {
-    let (dir, m) = manifest();
     let mut cases = 0;
-    for (name, p) in profiles(&m) {
-        let devs = inflate_profile(&dir, &name, p);
+    each_profile(|name, p, devs| {
         let paths = devs.refs();
         for case in p["damaged"].as_array().unwrap() {
             let (devid, phys, len) =
@@ -258,7 +252,7 @@ fn a_damaged_copy_is_read_from_another_or_rebuilt() {
             f.write_all_at(&saved, phys).unwrap();
             cases += 1;
         }
-    }
+    });
     assert_eq!(cases, 16);
 }
 

@@ -5,10 +5,9 @@
 
 use btrfs_compress::{compress_extent_raw, compress_inline, parse_compress_option, Options, ZlibBackend};
 use diff_tests::{read_zst, repo_root};
-use sha2::Digest;
 
 fn hex(b: &[u8]) -> String {
-    sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    diff_tests::sha256_hex(b)
 }
 
 #[test]
